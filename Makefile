@@ -1,0 +1,30 @@
+# Every target bootstraps .venv from pyproject.toml first; only Python 3.11+ is assumed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-from-pyproject
+
+.PHONY: run test migrate psql clean
+
+run: $(STAMP)  ## serve the API on http://127.0.0.1:3000 (embedded PostgreSQL unless DATABASE_URL is set)
+	$(BIN)/python -m service serve
+
+test: $(STAMP)  ## run the whole test suite (embedded PostgreSQL unless TEST_DATABASE_URL is set)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+migrate: $(STAMP)  ## apply migrations and re-create the sql/ functions
+	$(BIN)/python -m service migrate
+
+psql: $(STAMP)  ## psql on the service's database
+	$(BIN)/python -m service psql
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "ticket-allocation needs Python 3.11 or newer; run e.g. make PYTHON=python3.12 $(MAKECMDGOALS)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
+	touch $(STAMP)
+
+clean:  ## remove the virtualenv (the embedded database in .pgdata stays)
+	rm -rf $(VENV)

