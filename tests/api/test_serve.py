@@ -1,0 +1,114 @@
+"""`python -m service serve` as a user runs it: start, serve, stop on SIGTERM."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from service.config import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(port, method, path, payload=None):
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+class Server:
+    def __init__(self, env: dict, log_path):
+        self.port = free_port()
+        self.log_path = log_path
+        env = {**env, "PORT": str(self.port)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"], cwd=PROJECT_ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"),
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited early:\n{self.log()}"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.process.kill()
+        pytest.fail(f"server did not listen within 90 s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def base_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST")}
+
+
+def test_serves_with_database_url_and_never_logs_the_password(database_url, tmp_path):
+    parts = urlsplit(database_url)
+    password = parts.password
+    if not password and not os.environ.get("TEST_DATABASE_URL"):
+        # The embedded test server trusts local connections, so any password works.
+        password = "s3cret-never-logged"
+        netloc = f"{parts.username}:{password}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+        database_url = urlunsplit(parts._replace(netloc=netloc))
+    server = Server({**base_env(), "DATABASE_URL": database_url}, tmp_path / "server.log")
+    try:
+        status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 2})
+        assert status == 201
+        status, _ = request(server.port, "POST", f"/ticket_options/{option['id']}/purchases",
+                            {"quantity": 3, "user_id": "123e4567-e89b-12d3-a456-426614174000"})
+        assert status == 409
+    finally:
+        assert server.stop() == 0
+    log = server.log()
+    assert f"listening on http://127.0.0.1:{server.port}" in log
+    assert "database postgresql://" in log
+    assert '"POST /ticket_options HTTP/1.1" 201' in log  # one access line per request
+    if password:
+        assert password not in log
+
+
+def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
+    pgdata = tmp_path / "pgdata"
+    env = {**base_env(), "EMBEDDED_PGDATA": str(pgdata)}
+    first = Server(env, tmp_path / "first.log")
+    try:
+        status, option = request(first.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 5})
+        assert status == 201
+        status, _ = request(first.port, "POST", f"/ticket_options/{option['id']}/purchases",
+                            {"quantity": 2, "user_id": "123e4567-e89b-12d3-a456-426614174000"})
+        assert status == 201
+    finally:
+        assert first.stop() == 0
+    assert "embedded PostgreSQL" in first.log()
+    assert not (pgdata / "postmaster.pid").exists(), "the embedded PostgreSQL is still running"
+
+    second = Server(env, tmp_path / "second.log")
+    try:
+        assert request(second.port, "GET", f"/ticket_options/{option['id']}") == (200, {**option, "allocation": 3})
+    finally:
+        assert second.stop() == 0
+    assert not (pgdata / "postmaster.pid").exists()

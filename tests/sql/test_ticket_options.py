@@ -1,0 +1,76 @@
+"""create_ticket_option and get_ticket_option, called as psql users would."""
+
+import uuid
+
+import asyncpg
+import pytest
+
+
+async def create(conn, name="Gig", desc="Main hall", allocation=100):
+    return await conn.fetchrow("SELECT * FROM create_ticket_option($1, $2, $3)", name, desc, allocation)
+
+
+async def test_create_returns_the_new_option(conn):
+    option = await create(conn, "Summer gig", "Main hall", 250)
+    assert option["name"] == "Summer gig"
+    assert option["desc"] == "Main hall"
+    assert option["allocation"] == 250
+    assert isinstance(option["id"], uuid.UUID)
+    stored = await conn.fetchrow("SELECT * FROM ticket_options WHERE id = $1", option["id"])
+    assert dict(stored) == dict(option)
+
+
+async def test_allocation_may_be_zero(conn):
+    assert (await create(conn, allocation=0))["allocation"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "desc", "allocation", "field"),
+    [
+        (None, "", 1, "name"),
+        ("", "", 1, "name"),
+        ("   ", "", 1, "name"),
+        ("x" * 201, "", 1, "name"),
+        ("Gig", None, 1, "desc"),
+        ("Gig", "x" * 2001, 1, "desc"),
+        ("Gig", "", -1, "allocation"),
+        ("Gig", "", None, "allocation"),
+    ],
+)
+async def test_create_rejects_invalid_arguments_with_TA001(conn, name, desc, allocation, field):
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await create(conn, name, desc, allocation)
+    assert raised.value.sqlstate == "TA001"
+    assert raised.value.column_name == field
+    assert raised.value.message.startswith(field)
+    assert await conn.fetchval("SELECT count(*) FROM ticket_options") == 0
+
+
+async def test_longest_name_and_desc_are_accepted(conn):
+    option = await create(conn, "n" * 200, "d" * 2000, 1)
+    assert len(option["name"]) == 200 and len(option["desc"]) == 2000
+
+
+async def test_get_returns_the_option(conn):
+    created = await create(conn)
+    fetched = await conn.fetchrow("SELECT * FROM get_ticket_option($1)", created["id"])
+    assert dict(fetched) == dict(created)
+
+
+async def test_get_unknown_option_raises_TA002(conn):
+    missing = uuid.uuid4()
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await conn.fetchrow("SELECT * FROM get_ticket_option($1)", missing)
+    assert raised.value.sqlstate == "TA002"
+    assert str(missing) in raised.value.message
+
+
+async def test_schema_constraints_back_the_rules(conn):
+    # Writing past the functions still cannot store what they would refuse.
+    for statement in (
+        "INSERT INTO ticket_options (name, allocation) VALUES (' ', 1)",
+        "INSERT INTO ticket_options (name, allocation) VALUES ('Gig', -1)",
+        "INSERT INTO ticket_options (name, allocation) VALUES (repeat('x', 201), 1)",
+    ):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(statement)
