@@ -36,7 +36,7 @@ def cmd_serve(settings: Settings, args) -> int:
     url, source = resolve_database(settings)
     if not args.no_migrate:
         migrate(url)
-    app = create_app(url, pool_size=settings.pool_size)
+    app = create_app(url, pool_size=settings.pool_size, idempotency_key_ttl=settings.idempotency_key_ttl)
 
     def announce(_message: str) -> None:
         log.info(
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m service",
         description="ticket-allocation: sells a fixed allocation of tickets without overselling.",
-        epilog="Configuration comes from the environment: DATABASE_URL, HOST, PORT, DB_POOL_SIZE, EMBEDDED_PGDATA.",
+        epilog="Configuration comes from the environment: DATABASE_URL, HOST, PORT, DB_POOL_SIZE, IDEMPOTENCY_KEY_TTL, "
+        "EMBEDDED_PGDATA.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="apply pending migrations, then serve the HTTP API")

@@ -16,6 +16,8 @@ class Settings:
     port: int
     pool_size: int
     embedded_pgdata: Path
+    # A PostgreSQL interval; None keeps the database's setting (default 24 hours).
+    idempotency_key_ttl: str | None
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -25,6 +27,7 @@ class Settings:
             port=_int_setting(env, "PORT", 3000),
             pool_size=_int_setting(env, "DB_POOL_SIZE", 10),
             embedded_pgdata=Path(env.get("EMBEDDED_PGDATA", PROJECT_ROOT / ".pgdata")),
+            idempotency_key_ttl=env.get("IDEMPOTENCY_KEY_TTL") or None,
         )
 
 

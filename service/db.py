@@ -1,19 +1,64 @@
 """The connection pool, living as long as the app (aiohttp cleanup_ctx)."""
 
+import asyncio
+import contextlib
+import logging
+
 import asyncpg
 from aiohttp import web
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 DATABASE_URL = web.AppKey("database_url", str)
 POOL_SIZE = web.AppKey("pool_size", int)
+IDEMPOTENCY_KEY_TTL = web.AppKey("idempotency_key_ttl", str)
+
+# Expired idempotency keys are already ignored; purging only bounds the table.
+PURGE_INTERVAL_SECONDS = 600
+
+log = logging.getLogger(__name__)
 
 
 async def pool_context(app: web.Application):
-    async with asyncpg.create_pool(app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE]) as pool:
+    settings = {}
+    if app.get(IDEMPOTENCY_KEY_TTL):
+        settings["ticket_allocation.idempotency_key_ttl"] = app[IDEMPOTENCY_KEY_TTL]
+    async with asyncpg.create_pool(
+        app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE], server_settings=settings
+    ) as pool:
+        try:
+            await pool.fetchval("SELECT idempotency_key_ttl()")
+        except asyncpg.InvalidDatetimeFormatError:
+            raise SystemExit(
+                f"IDEMPOTENCY_KEY_TTL={app[IDEMPOTENCY_KEY_TTL]!r} is not a PostgreSQL interval; "
+                "use e.g. '24 hours' or '90 minutes'"
+            ) from None
         app[DB_POOL] = pool
+        stopping = asyncio.Event()
+        purger = asyncio.create_task(purge_expired_idempotency_keys(pool, stopping))
         yield
+        # Not cancelled: a purge in progress finishes before the pool closes.
+        stopping.set()
+        await purger
+
+
+async def purge_expired_idempotency_keys(pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=PURGE_INTERVAL_SECONDS)
+            return
+        try:
+            purged = await pool.fetchval("SELECT purge_expired_idempotency_keys()")
+            if purged:
+                log.info("purged %d expired idempotency keys", purged)
+        except (asyncpg.PostgresError, OSError) as error:
+            log.warning("could not purge expired idempotency keys (will retry): %s", error)
 
 
 async def call(request: web.Request, query: str, *args) -> asyncpg.Record:
     """Run one function call and return its single row."""
     return await request.app[DB_POOL].fetchrow(query, *args)
+
+
+async def call_many(request: web.Request, query: str, *args) -> list[asyncpg.Record]:
+    """Run one set-returning function call and return its rows."""
+    return await request.app[DB_POOL].fetch(query, *args)

@@ -23,6 +23,7 @@ class ProblemType:
     status: int
     slug: str  # the `type` member is /problems/<slug>, documented in README.md
     title: str
+    retry_after: bool = False  # the same request may succeed shortly
 
     @property
     def uri(self) -> str:
@@ -34,7 +35,17 @@ UNSUPPORTED_MEDIA_TYPE = ProblemType(415, "unsupported-media-type", "The request
 INVALID_ARGUMENT = ProblemType(422, "invalid-argument", "A field of the request is invalid")
 TICKET_OPTION_NOT_FOUND = ProblemType(404, "ticket-option-not-found", "Ticket option not found")
 INSUFFICIENT_TICKETS = ProblemType(409, "insufficient-tickets", "Not enough tickets left")
-DATABASE_UNAVAILABLE = ProblemType(503, "database-unavailable", "The database is busy or unreachable; retry shortly")
+PURCHASE_NOT_FOUND = ProblemType(404, "purchase-not-found", "Purchase not found")
+IDEMPOTENCY_KEY_REUSED = ProblemType(
+    422, "idempotency-key-reused", "The idempotency key was already used for a different request"
+)
+IDEMPOTENCY_KEY_IN_FLIGHT = ProblemType(
+    409, "idempotency-key-in-flight", "A request with this idempotency key is still in progress", retry_after=True
+)
+PER_USER_LIMIT_EXCEEDED = ProblemType(409, "per-user-limit-exceeded", "The user would exceed the per-user limit")
+DATABASE_UNAVAILABLE = ProblemType(
+    503, "database-unavailable", "The database is busy or unreachable; retry shortly", retry_after=True
+)
 INTERNAL_ERROR = ProblemType(500, "internal-error", "Internal server error")
 
 # SQLSTATE -> problem. Rules in sql/ raise TA*; the integrity classes back them
@@ -43,6 +54,10 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "TA001": INVALID_ARGUMENT,
     "TA002": TICKET_OPTION_NOT_FOUND,
     "TA003": INSUFFICIENT_TICKETS,
+    "TA004": PURCHASE_NOT_FOUND,
+    "TA005": IDEMPOTENCY_KEY_REUSED,
+    "TA006": IDEMPOTENCY_KEY_IN_FLIGHT,
+    "TA007": PER_USER_LIMIT_EXCEEDED,
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
     "22003": INVALID_ARGUMENT,  # numeric_value_out_of_range
@@ -80,7 +95,7 @@ class Problem(Exception):
         if self.errors:
             body["errors"] = self.errors
         headers = dict(headers or {})
-        if self.type.status == 503:
+        if self.type.retry_after:
             headers["Retry-After"] = RETRY_AFTER_SECONDS
         return web.Response(
             status=self.type.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers

@@ -1,15 +1,27 @@
--- Ticket options: what is on sale and how much of it remains.
+-- Ticket options: what is on sale, how much of it remains, and how much
+-- one user may buy.
 
--- create_ticket_option(p_name text, p_desc text, p_allocation integer)
+-- create_ticket_option(p_name text, p_desc text, p_allocation integer,
+--                      p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
 --     RETURNS ticket_options
 -- Puts a new ticket option on sale with p_allocation tickets and returns it.
+-- p_max_per_user, when not null, caps the tickets one user may hold (active
+-- purchases). With p_idempotency_key, calling again with the same key and
+-- arguments returns the option created the first time (as it is now).
 -- Errors: TA001 when name is null, blank or over 200 characters, desc is null
---         or over 2000 characters, or allocation is null or negative.
-CREATE OR REPLACE FUNCTION create_ticket_option(p_name text, p_desc text, p_allocation integer)
+--         or over 2000 characters, allocation is null or negative,
+--         max_per_user is below 1, or the idempotency key is malformed;
+--         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
+CREATE OR REPLACE FUNCTION create_ticket_option(
+    p_name text, p_desc text, p_allocation integer,
+    p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
 RETURNS ticket_options
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
+        'name', p_name, 'desc', p_desc, 'allocation', p_allocation, 'max_per_user', p_max_per_user));
+    earlier idempotency_keys;
     created ticket_options;
 BEGIN
     IF p_name IS NULL OR btrim(p_name) = '' THEN
@@ -25,16 +37,29 @@ BEGIN
     IF p_allocation IS NULL OR p_allocation < 0 THEN
         PERFORM raise_invalid_argument('allocation', 'must be a whole number >= 0');
     END IF;
+    IF p_max_per_user < 1 THEN
+        PERFORM raise_invalid_argument('max_per_user', 'must be a whole number >= 1, or null for no limit');
+    END IF;
 
-    INSERT INTO ticket_options (name, "desc", allocation)
-    VALUES (p_name, p_desc, p_allocation)
+    earlier := claim_idempotency_key(p_idempotency_key, request);
+    IF earlier.ticket_option_id IS NOT NULL THEN
+        SELECT * INTO created FROM ticket_options WHERE id = earlier.ticket_option_id;
+        RETURN created;
+    END IF;
+
+    INSERT INTO ticket_options (name, "desc", allocation, total, max_per_user)
+    VALUES (p_name, p_desc, p_allocation, p_allocation, p_max_per_user)
     RETURNING * INTO created;
+    IF p_idempotency_key IS NOT NULL THEN
+        PERFORM remember_idempotency_key(p_idempotency_key, request, created.id, NULL);
+    END IF;
     RETURN created;
 END;
 $$;
 
 -- get_ticket_option(p_id uuid) RETURNS ticket_options
--- Returns the ticket option; its allocation is what remains on sale.
+-- Returns the ticket option; its allocation is what remains on sale, sold
+-- what active purchases hold.
 -- Errors: TA002 when no ticket option has that id.
 CREATE OR REPLACE FUNCTION get_ticket_option(p_id uuid)
 RETURNS ticket_options

@@ -5,8 +5,12 @@ import threading
 
 import psycopg
 
+from yoyo import get_backend, read_migrations
+
 from service import embedded
-from service.migrations import migrate
+from service.migrations import MIGRATIONS_DIR, migrate, yoyo_url
+
+VERSIONED = sorted(p.stem for p in MIGRATIONS_DIR.glob("0*.sql"))
 
 
 def schema_dump(database_url):
@@ -19,7 +23,7 @@ def schema_dump(database_url):
 
 
 def test_first_run_applies_everything_and_second_run_changes_nothing(empty_database_url):
-    assert migrate(empty_database_url) == ["0001_schema"]
+    assert migrate(empty_database_url) == VERSIONED
     first = schema_dump(empty_database_url)
     assert "CREATE FUNCTION public.purchase_tickets" in first
 
@@ -54,6 +58,27 @@ def test_concurrent_migrations_take_turns(empty_database_url):
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert sorted(results) == [[], [], ["0001_schema"]]
+    assert sorted(results) == [[], [], VERSIONED]
     with psycopg.connect(empty_database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == len(VERSIONED)
+
+
+def test_0002_counts_what_was_sold_before_it(empty_database_url):
+    backend = get_backend(yoyo_url(empty_database_url))
+    first = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id == "0001_schema")
+    with backend.lock():
+        backend.apply_migrations_only(backend.to_apply(first))
+    backend.connection.close()
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        option = conn.execute(
+            "INSERT INTO ticket_options (name, allocation) VALUES ('Gig', 7) RETURNING id").fetchone()[0]
+        for quantity in (2, 1):
+            conn.execute("INSERT INTO purchases (ticket_option_id, user_id, quantity) "
+                         "VALUES (%s, gen_random_uuid(), %s)", (option, quantity))
+
+    assert migrate(empty_database_url) == VERSIONED[1:]
+    with psycopg.connect(empty_database_url) as conn:
+        row = conn.execute("SELECT allocation, sold, total FROM ticket_options WHERE id = %s", (option,)).fetchone()
+        statuses = conn.execute("SELECT DISTINCT status FROM purchases").fetchall()
+    assert row == (7, 3, 10)
+    assert statuses == [("active",)]

@@ -68,9 +68,12 @@ async def test_get_unknown_option_raises_TA002(conn):
 async def test_schema_constraints_back_the_rules(conn):
     # Writing past the functions still cannot store what they would refuse.
     for statement in (
-        "INSERT INTO ticket_options (name, allocation) VALUES (' ', 1)",
-        "INSERT INTO ticket_options (name, allocation) VALUES ('Gig', -1)",
-        "INSERT INTO ticket_options (name, allocation) VALUES (repeat('x', 201), 1)",
+        "INSERT INTO ticket_options (name, allocation, total) VALUES (' ', 1, 1)",
+        "INSERT INTO ticket_options (name, allocation, total) VALUES ('Gig', -1, -1)",
+        "INSERT INTO ticket_options (name, allocation, total) VALUES (repeat('x', 201), 1, 1)",
+        "INSERT INTO ticket_options (name, allocation, total, max_per_user) VALUES ('Gig', 1, 1, 0)",
+        "INSERT INTO ticket_options (name, allocation, total) VALUES ('Gig', 1, 2)",
+        "INSERT INTO ticket_options (name, allocation, sold, total) VALUES ('Gig', 3, -1, 2)",
     ):
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(statement)

@@ -1,4 +1,4 @@
-"""Reading request bodies and path ids: JSON shape and types only.
+"""Reading request bodies, query strings and path ids: shape and types only.
 
 Value rules (blank names, quantities, what remains) live in sql/, where psql
 callers meet them too. Here we only make sure each field has the type the
@@ -6,6 +6,7 @@ SQL function's parameter needs.
 """
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -22,9 +23,10 @@ class Field:
     kind: str  # "string" | "integer" | "uuid"
     required: bool = True
     default: object = None
+    nullable: bool = False
 
 
-def _type_error(kind: str, value) -> str | None:
+def type_error(kind: str, value) -> str | None:
     """Why `value` is not of `kind`, or None if it is."""
     if kind == "integer":
         # bool is an int in Python, and 1.0 or "2" are not integers in this API.
@@ -91,13 +93,44 @@ async def read_json_object(request: web.Request, fields: tuple[Field, ...]) -> d
                 errors.append({"field": field.name, "message": f"{field.name} is required"})
             values[field.name] = field.default
             continue
-        reason = _type_error(field.kind, data[field.name])
+        if data[field.name] is None and field.nullable:
+            values[field.name] = None
+            continue
+        reason = type_error(field.kind, data[field.name])
         if reason:
             errors.append({"field": field.name, "message": f"{field.name} {reason}"})
         values[field.name] = data[field.name]
     if errors:
         names = ", ".join(error["field"] for error in errors)
         raise Problem(INVALID_ARGUMENT, f"The request has invalid fields: {names}.", errors)
+    return values
+
+
+def read_query(request: web.Request, fields: tuple[Field, ...]) -> dict:
+    """The query string's parameters by name (strings, integers, UUIDs), or a 422 Problem.
+
+    Unknown parameters are rejected, so a misspelt filter never silently lists everything.
+    """
+    known = {field.name for field in fields}
+    errors = [
+        {"field": name, "message": f"{name} is not a known query parameter (expected: {', '.join(sorted(known))})"}
+        for name in request.query
+        if name not in known
+    ]
+    values = {}
+    for field in fields:
+        raw = request.query.get(field.name)
+        values[field.name] = field.default
+        if raw is None:
+            continue
+        value = int(raw) if field.kind == "integer" and re.fullmatch(r"-?[0-9]{1,10}", raw) else raw
+        reason = type_error(field.kind, value)
+        if reason:
+            errors.append({"field": field.name, "message": f"{field.name} {reason}"})
+        values[field.name] = value
+    if errors:
+        names = ", ".join(error["field"] for error in errors)
+        raise Problem(INVALID_ARGUMENT, f"The request has invalid query parameters: {names}.", errors)
     return values
 
 

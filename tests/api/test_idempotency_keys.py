@@ -1,0 +1,93 @@
+"""The Idempotency-Key header on POST /ticket_options and POST .../purchases."""
+
+import asyncio
+import uuid
+
+import aiohttp
+import asyncpg
+
+from service import db
+from service.app import create_app
+
+from .helpers import USER, assert_problem, create_option
+
+
+async def buy(client, option_id, key, quantity=1, user_id=USER):
+    return await client.post(f"/ticket_options/{option_id}/purchases",
+                             json={"quantity": quantity, "user_id": str(user_id)},
+                             headers={"Idempotency-Key": key})
+
+
+async def test_a_retry_replays_the_first_purchase(client):
+    option = await create_option(client, 10)
+    first = await buy(client, option["id"], "order-1", 2)
+    again = await buy(client, option["id"], "order-1", 2)
+    assert first.status == again.status == 201
+    assert await again.json() == await first.json()
+    assert (await (await client.get(f"/ticket_options/{option['id']}")).json())["allocation"] == 8
+
+
+async def test_same_key_different_request_is_422(client):
+    option = await create_option(client, 10)
+    await buy(client, option["id"], "order-1", 2)
+    body = await assert_problem(await buy(client, option["id"], "order-1", 3), 422, "/problems/idempotency-key-reused")
+    assert "order-1" in body["detail"]
+
+
+async def test_malformed_key_is_422_naming_it(client):
+    option = await create_option(client, 10)
+    for key in ("", "x" * 256, "caf\u00e9"):
+        body = await assert_problem(await buy(client, option["id"], key), 422, "/problems/invalid-argument")
+        assert body["errors"][0]["field"] == "idempotency_key"
+
+
+async def test_creating_an_option_with_a_key_is_idempotent(client):
+    payload = {"name": "Gig", "allocation": 5}
+    first = await client.post("/ticket_options", json=payload, headers={"Idempotency-Key": "gig-1"})
+    again = await client.post("/ticket_options", json=payload, headers={"Idempotency-Key": "gig-1"})
+    assert first.status == again.status == 201
+    assert (await first.json())["id"] == (await again.json())["id"]
+    other = await client.post("/ticket_options", json={**payload, "allocation": 6}, headers={"Idempotency-Key": "gig-1"})
+    await assert_problem(other, 422, "/problems/idempotency-key-reused")
+
+
+async def test_50_concurrent_retries_buy_once(client, database_url):
+    option = await create_option(client, 100)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50)) as session:
+        async def attempt():
+            async with session.post(client.make_url(f"/ticket_options/{option['id']}/purchases"),
+                                    json={"quantity": 2, "user_id": str(USER)},
+                                    headers={"Idempotency-Key": "checkout-7"}) as response:
+                return response.status, response.headers.get("Retry-After"), await response.json(content_type=None)
+        results = await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(50))), timeout=120)
+    created = {body["id"] for status, _, body in results if status == 201}
+    assert len(created) == 1
+    for status, retry_after, body in results:
+        if status == 409:
+            assert body["type"] == "/problems/idempotency-key-in-flight" and retry_after
+        else:
+            assert status == 201
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
+        assert await conn.fetchval("SELECT sold FROM ticket_options") == 2
+    finally:
+        await conn.close()
+
+
+async def test_configured_ttl_applies_and_expired_keys_are_purged(aiohttp_client, database_url, monkeypatch):
+    monkeypatch.setattr(db, "PURGE_INTERVAL_SECONDS", 0.05)
+    client = await aiohttp_client(create_app(database_url, idempotency_key_ttl="0 seconds"))
+    option = await create_option(client, 10)
+    first = await (await buy(client, option["id"], "short")).json()
+    second = await (await buy(client, option["id"], "short")).json()
+    assert first["id"] != second["id"]  # expired at once, so the retry is a new request
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(100):
+            if await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+    finally:
+        await conn.close()

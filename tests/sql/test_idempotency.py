@@ -1,0 +1,120 @@
+"""Idempotency keys on purchase_tickets and create_ticket_option."""
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from .helpers import USER, create_option, option_state, purchase
+
+
+async def test_same_key_and_request_returns_the_first_purchase(conn):
+    option_id = await create_option(conn, 10)
+    first = await purchase(conn, option_id, 2, key="order-42")
+    again = await purchase(conn, option_id, 2, key="order-42")
+    assert dict(again) == dict(first)
+    assert (await option_state(conn, option_id))["sold"] == 2
+    assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
+
+
+async def test_same_key_for_a_different_request_raises_TA005(conn):
+    option_id = await create_option(conn, 10)
+    await purchase(conn, option_id, 2, key="order-42")
+    for quantity, user in ((3, USER), (2, uuid.uuid4())):
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            await purchase(conn, option_id, quantity, user, key="order-42")
+        assert raised.value.sqlstate == "TA005"
+        assert "order-42" in raised.value.message
+    # A key used to create an option is a different request for a purchase, too.
+    await conn.execute("SELECT create_ticket_option('Gig', '', 5, NULL, 'create-1')")
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await purchase(conn, option_id, 1, key="create-1")
+    assert raised.value.sqlstate == "TA005"
+    assert (await option_state(conn, option_id))["sold"] == 2
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "line\nbreak", "caf\u00e9", "tab\there"])
+async def test_malformed_keys_raise_TA001(conn, key):
+    option_id = await create_option(conn, 10)
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await purchase(conn, option_id, 1, key=key)
+    assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "idempotency_key")
+
+
+async def test_longest_printable_key_is_accepted(conn):
+    option_id = await create_option(conn, 10)
+    key = "".join(chr(c) for c in range(0x20, 0x7F)) * 2 + "k" * 65
+    assert len(key) == 255
+    assert (await purchase(conn, option_id, 1, key=key))["quantity"] == 1
+
+
+async def test_a_retry_during_the_first_attempt_raises_TA006(conn, database_url):
+    option_id = await create_option(conn, 10)
+    other = await asyncpg.connect(database_url)
+    try:
+        first = other.transaction()
+        await first.start()
+        bought = await purchase(other, option_id, 1, key="in-flight")
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            await purchase(conn, option_id, 1, key="in-flight")
+        assert raised.value.sqlstate == "TA006"
+        await first.commit()
+    finally:
+        await other.close()
+    assert (await purchase(conn, option_id, 1, key="in-flight"))["id"] == bought["id"]
+
+
+async def test_a_refused_request_is_not_remembered(conn):
+    option_id = await create_option(conn, 2)
+    held = await purchase(conn, option_id, 2)
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await purchase(conn, option_id, 1, key="retry-me")
+    assert raised.value.sqlstate == "TA003"
+    await conn.execute("SELECT cancel_purchase($1)", held["id"])
+    assert (await purchase(conn, option_id, 1, key="retry-me"))["quantity"] == 1
+
+
+async def test_keys_expire_after_the_configured_ttl(conn):
+    option_id = await create_option(conn, 10)
+    await purchase(conn, option_id, 1, key="remembered")
+    ttl = await conn.fetchval(
+        "SELECT expires_at - created_at FROM idempotency_keys WHERE key = 'remembered'")
+    assert ttl.total_seconds() == 24 * 3600
+
+    await conn.execute("SET ticket_allocation.idempotency_key_ttl = '0 seconds'")
+    first = await purchase(conn, option_id, 1, key="short-lived")
+    second = await purchase(conn, option_id, 1, key="short-lived")  # the first has expired
+    assert first["id"] != second["id"]
+    assert await conn.fetchval("SELECT purge_expired_idempotency_keys()") == 1
+    assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 1
+
+
+async def test_create_ticket_option_with_a_key(conn):
+    first = await conn.fetchrow("SELECT * FROM create_ticket_option('Gig', 'x', 5, 2, 'new-gig')")
+    again = await conn.fetchrow("SELECT * FROM create_ticket_option('Gig', 'x', 5, 2, 'new-gig')")
+    assert again["id"] == first["id"]
+    assert await conn.fetchval("SELECT count(*) FROM ticket_options") == 1
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await conn.fetchrow("SELECT * FROM create_ticket_option('Gig', 'x', 6, 2, 'new-gig')")
+    assert raised.value.sqlstate == "TA005"
+
+
+async def test_concurrent_retries_with_one_key_buy_once(conn, database_url):
+    option_id = await create_option(conn, 100)
+    pool = await asyncpg.create_pool(database_url, min_size=20, max_size=20)
+    try:
+        async def attempt():
+            try:
+                return (await purchase(pool, option_id, 3, key="same-order"))["id"]
+            except asyncpg.PostgresError as error:
+                return error.sqlstate
+
+        outcomes = await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(50))), timeout=120)
+    finally:
+        await pool.close()
+    purchase_ids = {o for o in outcomes if isinstance(o, uuid.UUID)}
+    assert len(purchase_ids) == 1
+    assert set(outcomes) - purchase_ids <= {"TA006"}
+    assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
+    assert (await option_state(conn, option_id))["sold"] == 3
