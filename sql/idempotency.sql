@@ -16,57 +16,62 @@ AS $$
     SELECT coalesce(nullif(current_setting('ticket_allocation.idempotency_key_ttl', true), ''), '24 hours')::interval
 $$;
 
--- claim_idempotency_key(p_key text, p_request jsonb) RETURNS idempotency_keys
--- For a null key: a row of nulls (no idempotency asked). Otherwise takes the
--- key for this transaction and returns its earlier outcome, if an unexpired
--- one exists for the same request (a row of nulls if none).
--- Errors: TA001 when the key is not 1..255 printable ASCII characters;
---         TA005 when the key was used for a different request;
---         TA006 when another transaction holds the key right now.
-CREATE OR REPLACE FUNCTION claim_idempotency_key(p_key text, p_request jsonb)
-RETURNS idempotency_keys
+-- claim_idempotency_key(p_key text, p_request jsonb, OUT refused refusal, OUT earlier idempotency_keys)
+-- Takes the key for this transaction. `earlier` is the key's unexpired
+-- outcome for the same request, if any (else a row of nulls). `refused`,
+-- when not null, says why the request must be refused:
+--   TA001 when the key is not 1..255 printable ASCII characters;
+--   TA005 when the key was used for a different request;
+--   TA006 when another transaction holds the key right now.
+CREATE OR REPLACE FUNCTION claim_idempotency_key(
+    p_key text, p_request jsonb, OUT refused refusal, OUT earlier idempotency_keys)
 LANGUAGE plpgsql
 AS $$
-DECLARE
-    earlier idempotency_keys;
 BEGIN
-    IF p_key IS NULL THEN
-        RETURN earlier;
-    END IF;
-    IF p_key !~ '^[\x20-\x7e]{1,255}$' THEN
-        PERFORM raise_invalid_argument('idempotency_key', 'must be 1 to 255 printable ASCII characters');
+    IF p_key IS NULL OR p_key !~ '^[\x20-\x7e]{1,255}$' THEN
+        refused := invalid_argument('idempotency_key', 'must be 1 to 255 printable ASCII characters');
+        RETURN;
     END IF;
     -- Try, not wait: a retry racing its own first attempt is told so at once.
+    -- (Re-entrant: a batch holding the key may claim it again.)
     IF NOT pg_try_advisory_xact_lock(hashtextextended('idempotency_key:' || p_key, 0)) THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA006',
-            MESSAGE = format('a request with idempotency key %s is still in progress', p_key),
-            HINT = 'Retry in a moment to get its outcome.';
+        refused := ROW('TA006',
+                       format('a request with idempotency key %s is still in progress', p_key),
+                       NULL, 'Retry in a moment to get its outcome.', NULL);
+        RETURN;
     END IF;
     SELECT * INTO earlier FROM idempotency_keys WHERE key = p_key AND expires_at > now();
     IF FOUND AND earlier.request <> p_request THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA005',
-            MESSAGE = format('idempotency key %s was already used for a different request', p_key),
-            DETAIL = format('first request: %s', earlier.request),
-            HINT = 'Use a new key for a new request.';
+        refused := idempotency_key_reused(p_key, earlier.request);
     END IF;
-    RETURN earlier;
 END;
 $$;
 
--- remember_idempotency_key(p_key text, p_request jsonb, p_ticket_option_id uuid, p_purchase_id uuid)
+-- idempotency_key_reused(p_key text, p_first_request jsonb) RETURNS refusal
+-- The TA005 refusal for a key first used for p_first_request.
+CREATE OR REPLACE FUNCTION idempotency_key_reused(p_key text, p_first_request jsonb)
+RETURNS refusal
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT ROW('TA005', format('idempotency key %s was already used for a different request', p_key),
+               format('first request: %s', p_first_request), 'Use a new key for a new request.', NULL)::refusal
+$$;
+
+-- remember_idempotency_keys(p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
 --     RETURNS void
--- Records the outcome (exactly one of the two ids) of the request made with
--- p_key, until now() + idempotency_key_ttl(). Call after claim_idempotency_key
--- in the same transaction; an expired entry for the key is replaced.
-CREATE OR REPLACE FUNCTION remember_idempotency_key(
-    p_key text, p_request jsonb, p_ticket_option_id uuid, p_purchase_id uuid)
+-- Records, for each key, the outcome of its request (one of the two ids, the
+-- other null) until now() + idempotency_key_ttl(). Call after
+-- claim_idempotency_key in the same transaction; expired entries are replaced.
+CREATE OR REPLACE FUNCTION remember_idempotency_keys(
+    p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
 RETURNS void
 LANGUAGE sql
 AS $$
     INSERT INTO idempotency_keys (key, request, ticket_option_id, purchase_id, expires_at)
-    VALUES (p_key, p_request, p_ticket_option_id, p_purchase_id, now() + idempotency_key_ttl())
+    SELECT k.key, k.request, k.ticket_option_id, k.purchase_id, now() + idempotency_key_ttl()
+    FROM unnest(p_keys, p_requests, p_ticket_option_ids, p_purchase_ids)
+         AS k (key, request, ticket_option_id, purchase_id)
     ON CONFLICT (key) DO UPDATE
     SET request = EXCLUDED.request,
         ticket_option_id = EXCLUDED.ticket_option_id,

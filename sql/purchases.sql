@@ -8,6 +8,169 @@
 -- previous left, and the lock order (option, then its purchases) is the same
 -- everywhere, so they cannot deadlock.
 
+-- purchase_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
+--                        p_idempotency_keys text[] DEFAULT NULL)
+--     RETURNS SETOF purchase_outcome
+-- Decides many purchases of one option in one call, in arrival order (array
+-- order): request i buys p_quantities[i] tickets for p_user_ids[i], with the
+-- optional idempotency key p_idempotency_keys[i]. Locks the option's row once;
+-- each request is all or nothing, and a refused request does not stop the
+-- others. Returns one row per request, in order: a refusal (the error that
+-- purchase_tickets would raise for it) or the receipt of its purchase. A
+-- request whose key names an earlier purchase of the same request, in an
+-- earlier call or earlier in this batch, gets that purchase and buys nothing.
+-- This is the one implementation of the purchase rules; purchase_tickets is
+-- a batch of one.
+-- Refusals: TA001 (null user, quantity outside 1..1000, malformed key),
+--           TA003 (not enough left), TA005, TA006 (keys), TA007 (max_per_user).
+-- Errors (the whole call fails, nothing is bought): TA001 when the option id
+--         is null or the arrays differ in length; TA002 when the option does not exist.
+CREATE OR REPLACE FUNCTION purchase_tickets_batch(
+    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_idempotency_keys text[] DEFAULT NULL)
+RETURNS SETOF purchase_outcome
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    requests constant integer := coalesce(cardinality(p_user_ids), 0);
+    locked ticket_options;
+    remaining integer;
+    refusals refusal[] := '{}';        -- by ordinal; null when the request is answered by a purchase
+    purchase_ids uuid[] := '{}';       -- by ordinal: the purchase answering it, new or earlier
+    repeats integer[] := '{}';         -- by ordinal: the earlier ordinal with the same key and request
+    buying integer[] := '{}';          -- ordinals that buy now
+    undecided integer := 0;            -- requests left to decide under the lock
+    requests_by_key jsonb := '{}';     -- key -> {"ordinal", "request"} of its first use in this batch
+    held_by_user jsonb := '{}';        -- user -> tickets held in active purchases, this batch included
+    claim record;
+    first_use jsonb;
+    request jsonb;
+    held integer;
+    buyer uuid;
+    wanted integer;
+    key text;
+BEGIN
+    IF p_ticket_option_id IS NULL THEN
+        PERFORM raise_invalid_argument('ticket_option_id', 'must not be null');
+    END IF;
+    IF coalesce(cardinality(p_quantities), 0) <> requests
+       OR coalesce(cardinality(p_idempotency_keys), requests) <> requests THEN
+        PERFORM raise_invalid_argument('requests', 'user ids, quantities and idempotency keys must be arrays of one length');
+    END IF;
+
+    -- First, without the option's lock: check each request and claim its key,
+    -- so that a retry racing its first attempt is told at once (TA006) rather
+    -- than queued behind the lock. A loop over requests, never over tickets.
+    FOR i IN 1 .. requests LOOP
+        buyer := p_user_ids[i];
+        wanted := p_quantities[i];
+        key := p_idempotency_keys[i];
+        IF buyer IS NULL THEN
+            refusals[i] := invalid_argument('user_id', 'must not be null');
+        ELSIF wanted IS NULL OR wanted NOT BETWEEN 1 AND 1000 THEN
+            refusals[i] := invalid_argument('quantity', 'must be a whole number from 1 to 1000');
+        ELSIF key IS NOT NULL THEN
+            request := jsonb_build_object('purchase_tickets', jsonb_build_object(
+                'ticket_option_id', p_ticket_option_id, 'user_id', buyer, 'quantity', wanted));
+            first_use := requests_by_key -> key;
+            IF first_use IS NULL THEN
+                SELECT * INTO claim FROM claim_idempotency_key(key, request);
+                IF (claim.refused).sqlstate IS NOT NULL THEN
+                    refusals[i] := claim.refused;
+                ELSE
+                    requests_by_key := requests_by_key
+                        || jsonb_build_object(key, jsonb_build_object('ordinal', i, 'request', request));
+                    purchase_ids[i] := (claim.earlier).purchase_id;
+                END IF;
+            ELSIF first_use -> 'request' = request THEN
+                repeats[i] := (first_use ->> 'ordinal')::integer;  -- answered below, as its first use
+            ELSE
+                refusals[i] := idempotency_key_reused(key, first_use -> 'request');
+            END IF;
+        END IF;
+        IF (refusals[i]).sqlstate IS NULL AND purchase_ids[i] IS NULL AND repeats[i] IS NULL THEN
+            undecided := undecided + 1;
+        END IF;
+    END LOOP;
+
+    IF undecided > 0 THEN
+        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE;
+    ELSE
+        -- Every request is already answered: nothing to lock for.
+        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'TA002',
+            MESSAGE = format('ticket option %s does not exist', p_ticket_option_id);
+    END IF;
+    remaining := locked.allocation;
+
+    -- Then, under the lock, decide in arrival order the requests still open.
+    FOR i IN 1 .. requests LOOP
+        -- (A composite IS NOT NULL only when all its fields are: test the sqlstate.)
+        CONTINUE WHEN (refusals[i]).sqlstate IS NOT NULL OR purchase_ids[i] IS NOT NULL OR repeats[i] IS NOT NULL;
+        buyer := p_user_ids[i];
+        wanted := p_quantities[i];
+        IF remaining < wanted THEN
+            refusals[i] := ROW('TA003',
+                format('not enough tickets left: %s requested, %s remaining', wanted, remaining),
+                format('remaining: %s', remaining), 'Ask for at most the remaining number of tickets.', NULL);
+            CONTINUE;
+        END IF;
+        IF locked.max_per_user IS NOT NULL THEN
+            held := (held_by_user ->> buyer::text)::integer;
+            IF held IS NULL THEN
+                SELECT coalesce(sum(p.quantity), 0) INTO held
+                FROM purchases p
+                WHERE p.ticket_option_id = p_ticket_option_id AND p.user_id = buyer
+                  AND p.status = 'active';
+            END IF;
+            IF held + wanted > locked.max_per_user THEN
+                refusals[i] := ROW('TA007',
+                    format('user %s may hold at most %s tickets of this option and holds %s; %s more would exceed it',
+                           buyer, locked.max_per_user, held, wanted),
+                    format('max_per_user: %s, held: %s', locked.max_per_user, held),
+                    'Ask for fewer tickets; cancelled purchases do not count.', NULL);
+                CONTINUE;
+            END IF;
+            held_by_user := held_by_user || jsonb_build_object(buyer::text, held + wanted);
+        END IF;
+        remaining := remaining - wanted;
+        purchase_ids[i] := gen_random_uuid();
+        buying := buying || i;
+    END LOOP;
+    FOR i IN 1 .. requests LOOP
+        CONTINUE WHEN repeats[i] IS NULL;
+        refusals[i] := refusals[repeats[i]];
+        purchase_ids[i] := purchase_ids[repeats[i]];
+    END LOOP;
+
+    IF cardinality(buying) > 0 THEN
+        UPDATE ticket_options
+        SET allocation = remaining, sold = sold + (locked.allocation - remaining), updated_at = now()
+        WHERE id = p_ticket_option_id;
+        INSERT INTO purchases (id, ticket_option_id, user_id, quantity)
+        SELECT purchase_ids[b], p_ticket_option_id, p_user_ids[b], p_quantities[b]
+        FROM unnest(buying) AS b;
+        INSERT INTO tickets (ticket_option_id, purchase_id)
+        SELECT p_ticket_option_id, purchase_ids[b]
+        FROM unnest(buying) AS b, generate_series(1, p_quantities[b]);
+        PERFORM remember_idempotency_keys(
+            array_agg(p_idempotency_keys[b]), array_agg(requests_by_key -> p_idempotency_keys[b] -> 'request'),
+            array_agg(NULL::uuid), array_agg(purchase_ids[b]))
+        FROM unnest(buying) AS b
+        WHERE p_idempotency_keys[b] IS NOT NULL
+        HAVING count(*) > 0;
+    END IF;
+
+    RETURN QUERY
+        SELECT o, refusals[o], r
+        FROM generate_series(1, requests) AS o
+        LEFT JOIN purchase_receipts r ON r.id = purchase_ids[o]
+        ORDER BY o;
+END;
+$$;
+
 -- purchase_tickets(p_ticket_option_id uuid, p_user_id uuid, p_quantity integer,
 --                  p_idempotency_key text DEFAULT NULL)
 --     RETURNS purchase_receipts
@@ -16,7 +179,7 @@
 -- decrements it, and inserts the purchase and one ticket row per ticket.
 -- Returns the purchase with the ids of its tickets. With p_idempotency_key,
 -- calling again with the same key and arguments returns the first purchase
--- (as it is now) and buys nothing more.
+-- (as it is now) and buys nothing more. A batch of one (see above).
 -- Errors: TA001 when an argument is null, quantity is outside 1..1000, or the
 --         idempotency key is malformed;
 --         TA002 when the ticket option does not exist;
@@ -30,77 +193,14 @@ RETURNS purchase_receipts
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    request constant jsonb := jsonb_build_object('purchase_tickets', jsonb_build_object(
-        'ticket_option_id', p_ticket_option_id, 'user_id', p_user_id, 'quantity', p_quantity));
-    earlier idempotency_keys;
-    locked ticket_options;
-    held bigint;
-    receipt purchase_receipts;
+    outcome purchase_outcome;
 BEGIN
-    IF p_ticket_option_id IS NULL THEN
-        PERFORM raise_invalid_argument('ticket_option_id', 'must not be null');
+    SELECT * INTO outcome
+    FROM purchase_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_idempotency_key]);
+    IF (outcome.refusal).sqlstate IS NOT NULL THEN
+        PERFORM raise_refusal(outcome.refusal);
     END IF;
-    IF p_user_id IS NULL THEN
-        PERFORM raise_invalid_argument('user_id', 'must not be null');
-    END IF;
-    IF p_quantity IS NULL OR p_quantity NOT BETWEEN 1 AND 1000 THEN
-        PERFORM raise_invalid_argument('quantity', 'must be a whole number from 1 to 1000');
-    END IF;
-
-    earlier := claim_idempotency_key(p_idempotency_key, request);
-    IF earlier.purchase_id IS NOT NULL THEN
-        SELECT * INTO receipt FROM purchase_receipts WHERE id = earlier.purchase_id;
-        RETURN receipt;
-    END IF;
-
-    SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA002',
-            MESSAGE = format('ticket option %s does not exist', p_ticket_option_id);
-    END IF;
-    IF locked.allocation < p_quantity THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA003',
-            MESSAGE = format('not enough tickets left: %s requested, %s remaining',
-                             p_quantity, locked.allocation),
-            DETAIL = format('remaining: %s', locked.allocation),
-            HINT = 'Ask for at most the remaining number of tickets.';
-    END IF;
-    IF locked.max_per_user IS NOT NULL THEN
-        SELECT coalesce(sum(quantity), 0) INTO held
-        FROM purchases
-        WHERE ticket_option_id = p_ticket_option_id AND user_id = p_user_id AND status = 'active';
-        IF held + p_quantity > locked.max_per_user THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'TA007',
-                MESSAGE = format('user %s may hold at most %s tickets of this option and holds %s; %s more would exceed it',
-                                 p_user_id, locked.max_per_user, held, p_quantity),
-                DETAIL = format('max_per_user: %s, held: %s', locked.max_per_user, held),
-                HINT = 'Ask for fewer tickets; cancelled purchases do not count.';
-        END IF;
-    END IF;
-
-    UPDATE ticket_options
-    SET allocation = allocation - p_quantity, sold = sold + p_quantity, updated_at = now()
-    WHERE id = p_ticket_option_id;
-
-    INSERT INTO purchases (ticket_option_id, user_id, quantity)
-    VALUES (p_ticket_option_id, p_user_id, p_quantity)
-    RETURNING id, ticket_option_id, user_id, quantity, status, NULL::uuid[], created_at, cancelled_at
-    INTO receipt;
-    WITH issued AS (
-        INSERT INTO tickets (ticket_option_id, purchase_id)
-        SELECT p_ticket_option_id, receipt.id
-        FROM generate_series(1, p_quantity)
-        RETURNING id
-    )
-    SELECT array_agg(id ORDER BY id) INTO receipt.ticket_ids FROM issued;
-
-    IF p_idempotency_key IS NOT NULL THEN
-        PERFORM remember_idempotency_key(p_idempotency_key, request, NULL, receipt.id);
-    END IF;
-    RETURN receipt;
+    RETURN outcome.receipt;
 END;
 $$;
 

@@ -21,7 +21,7 @@ AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
         'name', p_name, 'desc', p_desc, 'allocation', p_allocation, 'max_per_user', p_max_per_user));
-    earlier idempotency_keys;
+    claim record;
     created ticket_options;
 BEGIN
     IF p_name IS NULL OR btrim(p_name) = '' THEN
@@ -41,17 +41,22 @@ BEGIN
         PERFORM raise_invalid_argument('max_per_user', 'must be a whole number >= 1, or null for no limit');
     END IF;
 
-    earlier := claim_idempotency_key(p_idempotency_key, request);
-    IF earlier.ticket_option_id IS NOT NULL THEN
-        SELECT * INTO created FROM ticket_options WHERE id = earlier.ticket_option_id;
-        RETURN created;
+    IF p_idempotency_key IS NOT NULL THEN
+        SELECT * INTO claim FROM claim_idempotency_key(p_idempotency_key, request);
+        IF (claim.refused).sqlstate IS NOT NULL THEN
+            PERFORM raise_refusal(claim.refused);
+        END IF;
+        IF (claim.earlier).ticket_option_id IS NOT NULL THEN
+            SELECT * INTO created FROM ticket_options WHERE id = (claim.earlier).ticket_option_id;
+            RETURN created;
+        END IF;
     END IF;
 
     INSERT INTO ticket_options (name, "desc", allocation, total, max_per_user)
     VALUES (p_name, p_desc, p_allocation, p_allocation, p_max_per_user)
     RETURNING * INTO created;
     IF p_idempotency_key IS NOT NULL THEN
-        PERFORM remember_idempotency_key(p_idempotency_key, request, created.id, NULL);
+        PERFORM remember_idempotency_keys(ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
     END IF;
     RETURN created;
 END;
