@@ -7,7 +7,10 @@ import logging
 import asyncpg
 from aiohttp import web
 
+from .coalescing import PurchaseCoalescer
+
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+PURCHASES = web.AppKey("purchases", PurchaseCoalescer)
 DATABASE_URL = web.AppKey("database_url", str)
 POOL_SIZE = web.AppKey("pool_size", int)
 IDEMPOTENCY_KEY_TTL = web.AppKey("idempotency_key_ttl", str)
@@ -33,6 +36,7 @@ async def pool_context(app: web.Application):
                 "use e.g. '24 hours' or '90 minutes'"
             ) from None
         app[DB_POOL] = pool
+        app[PURCHASES] = PurchaseCoalescer(pool)
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(pool, stopping))
         yield

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from .coalescing import Refused
+
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -102,17 +104,16 @@ class Problem(Exception):
         )
 
 
-def from_postgres_error(error: asyncpg.PostgresError) -> Problem:
-    sqlstate = error.sqlstate or ""
+def from_sqlstate(sqlstate: str, message: str, field: str | None = None) -> Problem | None:
+    """The problem for a database error or refusal; None if the table does not know it."""
     problem_type = SQLSTATE_PROBLEMS.get(sqlstate) or SQLSTATE_CLASS_PROBLEMS.get(sqlstate[:2])
     if problem_type is None:
-        raise error
+        return None
     if problem_type is DATABASE_UNAVAILABLE:
-        log.warning("database unavailable (SQLSTATE %s): %s", sqlstate, error)
+        log.warning("database unavailable (SQLSTATE %s): %s", sqlstate, message)
         return Problem(problem_type, "The database could not serve the request in time; nothing was changed.")
-    field = getattr(error, "column_name", None)
-    errors = [{"field": field, "message": error.message}] if problem_type is INVALID_ARGUMENT and field else None
-    return Problem(problem_type, error.message, errors)
+    errors = [{"field": field, "message": message}] if problem_type is INVALID_ARGUMENT and field else None
+    return Problem(problem_type, message, errors)
 
 
 def _from_http_exception(error: web.HTTPException) -> web.Response:
@@ -135,11 +136,11 @@ async def problem_middleware(request: web.Request, handler):
         if error.status < 400:
             raise
         return _from_http_exception(error)
-    except asyncpg.PostgresError as error:
-        try:
-            return from_postgres_error(error).response()
-        except asyncpg.PostgresError:
-            log.exception("unexpected database error on %s %s", request.method, request.path)
+    except (asyncpg.PostgresError, Refused) as error:
+        problem = from_sqlstate(error.sqlstate or "", error.message, getattr(error, "column_name", None))
+        if problem is not None:
+            return problem.response()
+        log.exception("unexpected database error on %s %s", request.method, request.path)
     except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as error:
         log.warning("database unreachable on %s %s: %r", request.method, request.path, error)
         return Problem(DATABASE_UNAVAILABLE, "The database is unreachable; nothing was changed.").response()

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from .db import call, call_many
+from .db import PURCHASES, call, call_many
 from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
 from .inputs import Field, path_uuid, read_json_object, read_query
 from .openapi import OPENAPI_JSON
@@ -81,12 +81,11 @@ async def get_ticket_option(request: web.Request) -> web.Response:
 async def purchase_tickets(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
     body = await read_json_object(request, PURCHASE_FIELDS)
-    row = await call(
-        request,
-        "SELECT * FROM purchase_tickets($1, $2, $3, $4)",
-        option_id, body["user_id"], body["quantity"], idempotency_key(request),
+    # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py).
+    receipt = await request.app[PURCHASES].purchase(
+        option_id, body["user_id"], body["quantity"], idempotency_key(request)
     )
-    purchase = purchase_json(row)
+    purchase = purchase_json(receipt)
     location = request.app.router["purchase"].url_for(id=purchase["id"])
     return web.json_response(purchase, status=201, headers={"Location": str(location)})
 

@@ -1,0 +1,93 @@
+"""Purchase coalescing: many purchases of one option, one database call.
+
+Purchases of one option queue on its row lock in PostgreSQL, and each holds
+the lock until its commit is flushed; one call at a time per option is the
+most the database can take. So, within this worker: while a purchase call
+for an option is in flight, later purchases of that option wait here, and
+when the call returns they go to PostgreSQL together as ONE call of
+purchase_tickets_batch (one lock, one commit), still decided one by one, in
+arrival order, each all or nothing. At low load a batch is one request, so
+nothing waits.
+"""
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+
+# More than this waits for the next call: bounds one transaction's length.
+MAX_BATCH = 256
+
+
+class Refused(Exception):
+    """A request the batch function refused; carries what purchase_tickets would raise."""
+
+    def __init__(self, refusal):
+        super().__init__(refusal["message"])
+        self.sqlstate = refusal["sqlstate"]
+        self.message = refusal["message"]
+        self.column_name = refusal["column_name"]
+
+
+@dataclass
+class PendingPurchase:
+    user_id: str
+    quantity: int
+    idempotency_key: str | None
+    answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class PurchaseCoalescer:
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+        self._waiting: dict[uuid.UUID, list[PendingPurchase]] = {}
+        self._senders: set[asyncio.Task] = set()
+
+    async def purchase(self, option_id: uuid.UUID, user_id: str, quantity: int, idempotency_key: str | None):
+        """The purchase's receipt; raises Refused, or the database error that failed its batch."""
+        pending = PendingPurchase(user_id, quantity, idempotency_key)
+        waiting = self._waiting.get(option_id)
+        if waiting is not None:  # a call for this option is in flight: ride the next one
+            waiting.append(pending)
+        else:
+            self._waiting[option_id] = [pending]
+            sender = asyncio.create_task(self._send_until_drained(option_id))
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        return await pending.answer
+
+    async def _send_until_drained(self, option_id: uuid.UUID) -> None:
+        waiting = self._waiting[option_id]
+        try:
+            while waiting:
+                batch = waiting[:MAX_BATCH]
+                del waiting[:MAX_BATCH]
+                await self._send(option_id, batch)
+        finally:
+            del self._waiting[option_id]
+
+    async def _send(self, option_id: uuid.UUID, batch: list[PendingPurchase]) -> None:
+        try:
+            outcomes = await self._pool.fetch(
+                "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)",
+                option_id,
+                [p.user_id for p in batch],
+                [p.quantity for p in batch],
+                [p.idempotency_key for p in batch],
+            )
+        except BaseException as error:
+            # The whole call failed, so nothing of it was written: each request gets the error.
+            for pending in batch:
+                if not pending.answer.done():
+                    pending.answer.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if pending.answer.done():  # its client went away; the outcome stands
+                continue
+            if outcome["refusal"] is not None:
+                pending.answer.set_exception(Refused(outcome["refusal"]))
+            else:
+                pending.answer.set_result(outcome["receipt"])

@@ -1,0 +1,144 @@
+"""Purchases of one option that arrive while a call is in flight go as one batch."""
+
+import asyncio
+import uuid
+
+import asyncpg
+
+from service.db import PURCHASES
+
+from .helpers import assert_problem, create_option
+
+
+async def wait_until(condition, timeout=30):
+    for _ in range(int(timeout / 0.02)):
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+class HeldOption:
+    """Holds the option's row lock from another connection, so that the next
+    purchase call stays in flight and later purchases queue behind it."""
+
+    def __init__(self, database_url, option_id):
+        self.database_url, self.option_id = database_url, uuid.UUID(option_id)
+
+    async def __aenter__(self):
+        self.conn = await asyncpg.connect(self.database_url)
+        self.transaction = self.conn.transaction()
+        await self.transaction.start()
+        await self.conn.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR UPDATE", self.option_id)
+        return self
+
+    async def blocked_calls(self):
+        return await self.conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+
+    async def __aexit__(self, *exc):
+        await self.transaction.rollback()
+        await self.conn.close()
+
+
+def queued(client, option_id):
+    """How many purchases wait in the app for the option's call in flight (test-only peek)."""
+    return len(client.app[PURCHASES]._waiting.get(uuid.UUID(option_id), ())) if client.app else 0
+
+
+async def post_purchase(client, option_id, quantity, user_id=None, key=None):
+    response = await client.post(
+        f"/ticket_options/{option_id}/purchases",
+        json={"quantity": quantity, "user_id": str(user_id or uuid.uuid4())},
+        headers={"Idempotency-Key": key} if key else None,
+    )
+    return response.status, response.headers.get("Retry-After"), await response.json()
+
+
+async def run_as_one_batch(client, database_url, option_id, requests, setup=None):
+    """A leader purchase (quantity 1) goes first; `requests` queue behind it and go as one batch."""
+    async with HeldOption(database_url, option_id) as held:
+        leader = asyncio.create_task(post_purchase(client, option_id, 1))
+
+        async def leader_blocked():
+            return await held.blocked_calls() == 1
+        await wait_until(leader_blocked)
+        followers = []
+        for request in requests:  # one at a time, so that they queue in this order
+            followers.append(asyncio.create_task(post_purchase(client, option_id, *request)))
+
+            async def arrived(count=len(followers)):
+                return queued(client, option_id) == count
+            await wait_until(arrived)
+        if setup:
+            await setup(held.conn)
+    return await leader, await asyncio.gather(*followers)
+
+
+async def test_queued_purchases_share_one_call_and_one_transaction(client, database_url):
+    option = await create_option(client, 100)
+    leader, followers = await run_as_one_batch(client, database_url, option["id"], [(1,)] * 10)
+    assert leader[0] == 201 and [f[0] for f in followers] == [201] * 10
+    conn = await asyncpg.connect(database_url)
+    try:
+        # now() is the transaction's start: one for the leader, one for the whole batch.
+        assert await conn.fetchval("SELECT count(DISTINCT created_at) FROM purchases") == 2
+        assert await conn.fetchval("SELECT sold FROM ticket_options") == 11
+    finally:
+        await conn.close()
+
+
+async def test_a_batch_with_mixed_outcomes(client, database_url):
+    option = await (await client.post(
+        "/ticket_options", json={"name": "Gig", "allocation": 6, "max_per_user": 2})).json()
+    user = uuid.uuid4()
+    leader, followers = await run_as_one_batch(client, database_url, option["id"], [
+        (2, user, "a"),    # bought (5 left -> 3)
+        (2, user, "a"),    # the same request again: the same purchase
+        (1, user, "a"),    # the same key, another request: 422
+        (1, user),         # user already holds 2: 409 per-user limit
+        (2,),              # bought (3 -> 1)
+        (2,),              # only 1 left: 409
+    ])
+    statuses = [status for status, _, _ in followers]
+    assert statuses == [201, 201, 422, 409, 201, 409]
+    assert followers[0][2]["id"] == followers[1][2]["id"]
+    assert followers[2][2]["type"] == "/problems/idempotency-key-reused"
+    assert followers[3][2]["type"] == "/problems/per-user-limit-exceeded"
+    assert followers[5][2]["type"] == "/problems/insufficient-tickets"
+    state = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert (state["allocation"], state["sold"]) == (1, 5)
+
+
+async def test_a_database_error_fails_the_whole_batch_cleanly(client, database_url):
+    option = await create_option(client, 100)
+
+    async def fail_on_quantity_13(conn):
+        # A fault inside the batch's transaction, after some of its rows were written.
+        await conn.execute("""
+            CREATE FUNCTION fail_13() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001'; END $$;
+            CREATE TRIGGER fail_13 AFTER INSERT ON purchases FOR EACH ROW
+            WHEN (NEW.quantity = 13) EXECUTE FUNCTION fail_13();""")
+        await conn.execute("COMMIT; BEGIN")  # the trigger is in place before the lock goes
+
+    leader, followers = await run_as_one_batch(
+        client, database_url, option["id"], [(1,), (2,), (13,), (1,)], setup=fail_on_quantity_13)
+    assert leader[0] == 201
+    for status, retry_after, body in followers:
+        assert (status, body["type"]) == (503, "/problems/database-unavailable") and retry_after
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
+        assert await conn.fetchval("SELECT count(*) FROM tickets") == 1
+        assert await conn.fetchval("SELECT (allocation, sold) = (99, 1) FROM ticket_options")
+    finally:
+        await conn.close()
+    # The option is not stuck: the next purchase goes through.
+    assert (await post_purchase(client, option["id"], 2))[0] == 201
+
+
+async def test_unknown_option_fails_its_batch_as_404(client):
+    status, _, body = await post_purchase(client, uuid.uuid4(), 1)
+    assert (status, body["type"]) == (404, "/problems/ticket-option-not-found")
+    await assert_problem(await client.get(f"/ticket_options/{uuid.uuid4()}"), 404)
