@@ -10,16 +10,9 @@ import shutil
 import subprocess
 import sys
 
-from aiohttp import web
-
-from . import embedded
-from .app import create_app
+from . import embedded, server
 from .config import Settings, redact
 from .migrations import migrate
-
-log = logging.getLogger("service")
-
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 
 
 def resolve_database(settings: Settings) -> tuple[str, str]:
@@ -36,23 +29,7 @@ def cmd_serve(settings: Settings, args) -> int:
     url, source = resolve_database(settings)
     if not args.no_migrate:
         migrate(url)
-    app = create_app(url, pool_size=settings.pool_size, idempotency_key_ttl=settings.idempotency_key_ttl)
-
-    def announce(_message: str) -> None:
-        log.info(
-            "ticket-allocation listening on http://%s:%s, database %s (%s); Ctrl-C stops it",
-            settings.host, settings.port, redact(url), source,
-        )
-
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=announce,
-        access_log_format=ACCESS_LOG_FORMAT,
-    )
-    log.info("ticket-allocation stopped")
-    return 0
+    return server.serve(settings, url, source)
 
 
 def cmd_migrate(settings: Settings, args) -> int:
@@ -75,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m service",
         description="ticket-allocation: sells a fixed allocation of tickets without overselling.",
-        epilog="Configuration comes from the environment: DATABASE_URL, HOST, PORT, DB_POOL_SIZE, IDEMPOTENCY_KEY_TTL, "
+        epilog="Configuration comes from the environment: DATABASE_URL, HOST, PORT, WORKERS, DB_POOL_SIZE, IDEMPOTENCY_KEY_TTL, "
         "EMBEDDED_PGDATA.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     psql.set_defaults(run=cmd_psql)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     logging.getLogger("yoyo").setLevel(logging.WARNING)  # one line per step; ours sums it up
     return args.run(Settings.from_env(), args)
 

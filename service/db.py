@@ -26,7 +26,7 @@ async def pool_context(app: web.Application):
     if app.get(IDEMPOTENCY_KEY_TTL):
         settings["ticket_allocation.idempotency_key_ttl"] = app[IDEMPOTENCY_KEY_TTL]
     async with asyncpg.create_pool(
-        app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE], server_settings=settings
+        app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE], server_settings=settings, reset=rollback_if_needed
     ) as pool:
         try:
             await pool.fetchval("SELECT idempotency_key_ttl()")
@@ -43,6 +43,13 @@ async def pool_context(app: web.Application):
         # Not cancelled: a purge in progress finishes before the pool closes.
         stopping.set()
         await purger
+
+
+async def rollback_if_needed(conn: asyncpg.Connection) -> None:
+    # Our calls are single autocommit statements that leave no session state;
+    # asyncpg's default reset would cost a round trip on every release.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def purge_expired_idempotency_keys(pool: asyncpg.Pool, stopping: asyncio.Event) -> None:

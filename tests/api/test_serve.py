@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -112,3 +113,39 @@ def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
     finally:
         assert second.stop() == 0
     assert not (pgdata / "postmaster.pid").exists()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_share_the_port_and_stop_together(database_url, tmp_path):
+    server = Server({**base_env(), "DATABASE_URL": database_url, "WORKERS": "2"}, tmp_path / "server.log")
+    try:
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 50})
+        assert status == 201
+        for _ in range(20):  # new connections each time, spread over both workers by the kernel
+            assert request(server.port, "GET", f"/ticket_options/{option['id']}")[0] == 200
+    finally:
+        assert server.stop() == 0
+    assert "with 2 worker(s)" in server.log()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_dying_worker_stops_the_service_with_an_error(database_url, tmp_path):
+    server = Server({**base_env(), "DATABASE_URL": database_url, "WORKERS": "2"}, tmp_path / "server.log")
+    workers = children(server.process.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    assert server.process.wait(timeout=60) == 1
+    assert "exited unexpectedly" in server.log()
+    assert not Path(f"/proc/{workers[1]}").exists() or Path(f"/proc/{workers[1]}/stat").read_text().split()[2] == "Z"
