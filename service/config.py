@@ -8,22 +8,34 @@ from urllib.parse import urlsplit, urlunsplit
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Environment variable -> PostgreSQL setting of the service's connections.
+DATABASE_SETTINGS_BY_ENV = {
+    "IDEMPOTENCY_KEY_TTL": "ticket_allocation.idempotency_key_ttl",  # default 24 hours
+    "DB_LOCK_TIMEOUT": "lock_timeout",  # the API role's default: 1s
+    "DB_STATEMENT_TIMEOUT": "statement_timeout",  # the API role's default: 5s
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     # None means: start the embedded PostgreSQL and use it.
     database_url: str | None
+    # The role that runs migrations (owns the schema); None: database_url's.
+    migrate_database_url: str | None
     host: str
     port: int
     workers: int
     pool_size: int
     embedded_pgdata: Path
-    # A PostgreSQL interval; None keeps the database's setting (default 24 hours).
-    idempotency_key_ttl: str | None
+    # PostgreSQL settings for the service's connections (lock_timeout, ...);
+    # what is not set here comes from the role's or database's defaults.
+    database_settings: dict[str, str]
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            migrate_database_url=env.get("MIGRATE_DATABASE_URL") or None,
             host=env.get("HOST", "127.0.0.1"),
             port=_int_setting(env, "PORT", 3000),
             # Half the CPUs: the other half is PostgreSQL's when it runs on this machine
@@ -31,7 +43,9 @@ class Settings:
             workers=_int_setting(env, "WORKERS", max(1, len(os.sched_getaffinity(0)) // 2)),
             pool_size=_int_setting(env, "DB_POOL_SIZE", 10),
             embedded_pgdata=Path(env.get("EMBEDDED_PGDATA", PROJECT_ROOT / ".pgdata")),
-            idempotency_key_ttl=env.get("IDEMPOTENCY_KEY_TTL") or None,
+            database_settings={
+                setting: env[name] for name, setting in DATABASE_SETTINGS_BY_ENV.items() if env.get(name)
+            },
         )
 
 

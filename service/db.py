@@ -13,7 +13,7 @@ DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 PURCHASES = web.AppKey("purchases", PurchaseCoalescer)
 DATABASE_URL = web.AppKey("database_url", str)
 POOL_SIZE = web.AppKey("pool_size", int)
-IDEMPOTENCY_KEY_TTL = web.AppKey("idempotency_key_ttl", str)
+DATABASE_SETTINGS = web.AppKey("database_settings", dict)
 
 # Expired idempotency keys are already ignored; purging only bounds the table.
 PURGE_INTERVAL_SECONDS = 600
@@ -22,19 +22,16 @@ log = logging.getLogger(__name__)
 
 
 async def pool_context(app: web.Application):
-    settings = {}
-    if app.get(IDEMPOTENCY_KEY_TTL):
-        settings["ticket_allocation.idempotency_key_ttl"] = app[IDEMPOTENCY_KEY_TTL]
-    async with asyncpg.create_pool(
-        app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE], server_settings=settings, reset=rollback_if_needed
-    ) as pool:
-        try:
-            await pool.fetchval("SELECT idempotency_key_ttl()")
-        except asyncpg.InvalidDatetimeFormatError:
-            raise SystemExit(
-                f"IDEMPOTENCY_KEY_TTL={app[IDEMPOTENCY_KEY_TTL]!r} is not a PostgreSQL interval; "
-                "use e.g. '24 hours' or '90 minutes'"
-            ) from None
+    try:
+        pool = await asyncpg.create_pool(
+            app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE],
+            server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
+        )
+        await pool.fetchval("SELECT idempotency_key_ttl()")  # checks the TTL setting too
+    except (asyncpg.InvalidParameterValueError, asyncpg.InvalidDatetimeFormatError) as error:
+        raise SystemExit(f"a database setting of the service is invalid: {error}") from None
+    async with pool:
+        await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
         app[PURCHASES] = PurchaseCoalescer(pool)
         stopping = asyncio.Event()
@@ -43,6 +40,18 @@ async def pool_context(app: web.Application):
         # Not cancelled: a purge in progress finishes before the pool closes.
         stopping.set()
         await purger
+
+
+async def warn_if_tables_are_writable(pool: asyncpg.Pool) -> None:
+    role, writable = await pool.fetchrow(
+        "SELECT current_user, has_table_privilege('ticket_options', 'UPDATE')"
+    )
+    if writable:
+        log.warning(
+            "the service's database role %s can write the tables directly: anyone who gets its credentials "
+            "can bypass every rule. Serve as the API role, which may only call the functions "
+            "(README: Least privilege)", role,
+        )
 
 
 async def rollback_if_needed(conn: asyncpg.Connection) -> None:

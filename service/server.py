@@ -40,7 +40,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def run_worker(sock: socket.socket, database_url: str, settings: Settings) -> None:
-    app = create_app(database_url, pool_size=settings.pool_size, idempotency_key_ttl=settings.idempotency_key_ttl)
+    app = create_app(database_url, pool_size=settings.pool_size, database_settings=settings.database_settings)
     web.run_app(app, sock=sock, print=None, access_log_format=ACCESS_LOG_FORMAT, loop=uvloop.new_event_loop())
 
 

@@ -12,6 +12,8 @@ CREATE OR REPLACE FUNCTION idempotency_key_ttl()
 RETURNS interval
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
     SELECT coalesce(nullif(current_setting('ticket_allocation.idempotency_key_ttl', true), ''), '24 hours')::interval
 $$;
@@ -85,6 +87,8 @@ $$;
 CREATE OR REPLACE FUNCTION purge_expired_idempotency_keys()
 RETURNS integer
 LANGUAGE sql
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
     WITH purged AS (DELETE FROM idempotency_keys WHERE expires_at <= now() RETURNING 1)
     SELECT count(*)::integer FROM purged

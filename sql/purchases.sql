@@ -29,6 +29,8 @@ CREATE OR REPLACE FUNCTION purchase_tickets_batch(
     p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_idempotency_keys text[] DEFAULT NULL)
 RETURNS SETOF purchase_outcome
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
 DECLARE
     requests constant integer := coalesce(cardinality(p_user_ids), 0);
@@ -191,6 +193,8 @@ CREATE OR REPLACE FUNCTION purchase_tickets(
     p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL)
 RETURNS purchase_receipts
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
 DECLARE
     outcome purchase_outcome;
@@ -211,6 +215,8 @@ CREATE OR REPLACE FUNCTION get_purchase(p_id uuid)
 RETURNS purchase_receipts
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
 DECLARE
     receipt purchase_receipts;
@@ -240,6 +246,8 @@ CREATE OR REPLACE FUNCTION list_purchases(
 RETURNS SETOF purchase_receipts
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 500 THEN
@@ -273,6 +281,8 @@ $$;
 CREATE OR REPLACE FUNCTION cancel_purchase(p_id uuid)
 RETURNS purchase_receipts
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
 DECLARE
     option_id uuid;

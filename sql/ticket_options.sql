@@ -17,6 +17,8 @@ CREATE OR REPLACE FUNCTION create_ticket_option(
     p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
 RETURNS ticket_options
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
@@ -70,6 +72,8 @@ CREATE OR REPLACE FUNCTION get_ticket_option(p_id uuid)
 RETURNS ticket_options
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
+SET search_path = public, pg_temp
 AS $$
 DECLARE
     found_option ticket_options;

@@ -10,7 +10,6 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
@@ -22,14 +21,21 @@ from service.app import create_app
 from service.migrations import migrate
 
 
-def with_database(url: str, database: str) -> str:
-    """`url` pointing at another database on the same server."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+# Both roles get this password: it works where the server asks for one, and trust ignores it.
+ROLE_PASSWORD = "Tq7-role-secret"
+
+
+def owner_url(server_url: str, database: str) -> str:
+    return embedded.role_url(server_url, embedded.OWNER_ROLE, database, ROLE_PASSWORD)
+
+
+def api_url(server_url: str, database: str) -> str:
+    return embedded.role_url(server_url, embedded.API_ROLE, database, ROLE_PASSWORD)
 
 
 def create_database(server_url: str, name: str, template: str | None = None) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        query = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(embedded.OWNER_ROLE))
         if template:
             query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         conn.execute(query)
@@ -40,15 +46,24 @@ def drop_database(server_url: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def create_roles(server_url: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(embedded.ROLES_SQL.read_text())
+        for role in (embedded.OWNER_ROLE, embedded.API_ROLE):
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(ROLE_PASSWORD)))
+
+
 @pytest.fixture(scope="session")
 def server_url():
-    """URL of a database on the server the tests use (with CREATEDB rights)."""
+    """Admin URL of the server the tests use (a superuser, or CREATEDB and CREATEROLE rights)."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
+        create_roles(external)
         yield external
         return
     folder = Path(tempfile.mkdtemp(prefix="ticket-allocation-tests-"))
     server = embedded.start(folder / "pgdata", cleanup_mode="delete")
+    create_roles(server.get_uri())
     yield server.get_uri()
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
@@ -59,27 +74,39 @@ def template_database(server_url):
     name = f"ticket_allocation_template_{os.getpid()}"
     drop_database(server_url, name)
     create_database(server_url, name)
-    migrate(with_database(server_url, name))
+    migrate(owner_url(server_url, name))
     yield name
     drop_database(server_url, name)
 
 
 @pytest.fixture
 def empty_database_url(server_url):
-    """A new database with nothing in it (for migration tests)."""
+    """The owner's URL of a new database with nothing in it (for migration tests)."""
     name = f"ticket_allocation_test_{uuid.uuid4().hex[:12]}"
     create_database(server_url, name)
-    yield with_database(server_url, name)
+    yield owner_url(server_url, name)
     drop_database(server_url, name)
 
 
 @pytest.fixture
-def database_url(server_url, template_database):
+def database_name(server_url, template_database):
     """A new, migrated database for this test alone."""
     name = f"ticket_allocation_test_{uuid.uuid4().hex[:12]}"
     create_database(server_url, name, template=template_database)
-    yield with_database(server_url, name)
+    yield name
     drop_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(server_url, database_name):
+    """The test's database as the owner: functions, tables, DDL."""
+    return owner_url(server_url, database_name)
+
+
+@pytest.fixture
+def api_database_url(server_url, database_name):
+    """The test's database as the API role: the functions of the API only."""
+    return api_url(server_url, database_name)
 
 
 @pytest.fixture
@@ -90,5 +117,5 @@ async def conn(database_url):
 
 
 @pytest.fixture
-async def client(aiohttp_client, database_url):
-    return await aiohttp_client(create_app(database_url))
+async def client(aiohttp_client, api_database_url):
+    return await aiohttp_client(create_app(api_database_url))

@@ -6,7 +6,7 @@ import subprocess
 from service import embedded
 from service.config import PROJECT_ROOT
 
-from .api.test_serve import Server, base_env
+from .api.test_serve import Server, served_env
 
 README = (PROJECT_ROOT / "README.md").read_text()
 
@@ -29,9 +29,9 @@ def expected_outputs(block: str) -> list[re.Pattern]:
     return [re.compile(".*?".join(re.escape(part) for part in text.split("…"))) for text in shown]
 
 
-def test_curl_examples(database_url, tmp_path):
+def test_curl_examples(database_url, api_database_url, tmp_path):
     block = code_block("sh", "option=$(curl")
-    server = Server({**base_env(), "DATABASE_URL": database_url}, tmp_path / "server.log")
+    server = Server(served_env(database_url, api_database_url), tmp_path / "server.log")
     try:
         script = block.replace("127.0.0.1:3000", f"127.0.0.1:{server.port}")
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
@@ -46,10 +46,10 @@ def test_curl_examples(database_url, tmp_path):
         assert pattern.fullmatch(line), (line, pattern.pattern)
 
 
-def test_psql_examples(database_url):
+def test_psql_examples(api_database_url):
     block = code_block("sql", "create_ticket_option")
     result = subprocess.run(
-        [str(embedded.psql_path()), database_url, "-X"], input=block, capture_output=True, text=True, timeout=60
+        [str(embedded.psql_path()), api_database_url, "-X"], input=block, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     for line in block.splitlines():

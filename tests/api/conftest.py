@@ -8,9 +8,15 @@ from .contract import contract_middleware
 
 
 @pytest.fixture
-async def client(aiohttp_client, database_url):
+def database_settings() -> dict[str, str]:
+    """PostgreSQL settings for the app's connections; a test module may override it."""
+    return {}
+
+
+@pytest.fixture
+async def client(aiohttp_client, api_database_url, database_settings):
     found: list[str] = []
-    app = create_app(database_url)
+    app = create_app(api_database_url, database_settings=database_settings)
     # Outermost, so it sees what clients see, problems included.
     app.middlewares.insert(0, contract_middleware(found))
     yield await aiohttp_client(app)

@@ -75,9 +75,11 @@ async def test_50_concurrent_retries_buy_once(client, database_url):
         await conn.close()
 
 
-async def test_configured_ttl_applies_and_expired_keys_are_purged(aiohttp_client, database_url, monkeypatch):
+async def test_configured_ttl_applies_and_expired_keys_are_purged(
+    aiohttp_client, api_database_url, database_url, monkeypatch
+):
     monkeypatch.setattr(db, "PURGE_INTERVAL_SECONDS", 0.05)
-    client = await aiohttp_client(create_app(database_url, idempotency_key_ttl="0 seconds"))
+    client = await aiohttp_client(create_app(api_database_url, database_settings={"ticket_allocation.idempotency_key_ttl": "0 seconds"}))
     option = await create_option(client, 10)
     first = await (await buy(client, option["id"], "short")).json()
     second = await (await buy(client, option["id"], "short")).json()

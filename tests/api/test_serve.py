@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -64,18 +64,19 @@ class Server:
 
 
 def base_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST")}
+    unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST", "WORKERS", "ADMIN_TOKEN")
+    return {k: v for k, v in os.environ.items() if k not in unset}
 
 
-def test_serves_with_database_url_and_never_logs_the_password(database_url, tmp_path):
-    parts = urlsplit(database_url)
-    password = parts.password
-    if not password and not os.environ.get("TEST_DATABASE_URL"):
-        # The embedded test server trusts local connections, so any password works.
-        password = "s3cret-never-logged"
-        netloc = f"{parts.username}:{password}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-        database_url = urlunsplit(parts._replace(netloc=netloc))
-    server = Server({**base_env(), "DATABASE_URL": database_url}, tmp_path / "server.log")
+def served_env(database_url, api_database_url, **extra) -> dict:
+    """Serve as the API role, migrate as the owner: the least-privilege setup."""
+    return {**base_env(), "DATABASE_URL": api_database_url, "MIGRATE_DATABASE_URL": database_url, **extra}
+
+
+def test_serves_with_database_url_and_never_logs_the_password(database_url, api_database_url, tmp_path):
+    password = urlsplit(api_database_url).password
+    assert password
+    server = Server(served_env(database_url, api_database_url, WORKERS="1"), tmp_path / "server.log")
     try:
         status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 2})
         assert status == 201
@@ -86,10 +87,16 @@ def test_serves_with_database_url_and_never_logs_the_password(database_url, tmp_
         assert server.stop() == 0
     log = server.log()
     assert f"listening on http://127.0.0.1:{server.port}" in log
-    assert "database postgresql://" in log
+    assert "database postgresql://ticket_allocation_api:***@" in log
     assert '"POST /ticket_options HTTP/1.1" 201' in log  # one access line per request
-    if password:
-        assert password not in log
+    assert password not in log
+    assert "can write the tables" not in log  # the API role cannot
+
+
+def test_serving_as_a_role_that_can_write_tables_is_warned_about(database_url, tmp_path):
+    server = Server({**base_env(), "DATABASE_URL": database_url, "WORKERS": "1"}, tmp_path / "server.log")
+    assert server.stop() == 0
+    assert "can write the tables directly" in server.log()
 
 
 def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
@@ -127,8 +134,8 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_workers_share_the_port_and_stop_together(database_url, tmp_path):
-    server = Server({**base_env(), "DATABASE_URL": database_url, "WORKERS": "2"}, tmp_path / "server.log")
+def test_workers_share_the_port_and_stop_together(database_url, api_database_url, tmp_path):
+    server = Server(served_env(database_url, api_database_url, WORKERS="2"), tmp_path / "server.log")
     try:
         workers = children(server.process.pid)
         assert len(workers) == 2
@@ -142,8 +149,8 @@ def test_workers_share_the_port_and_stop_together(database_url, tmp_path):
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_a_dying_worker_stops_the_service_with_an_error(database_url, tmp_path):
-    server = Server({**base_env(), "DATABASE_URL": database_url, "WORKERS": "2"}, tmp_path / "server.log")
+def test_a_dying_worker_stops_the_service_with_an_error(database_url, api_database_url, tmp_path):
+    server = Server(served_env(database_url, api_database_url, WORKERS="2"), tmp_path / "server.log")
     workers = children(server.process.pid)
     os.kill(workers[0], signal.SIGKILL)
     assert server.process.wait(timeout=60) == 1
