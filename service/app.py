@@ -3,18 +3,34 @@
 from aiohttp import web
 
 from . import db, routes
+from .auth import ADMIN_TOKEN
 from .errors import problem_middleware
 
 # A request body is a small JSON object; anything larger is refused with 413.
 MAX_BODY_BYTES = 16 * 1024
+# Request line and each header line at most this long (aiohttp answers 400 past it),
+# and at most this many headers.
+HTTP_PARSER_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 64}
 
 
-def create_app(database_url: str, pool_size: int = 10, database_settings: dict[str, str] | None = None) -> web.Application:
-    """The app; database_settings are PostgreSQL settings for its connections (e.g. lock_timeout)."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+def create_app(
+    database_url: str,
+    pool_size: int = 10,
+    pool_timeout: float = 1.0,
+    database_settings: dict[str, str] | None = None,
+    admin_token: str | None = None,
+) -> web.Application:
+    """The app. database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
+    admin_token: when set, creating options and cancelling purchases require it."""
+    app = web.Application(
+        middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES, handler_args=HTTP_PARSER_LIMITS
+    )
     app[db.DATABASE_URL] = database_url
     app[db.POOL_SIZE] = pool_size
+    app[db.POOL_TIMEOUT] = pool_timeout
     app[db.DATABASE_SETTINGS] = database_settings or {}
+    if admin_token:
+        app[ADMIN_TOKEN] = admin_token
     app.cleanup_ctx.append(db.pool_context)
     app.add_routes(routes.routes)
     return app

@@ -39,8 +39,9 @@ class PendingPurchase:
 
 
 class PurchaseCoalescer:
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, pool_timeout: float):
         self._pool = pool
+        self._pool_timeout = pool_timeout
         self._waiting: dict[uuid.UUID, list[PendingPurchase]] = {}
         self._senders: set[asyncio.Task] = set()
 
@@ -69,13 +70,14 @@ class PurchaseCoalescer:
 
     async def _send(self, option_id: uuid.UUID, batch: list[PendingPurchase]) -> None:
         try:
-            outcomes = await self._pool.fetch(
-                "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)",
-                option_id,
-                [p.user_id for p in batch],
-                [p.quantity for p in batch],
-                [p.idempotency_key for p in batch],
-            )
+            async with self._pool.acquire(timeout=self._pool_timeout) as conn:
+                outcomes = await conn.fetch(
+                    "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)",
+                    option_id,
+                    [p.user_id for p in batch],
+                    [p.quantity for p in batch],
+                    [p.idempotency_key for p in batch],
+                )
         except BaseException as error:
             # The whole call failed, so nothing of it was written: each request gets the error.
             for pending in batch:

@@ -26,7 +26,10 @@ class Settings:
     port: int
     workers: int
     pool_size: int
+    pool_timeout: float
     embedded_pgdata: Path
+    # None: the admin routes are open (the server warns at start).
+    admin_token: str | None
     # PostgreSQL settings for the service's connections (lock_timeout, ...);
     # what is not set here comes from the role's or database's defaults.
     database_settings: dict[str, str]
@@ -42,6 +45,8 @@ class Settings:
             # (bench/: on 2 CPUs, 2 workers were no faster than 1, and split the coalescing).
             workers=_int_setting(env, "WORKERS", max(1, len(os.sched_getaffinity(0)) // 2)),
             pool_size=_int_setting(env, "DB_POOL_SIZE", 10),
+            pool_timeout=_int_setting(env, "DB_POOL_TIMEOUT_MS", 1000) / 1000,
+            admin_token=env.get("ADMIN_TOKEN") or None,
             embedded_pgdata=Path(env.get("EMBEDDED_PGDATA", PROJECT_ROOT / ".pgdata")),
             database_settings={
                 setting: env[name] for name, setting in DATABASE_SETTINGS_BY_ENV.items() if env.get(name)

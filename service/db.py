@@ -13,6 +13,9 @@ DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 PURCHASES = web.AppKey("purchases", PurchaseCoalescer)
 DATABASE_URL = web.AppKey("database_url", str)
 POOL_SIZE = web.AppKey("pool_size", int)
+# Seconds a request may wait for a free connection before it is answered 503:
+# under a burst beyond capacity, a fast "retry" beats a hang.
+POOL_TIMEOUT = web.AppKey("pool_timeout", float)
 DATABASE_SETTINGS = web.AppKey("database_settings", dict)
 
 # Expired idempotency keys are already ignored; purging only bounds the table.
@@ -33,7 +36,7 @@ async def pool_context(app: web.Application):
     async with pool:
         await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
-        app[PURCHASES] = PurchaseCoalescer(pool)
+        app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT])
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(pool, stopping))
         yield
@@ -76,9 +79,11 @@ async def purge_expired_idempotency_keys(pool: asyncpg.Pool, stopping: asyncio.E
 
 async def call(request: web.Request, query: str, *args) -> asyncpg.Record:
     """Run one function call and return its single row."""
-    return await request.app[DB_POOL].fetchrow(query, *args)
+    async with request.app[DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
+        return await conn.fetchrow(query, *args)
 
 
 async def call_many(request: web.Request, query: str, *args) -> list[asyncpg.Record]:
     """Run one set-returning function call and return its rows."""
-    return await request.app[DB_POOL].fetch(query, *args)
+    async with request.app[DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
+        return await conn.fetch(query, *args)

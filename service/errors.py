@@ -32,6 +32,8 @@ class ProblemType:
         return f"/problems/{self.slug}"
 
 
+UNAUTHORIZED = ProblemType(401, "unauthorized", "An admin token is required")
+FORBIDDEN = ProblemType(403, "forbidden", "The admin token is wrong")
 MALFORMED_BODY = ProblemType(400, "malformed-body", "The request body is not a JSON object")
 UNSUPPORTED_MEDIA_TYPE = ProblemType(415, "unsupported-media-type", "The request body must be JSON")
 INVALID_ARGUMENT = ProblemType(422, "invalid-argument", "A field of the request is invalid")
@@ -81,13 +83,16 @@ RETRY_AFTER_SECONDS = "1"
 class Problem(Exception):
     """An error answered as application/problem+json."""
 
-    def __init__(self, problem_type: ProblemType, detail: str, errors: list[dict] | None = None):
+    def __init__(
+        self, problem_type: ProblemType, detail: str, errors: list[dict] | None = None, headers: dict | None = None
+    ):
         super().__init__(detail)
         self.type = problem_type
         self.detail = detail
         self.errors = errors
+        self.headers = headers
 
-    def response(self, headers: dict | None = None) -> web.Response:
+    def response(self) -> web.Response:
         body = {
             "type": self.type.uri,
             "title": self.type.title,
@@ -96,7 +101,7 @@ class Problem(Exception):
         }
         if self.errors:
             body["errors"] = self.errors
-        headers = dict(headers or {})
+        headers = dict(self.headers or {})
         if self.type.retry_after:
             headers["Retry-After"] = RETRY_AFTER_SECONDS
         return web.Response(

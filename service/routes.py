@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from .auth import require_admin
 from .db import PURCHASES, call, call_many
 from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
 from .inputs import Field, path_uuid, read_json_object, read_query
@@ -59,6 +60,7 @@ def idempotency_key(request: web.Request) -> str | None:
 
 @routes.post("/ticket_options")
 async def create_ticket_option(request: web.Request) -> web.Response:
+    require_admin(request)
     body = await read_json_object(request, TICKET_OPTION_FIELDS)
     row = await call(
         request,
@@ -114,6 +116,7 @@ async def get_purchase(request: web.Request) -> web.Response:
 
 @routes.post("/purchases/{id}/cancel")
 async def cancel_purchase(request: web.Request) -> web.Response:
+    require_admin(request)
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
     row = await call(request, "SELECT * FROM cancel_purchase($1)", purchase_id)
     return web.json_response(purchase_json(row))

@@ -40,7 +40,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def run_worker(sock: socket.socket, database_url: str, settings: Settings) -> None:
-    app = create_app(database_url, pool_size=settings.pool_size, database_settings=settings.database_settings)
+    app = create_app(
+        database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout, database_settings=settings.database_settings,
+        admin_token=settings.admin_token,
+    )
     web.run_app(app, sock=sock, print=None, access_log_format=ACCESS_LOG_FORMAT, loop=uvloop.new_event_loop())
 
 
@@ -50,6 +53,11 @@ def serve(settings: Settings, database_url: str, source: str) -> int:
         "ticket-allocation listening on http://%s:%s with %d worker(s), database %s (%s); Ctrl-C stops it",
         settings.host, settings.port, settings.workers, redact(database_url), source,
     )
+    if settings.admin_token is None:
+        log.warning(
+            "ADMIN_TOKEN is not set: anyone who can reach this server can create ticket options and cancel "
+            "purchases. Set ADMIN_TOKEN to require Authorization: Bearer <token> on those routes."
+        )
     if settings.workers == 1:
         run_worker(sockets[0], database_url, settings)
         log.info("ticket-allocation stopped")

@@ -14,9 +14,15 @@ def database_settings() -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(aiohttp_client, api_database_url, database_settings):
+def admin_token() -> str | None:
+    """The app's ADMIN_TOKEN; None (admin routes open) unless a test module overrides it."""
+    return None
+
+
+@pytest.fixture
+async def client(aiohttp_client, api_database_url, database_settings, admin_token):
     found: list[str] = []
-    app = create_app(api_database_url, database_settings=database_settings)
+    app = create_app(api_database_url, database_settings=database_settings, admin_token=admin_token)
     # Outermost, so it sees what clients see, problems included.
     app.middlewares.insert(0, contract_middleware(found))
     yield await aiohttp_client(app)

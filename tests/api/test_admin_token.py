@@ -1,0 +1,43 @@
+"""With ADMIN_TOKEN, creating options and cancelling purchases need it; buying and reading never do."""
+
+import pytest
+
+from .helpers import USER, assert_problem
+
+TOKEN = "s3cret-admin-token"
+
+
+@pytest.fixture
+def admin_token():
+    return TOKEN
+
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_creating_an_option_needs_the_token(client):
+    payload = {"name": "Gig", "allocation": 5}
+    response = await client.post("/ticket_options", json=payload)
+    await assert_problem(response, 401, "/problems/unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    for wrong in ("Bearer nope", f"Bearer {TOKEN}x", f"Basic {TOKEN}", "Bearer"):
+        response = await client.post("/ticket_options", json=payload, headers={"Authorization": wrong})
+        await assert_problem(response, 401 if wrong in (f"Basic {TOKEN}", "Bearer") else 403)
+    created = await client.post("/ticket_options", json=payload, headers=ADMIN)
+    assert created.status == 201
+
+
+async def test_buying_and_reading_stay_open_and_cancelling_needs_the_token(client):
+    option = await (await client.post("/ticket_options", json={"name": "Gig", "allocation": 5}, headers=ADMIN)).json()
+    bought = await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 2, "user_id": USER})
+    assert bought.status == 201
+    purchase = await bought.json()
+    assert (await client.get(f"/ticket_options/{option['id']}")).status == 200
+    assert (await client.get(f"/purchases/{purchase['id']}")).status == 200
+    assert (await client.get(f"/ticket_options/{option['id']}/purchases")).status == 200
+    await assert_problem(await client.post(f"/purchases/{purchase['id']}/cancel"), 401, "/problems/unauthorized")
+    await assert_problem(await client.post(f"/purchases/{purchase['id']}/cancel",
+                                           headers={"Authorization": "Bearer guess"}), 403, "/problems/forbidden")
+    assert (await (await client.get(f"/purchases/{purchase['id']}")).json())["status"] == "active"
+    cancelled = await client.post(f"/purchases/{purchase['id']}/cancel", headers=ADMIN)
+    assert cancelled.status == 200

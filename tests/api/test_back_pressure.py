@@ -1,0 +1,68 @@
+"""What cannot be served quickly is refused quickly: 503 with Retry-After, never a hang."""
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+
+from service.app import create_app
+
+from .helpers import USER, assert_problem, create_option
+
+
+class HeldLock:
+    """Another session holding the option's row lock, as a long transaction would."""
+
+    def __init__(self, database_url, option_id):
+        self.database_url, self.option_id = database_url, uuid.UUID(option_id)
+
+    async def __aenter__(self):
+        self.conn = await asyncpg.connect(self.database_url)
+        self.transaction = self.conn.transaction()
+        await self.transaction.start()
+        await self.conn.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR UPDATE", self.option_id)
+
+    async def __aexit__(self, *exc):
+        await self.transaction.rollback()
+        await self.conn.close()
+
+
+async def test_a_purchase_that_cannot_get_its_lock_is_503_after_lock_timeout(client, database_url):
+    option = await create_option(client, 10)
+    async with HeldLock(database_url, option["id"]):
+        started = time.monotonic()
+        response = await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER})
+        elapsed = time.monotonic() - started
+    await assert_problem(response, 503, "/problems/database-unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert elapsed < 10  # the API role's lock_timeout (1 s), not forever
+    assert (await (await client.get(f"/ticket_options/{option['id']}")).json())["allocation"] == 10
+
+
+async def test_an_exhausted_pool_is_answered_503_fast(aiohttp_client, api_database_url, database_url):
+    app = create_app(api_database_url, pool_size=1, pool_timeout=0.2, database_settings={"lock_timeout": "30s"})
+    client = await aiohttp_client(app)
+    option = await create_option(client, 10)
+    async with HeldLock(database_url, option["id"]):
+        # This purchase waits for the lock, holding the pool's only connection ...
+        stuck = asyncio.create_task(client.post(
+            f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER}))
+        await asyncio.sleep(0.3)
+        # ... so a burst of reads finds no connection and is told to retry.
+        started = time.monotonic()
+        responses = await asyncio.gather(*(client.get(f"/ticket_options/{option['id']}") for _ in range(20)))
+        elapsed = time.monotonic() - started
+        for response in responses:
+            await assert_problem(response, 503, "/problems/database-unavailable")
+            assert response.headers["Retry-After"]
+        assert elapsed < 5
+    assert (await stuck).status == 201  # the lock came free: the waiting purchase completes
+
+
+async def test_oversized_and_too_many_headers_are_4xx(client):
+    huge = await client.get("/openapi.json", headers={"X-Padding": "x" * 20_000})
+    assert 400 <= huge.status < 500
+    many = await client.get("/openapi.json", headers={f"X-H{i}": "1" for i in range(200)})
+    assert 400 <= many.status < 500
+    assert (await client.get("/openapi.json")).status == 200  # and the server is fine
