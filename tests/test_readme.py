@@ -6,7 +6,7 @@ import subprocess
 from service import embedded
 from service.config import PROJECT_ROOT
 
-from .api.test_serve import Server, served_env
+from .processes import Server, served_env
 
 README = (PROJECT_ROOT / "README.md").read_text()
 

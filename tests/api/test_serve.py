@@ -1,76 +1,11 @@
 """`python -m service serve` as a user runs it: start, serve, stop on SIGTERM."""
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
-from service.config import PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request(port, method, path, payload=None):
-    data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-class Server:
-    def __init__(self, env: dict, log_path):
-        self.port = free_port()
-        self.log_path = log_path
-        env = {**env, "PORT": str(self.port)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"], cwd=PROJECT_ROOT, env=env,
-            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"),
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"server exited early:\n{self.log()}"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.process.kill()
-        pytest.fail(f"server did not listen within 90 s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-
-def base_env() -> dict:
-    unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST", "WORKERS", "ADMIN_TOKEN")
-    return {k: v for k, v in os.environ.items() if k not in unset}
-
-
-def served_env(database_url, api_database_url, **extra) -> dict:
-    """Serve as the API role, migrate as the owner: the least-privilege setup."""
-    return {**base_env(), "DATABASE_URL": api_database_url, "MIGRATE_DATABASE_URL": database_url, **extra}
+from ..processes import Server, base_env, request, served_env
 
 
 def test_serves_with_database_url_and_never_logs_the_password(database_url, api_database_url, tmp_path):
@@ -91,6 +26,7 @@ def test_serves_with_database_url_and_never_logs_the_password(database_url, api_
     assert '"POST /ticket_options HTTP/1.1" 201' in log  # one access line per request
     assert password not in log
     assert "can write the tables" not in log  # the API role cannot
+    assert "ADMIN_TOKEN is not set" in log
 
 
 def test_serving_as_a_role_that_can_write_tables_is_warned_about(database_url, tmp_path):
@@ -135,17 +71,22 @@ def children(pid: int) -> list[int]:
 
 
 def test_workers_share_the_port_and_stop_together(database_url, api_database_url, tmp_path):
-    server = Server(served_env(database_url, api_database_url, WORKERS="2"), tmp_path / "server.log")
+    env = served_env(database_url, api_database_url, WORKERS="2", ADMIN_TOKEN="t0ken")
+    server = Server(env, tmp_path / "server.log")
     try:
         workers = children(server.process.pid)
         assert len(workers) == 2
-        status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 50})
+        status, _ = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 50})
+        assert status == 401
+        status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 50},
+                                 headers={"Authorization": "Bearer t0ken"})
         assert status == 201
         for _ in range(20):  # new connections each time, spread over both workers by the kernel
             assert request(server.port, "GET", f"/ticket_options/{option['id']}")[0] == 200
     finally:
         assert server.stop() == 0
     assert "with 2 worker(s)" in server.log()
+    assert "ADMIN_TOKEN is not set" not in server.log()
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 

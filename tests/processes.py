@@ -1,0 +1,73 @@
+"""Running `python -m service serve` as a real process, as a user would."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from service.config import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(port, method, path, payload=None, headers=None):
+    """(status, JSON body) of one request to the server on 127.0.0.1:port."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+class Server:
+    def __init__(self, env: dict, log_path):
+        self.port = free_port()
+        self.log_path = log_path
+        env = {**env, "PORT": str(self.port)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"], cwd=PROJECT_ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"),
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited early:\n{self.log()}"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.process.kill()
+        pytest.fail(f"server did not listen within 90 s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def base_env() -> dict:
+    unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST", "WORKERS", "ADMIN_TOKEN")
+    return {k: v for k, v in os.environ.items() if k not in unset}
+
+
+def served_env(database_url, api_database_url, **extra) -> dict:
+    """Serve as the API role, migrate as the owner: the least-privilege setup."""
+    return {**base_env(), "DATABASE_URL": api_database_url, "MIGRATE_DATABASE_URL": database_url, **extra}
