@@ -146,7 +146,9 @@ async def problem_middleware(request: web.Request, handler):
         if problem is not None:
             return problem.response()
         log.exception("unexpected database error on %s %s", request.method, request.path)
-    except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as error:
+    # The connection to PostgreSQL broke (a restart, a network fault) or no connection was
+    # free in time: the request may be retried (with its Idempotency-Key, safely).
+    except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
         log.warning("database unreachable on %s %s: %r", request.method, request.path, error)
         return Problem(DATABASE_UNAVAILABLE, "The database is unreachable; nothing was changed.").response()
     except Exception:
