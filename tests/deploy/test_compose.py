@@ -90,15 +90,43 @@ def test_schema_check_can_fail(validator, compose, breakage):
     assert not validator.is_valid(broken)
 
 
-def test_app_database_url_points_at_db_service(app, db):
-    url = urlsplit(env(app)["DATABASE_URL"])
-    db_env = env(db)
-    assert url.scheme in ("postgresql", "postgres")
-    assert url.hostname == "db"
-    assert url.port in (None, 5432)
-    assert url.username == db_env["POSTGRES_USER"]
-    assert url.password == db_env["POSTGRES_PASSWORD"]
-    assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
+def interpolated(value: str) -> str:
+    """`value` as docker compose reads it with no variable set: ${NAME:-default} -> default."""
+    return re.sub(r"\$\{[A-Z_]+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
+
+
+def test_app_serves_as_the_api_role_and_migrates_as_the_owner(app, db):
+    db_env = {k: interpolated(v) for k, v in env(db).items()}
+    serving = urlsplit(interpolated(env(app)["DATABASE_URL"]))
+    migrating = urlsplit(interpolated(env(app)["MIGRATE_DATABASE_URL"]))
+    for url in (serving, migrating):
+        assert url.scheme in ("postgresql", "postgres")
+        assert url.hostname == "db"
+        assert url.port in (None, 5432)
+        assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
+    assert (migrating.username, migrating.password) == (db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"])
+    assert (serving.username, serving.password) == ("ticket_allocation_api", db_env["API_DB_PASSWORD"])
+
+
+def test_db_creates_the_api_role_on_first_start(compose, db):
+    mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in db["volumes"]]
+    assert any(m.startswith("./sql/server/roles.sql:/docker-entrypoint-initdb.d/") for m in mounts)
+    (init,) = db["configs"]
+    script = compose["configs"][init["source"]]["content"]
+    assert init["target"].startswith("/docker-entrypoint-initdb.d/")
+    assert "ALTER ROLE ticket_allocation_api PASSWORD" in script
+    assert "$API_DB_PASSWORD" in script.replace("$$", "$")
+
+
+def test_secrets_come_from_the_environment(app):
+    assert re.fullmatch(r"\$\{ADMIN_TOKEN(:?-)?\}", env(app)["ADMIN_TOKEN"])
+    assert "${API_DB_PASSWORD" in env(app)["DATABASE_URL"]
+    assert "${OWNER_DB_PASSWORD" in env(app)["MIGRATE_DATABASE_URL"]
+
+
+def test_app_healthcheck_asks_readyz(app):
+    test = app["healthcheck"]["test"]
+    assert "/readyz" in (test if isinstance(test, str) else " ".join(test))
 
 
 def test_app_listens_on_all_interfaces_and_publishes_3000(app):
