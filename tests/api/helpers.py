@@ -1,5 +1,9 @@
 """Small helpers shared by the API tests."""
 
+import uuid
+
+import asyncpg
+
 USER = "123e4567-e89b-12d3-a456-426614174000"
 
 
@@ -19,3 +23,27 @@ async def assert_problem(response, status, problem_type=None):
     if problem_type is not None:
         assert body["type"] == problem_type
     return body
+
+
+class HeldOptionLock:
+    """Another session holding an option's row lock, as a long transaction would: purchases of
+    the option wait for it (or time out)."""
+
+    def __init__(self, database_url, option_id):
+        self.database_url, self.option_id = database_url, uuid.UUID(str(option_id))
+
+    async def __aenter__(self):
+        self.conn = await asyncpg.connect(self.database_url)
+        self.transaction = self.conn.transaction()
+        await self.transaction.start()
+        await self.conn.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR UPDATE", self.option_id)
+        return self
+
+    async def blocked_calls(self) -> int:
+        """How many sessions wait for this one. (pg_locks, not pg_stat_activity, which hides other roles' waits.)"""
+        return await self.conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+
+    async def __aexit__(self, *exc):
+        await self.transaction.rollback()
+        await self.conn.close()

@@ -2,35 +2,15 @@
 
 import asyncio
 import time
-import uuid
-
-import asyncpg
 
 from service.app import create_app
 
-from .helpers import USER, assert_problem, create_option
-
-
-class HeldLock:
-    """Another session holding the option's row lock, as a long transaction would."""
-
-    def __init__(self, database_url, option_id):
-        self.database_url, self.option_id = database_url, uuid.UUID(option_id)
-
-    async def __aenter__(self):
-        self.conn = await asyncpg.connect(self.database_url)
-        self.transaction = self.conn.transaction()
-        await self.transaction.start()
-        await self.conn.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR UPDATE", self.option_id)
-
-    async def __aexit__(self, *exc):
-        await self.transaction.rollback()
-        await self.conn.close()
+from .helpers import USER, HeldOptionLock, assert_problem, create_option
 
 
 async def test_a_purchase_that_cannot_get_its_lock_is_503_after_lock_timeout(client, database_url):
     option = await create_option(client, 10)
-    async with HeldLock(database_url, option["id"]):
+    async with HeldOptionLock(database_url, option["id"]):
         started = time.monotonic()
         response = await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER})
         elapsed = time.monotonic() - started
@@ -44,7 +24,7 @@ async def test_an_exhausted_pool_is_answered_503_fast(aiohttp_client, api_databa
     app = create_app(api_database_url, pool_size=1, pool_timeout=0.2, database_settings={"lock_timeout": "30s"})
     client = await aiohttp_client(app)
     option = await create_option(client, 10)
-    async with HeldLock(database_url, option["id"]):
+    async with HeldOptionLock(database_url, option["id"]):
         # This purchase waits for the lock, holding the pool's only connection ...
         stuck = asyncio.create_task(client.post(
             f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER}))

@@ -8,7 +8,7 @@ import pytest
 
 from service.db import PURCHASES
 
-from .helpers import assert_problem, create_option
+from .helpers import HeldOptionLock, assert_problem, create_option
 
 
 @pytest.fixture
@@ -23,30 +23,6 @@ async def wait_until(condition, timeout=30):
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not met in time")
-
-
-class HeldOption:
-    """Holds the option's row lock from another connection, so that the next
-    purchase call stays in flight and later purchases queue behind it."""
-
-    def __init__(self, database_url, option_id):
-        self.database_url, self.option_id = database_url, uuid.UUID(option_id)
-
-    async def __aenter__(self):
-        self.conn = await asyncpg.connect(self.database_url)
-        self.transaction = self.conn.transaction()
-        await self.transaction.start()
-        await self.conn.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR UPDATE", self.option_id)
-        return self
-
-    async def blocked_calls(self):
-        # pg_locks, not pg_stat_activity: the latter hides other roles' waits from non-superusers.
-        return await self.conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-
-    async def __aexit__(self, *exc):
-        await self.transaction.rollback()
-        await self.conn.close()
 
 
 def queued(client, option_id):
@@ -65,7 +41,7 @@ async def post_purchase(client, option_id, quantity, user_id=None, key=None):
 
 async def run_as_one_batch(client, database_url, option_id, requests, setup=None):
     """A leader purchase (quantity 1) goes first; `requests` queue behind it and go as one batch."""
-    async with HeldOption(database_url, option_id) as held:
+    async with HeldOptionLock(database_url, option_id) as held:
         leader = asyncio.create_task(post_purchase(client, option_id, 1))
 
         async def leader_blocked():
