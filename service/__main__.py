@@ -1,18 +1,49 @@
-"""The ticket-allocation command line: serve, migrate, psql.
+"""The ticket-allocation command line: serve, migrate, psql, check.
 
 Without DATABASE_URL every command starts (or joins) the embedded PostgreSQL,
 whose data lives in EMBEDDED_PGDATA (default: .pgdata in the checkout).
 """
 
 import argparse
-import logging
 import shutil
 import subprocess
 import sys
 
-from . import embedded, server
+import psycopg
+
+from . import embedded, logs, server
 from .config import Settings, redact
 from .migrations import migrate
+
+DESCRIPTION = """\
+ticket-allocation: sells a fixed allocation of tickets to many concurrent buyers
+without ever overselling. The rules live in PostgreSQL functions; the HTTP API
+maps each route to one of them. Without DATABASE_URL every command starts (or
+joins) an embedded PostgreSQL whose data lives in EMBEDDED_PGDATA."""
+
+EPILOG = """\
+environment (see the README's Configuration):
+  DATABASE_URL          postgresql://user:password@host:5432/db to serve with, as the API role
+                        (unset: the embedded PostgreSQL)
+  MIGRATE_DATABASE_URL  the owner role, for migrate, check and psql --owner (default: DATABASE_URL)
+  HOST, PORT            where to listen (127.0.0.1, 3000)
+  WORKERS               server processes sharing the port (half the CPUs, at least 1)
+  DB_POOL_SIZE          connections in the pool of each worker (10)
+  DB_POOL_TIMEOUT_MS    how long a request waits for a pool connection before a 503 (1000)
+  DB_LOCK_TIMEOUT       PostgreSQL lock_timeout of the service's connections (the API role's: 1s)
+  DB_STATEMENT_TIMEOUT  PostgreSQL statement_timeout of the service's connections (the API role's: 5s)
+  IDEMPOTENCY_KEY_TTL   how long idempotency keys are remembered (24 hours)
+  ADMIN_TOKEN           bearer token required to create options and cancel purchases (unset: open)
+  LOG_FORMAT            json (one object a line, the default) or text
+  EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout)
+
+examples:
+  python -m service serve                  # embedded PostgreSQL, API on http://127.0.0.1:3000
+  DATABASE_URL=postgresql://ticket_allocation_api:pw@db:5432/ticket_allocation \\
+  MIGRATE_DATABASE_URL=postgresql://ticket_allocation_owner:pw@db:5432/ticket_allocation \\
+  WORKERS=4 python -m service serve
+  python -m service check                  # "consistent", or each violated invariant and exit 1
+  python -m service psql -c 'SELECT * FROM get_ticket_option(...)'"""
 
 
 def resolve_databases(settings: Settings) -> tuple[str, str, str]:
@@ -50,15 +81,31 @@ def cmd_psql(settings: Settings, args) -> int:
     return subprocess.run([str(psql), url, *args.psql_args]).returncode
 
 
+def cmd_check(settings: Settings, args) -> int:
+    # check_consistency() is the owner's: it reads every table.
+    _, owner_url, source = resolve_databases(settings)
+    try:
+        with psycopg.connect(owner_url) as conn:
+            violations = conn.execute("SELECT * FROM check_consistency()").fetchall()
+    except psycopg.Error as error:
+        print(f"could not check {redact(owner_url)} ({source}): {error}", file=sys.stderr)
+        return 2
+    if not violations:
+        print("consistent")
+        return 0
+    print(f"{len(violations)} violated invariant(s):")
+    for invariant, ticket_option_id, detail in violations:
+        print(f"{invariant}  ticket option {ticket_option_id}: {detail}")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service",
-        description="ticket-allocation: sells a fixed allocation of tickets without overselling.",
-        epilog="Configuration comes from the environment: DATABASE_URL, MIGRATE_DATABASE_URL, HOST, PORT, WORKERS, DB_POOL_SIZE, IDEMPOTENCY_KEY_TTL, "
-        "EMBEDDED_PGDATA.",
+        prog="python -m service", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="apply pending migrations, then serve the HTTP API")
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="apply pending migrations (unless --no-migrate), then serve the HTTP API")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     serve.set_defaults(run=cmd_serve)
     commands.add_parser("migrate", help="apply migrations and re-create the sql/ functions").set_defaults(
@@ -70,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     psql.add_argument("--owner", action="store_true", help="connect as the migrating (owner) role instead")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER)
     psql.set_defaults(run=cmd_psql)
+    commands.add_parser(
+        "check", help="check the books (check_consistency(), as the owner): exit 0 if consistent, "
+        "1 with the violated invariants, 2 if it could not check"
+    ).set_defaults(run=cmd_check)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    logging.getLogger("yoyo").setLevel(logging.WARNING)  # one line per step; ours sums it up
-    return args.run(Settings.from_env(), args)
+    settings = Settings.from_env()
+    logs.configure(settings.log_format)
+    return args.run(settings, args)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from aiohttp import web
 
-from . import db, routes
+from . import db, health, metrics, routes
 from .auth import ADMIN_TOKEN
 from .errors import problem_middleware
+from .logs import request_id_middleware
+from .metrics import METRICS, Metrics, metrics_middleware
 
 # A request body is a small JSON object; anything larger is refused with 413.
 MAX_BODY_BYTES = 16 * 1024
@@ -19,11 +21,15 @@ def create_app(
     pool_timeout: float = 1.0,
     database_settings: dict[str, str] | None = None,
     admin_token: str | None = None,
+    worker: str = "1",
 ) -> web.Application:
     """The app. database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
-    admin_token: when set, creating options and cancelling purchases require it."""
+    admin_token: when set, creating options and cancelling purchases require it;
+    worker: the `worker` label of its metrics."""
     app = web.Application(
-        middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES, handler_args=HTTP_PARSER_LIMITS
+        # Outermost first: the request id is on every response, and every answer is counted.
+        middlewares=[request_id_middleware, metrics_middleware, problem_middleware],
+        client_max_size=MAX_BODY_BYTES, handler_args=HTTP_PARSER_LIMITS,
     )
     app[db.DATABASE_URL] = database_url
     app[db.POOL_SIZE] = pool_size
@@ -31,6 +37,9 @@ def create_app(
     app[db.DATABASE_SETTINGS] = database_settings or {}
     if admin_token:
         app[ADMIN_TOKEN] = admin_token
+    app[METRICS] = Metrics(worker)
     app.cleanup_ctx.append(db.pool_context)
     app.add_routes(routes.routes)
+    app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
     return app

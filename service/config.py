@@ -6,6 +6,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The first is the default.
+LOG_FORMATS = ("json", "text")
 
 
 # Environment variable -> PostgreSQL setting of the service's connections.
@@ -33,6 +35,8 @@ class Settings:
     # PostgreSQL settings for the service's connections (lock_timeout, ...);
     # what is not set here comes from the role's or database's defaults.
     database_settings: dict[str, str]
+    # "json" (one object a line, for log tooling) or "text" (for humans).
+    log_format: str
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -51,6 +55,7 @@ class Settings:
             database_settings={
                 setting: env[name] for name, setting in DATABASE_SETTINGS_BY_ENV.items() if env.get(name)
             },
+            log_format=_choice_setting(env, "LOG_FORMAT", LOG_FORMATS),
         )
 
 
@@ -64,6 +69,14 @@ def _int_setting(env, name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
     if value < 1:
         raise SystemExit(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _choice_setting(env, name: str, choices: tuple[str, ...]) -> str:
+    """The setting, one of `choices`; the first when unset."""
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise SystemExit(f"{name}={value!r} must be one of: {', '.join(choices)}")
     return value
 
 

@@ -50,6 +50,9 @@ PER_USER_LIMIT_EXCEEDED = ProblemType(409, "per-user-limit-exceeded", "The user 
 DATABASE_UNAVAILABLE = ProblemType(
     503, "database-unavailable", "The database is busy or unreachable; retry shortly", retry_after=True
 )
+MIGRATIONS_PENDING = ProblemType(
+    503, "migrations-pending", "The database schema is behind this version of the service", retry_after=True
+)
 INTERNAL_ERROR = ProblemType(500, "internal-error", "Internal server error")
 
 # SQLSTATE -> problem. Rules in sql/ raise TA*; the integrity classes back them
@@ -109,9 +112,14 @@ class Problem(Exception):
         )
 
 
+def problem_type_of(sqlstate: str) -> ProblemType | None:
+    """The problem type of a SQLSTATE; None if the table does not know it."""
+    return SQLSTATE_PROBLEMS.get(sqlstate) or SQLSTATE_CLASS_PROBLEMS.get(sqlstate[:2])
+
+
 def from_sqlstate(sqlstate: str, message: str, field: str | None = None) -> Problem | None:
     """The problem for a database error or refusal; None if the table does not know it."""
-    problem_type = SQLSTATE_PROBLEMS.get(sqlstate) or SQLSTATE_CLASS_PROBLEMS.get(sqlstate[:2])
+    problem_type = problem_type_of(sqlstate)
     if problem_type is None:
         return None
     if problem_type is DATABASE_UNAVAILABLE:

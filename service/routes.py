@@ -3,9 +3,11 @@
 from aiohttp import web
 
 from .auth import require_admin
+from .coalescing import Refused
 from .db import PURCHASES, call, call_many
 from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
 from .inputs import Field, path_uuid, read_json_object, read_query
+from .metrics import METRICS
 from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
 
@@ -84,9 +86,14 @@ async def purchase_tickets(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
     body = await read_json_object(request, PURCHASE_FIELDS)
     # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py).
-    receipt = await request.app[PURCHASES].purchase(
-        option_id, body["user_id"], body["quantity"], idempotency_key(request)
-    )
+    try:
+        receipt = await request.app[PURCHASES].purchase(
+            option_id, body["user_id"], body["quantity"], idempotency_key(request)
+        )
+    except Refused as refusal:
+        request.app[METRICS].purchase_refused(refusal.sqlstate)
+        raise
+    request.app[METRICS].purchased(body["quantity"])
     purchase = purchase_json(receipt)
     location = request.app.router["purchase"].url_for(id=purchase["id"])
     return web.json_response(purchase, status=201, headers={"Location": str(location)})

@@ -2,9 +2,9 @@
 
 The parent binds one SO_REUSEPORT socket per worker (so a taken port fails at
 once, with a clear message), forks the workers, and forwards SIGTERM/SIGINT to
-them; each worker serves with its own event loop (uvloop), connection pool and
-purchase coalescing. If a worker dies, the others are stopped too, so that a
-supervisor sees the failure and restarts the whole service.
+them; each worker serves with its own event loop (uvloop), connection pool,
+purchase coalescing and metrics. If a worker dies, the others are stopped too,
+so that a supervisor sees the failure and restarts the whole service.
 """
 
 import logging
@@ -19,10 +19,9 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Settings, redact
+from .logs import AccessLogger
 
 log = logging.getLogger("service")
-
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -39,12 +38,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(sock: socket.socket, database_url: str, settings: Settings) -> None:
+def run_worker(sock: socket.socket, database_url: str, settings: Settings, worker: str) -> None:
     app = create_app(
         database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout, database_settings=settings.database_settings,
-        admin_token=settings.admin_token,
+        admin_token=settings.admin_token, worker=worker,
     )
-    web.run_app(app, sock=sock, print=None, access_log_format=ACCESS_LOG_FORMAT, loop=uvloop.new_event_loop())
+    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger, loop=uvloop.new_event_loop())
 
 
 def serve(settings: Settings, database_url: str, source: str) -> int:
@@ -59,13 +58,13 @@ def serve(settings: Settings, database_url: str, source: str) -> int:
             "purchases. Set ADMIN_TOKEN to require Authorization: Bearer <token> on those routes."
         )
     if settings.workers == 1:
-        run_worker(sockets[0], database_url, settings)
+        run_worker(sockets[0], database_url, settings, "1")
         log.info("ticket-allocation stopped")
         return 0
 
     fork = multiprocessing.get_context("fork")
     workers = [
-        fork.Process(target=run_worker, args=(sock, database_url, settings), name=f"worker-{n}")
+        fork.Process(target=run_worker, args=(sock, database_url, settings, str(n)), name=f"worker-{n}")
         for n, sock in enumerate(sockets, 1)
     ]
     stopping = False

@@ -33,9 +33,10 @@ def violations(path: str, method: str, response: web.StreamResponse) -> list[str
     ref = operation["responses"][str(response.status)]
     media_types = OPENAPI["components"]["responses"][ref["$ref"].rsplit("/", 1)[1]]["content"] if "$ref" in ref \
         else ref["content"]
-    if response.content_type not in media_types:
+    # Parameters (e.g. text/plain; version=0.0.4) are not compared.
+    if response.content_type not in {media_type.split(";")[0] for media_type in media_types}:
         return [f"{method} {path} {response.status}: content type {response.content_type} not in the spec"]
-    body = json.loads(response.body)
+    body = json.loads(response.body) if response.content_type.endswith("json") else response.body.decode()
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
     return [f"{method} {path} {response.status}: {error.message}" for error in validator.iter_errors(body)]
 

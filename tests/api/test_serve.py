@@ -1,5 +1,6 @@
 """`python -m service serve` as a user runs it: start, serve, stop on SIGTERM."""
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -23,7 +24,10 @@ def test_serves_with_database_url_and_never_logs_the_password(database_url, api_
     log = server.log()
     assert f"listening on http://127.0.0.1:{server.port}" in log
     assert "database postgresql://ticket_allocation_api:***@" in log
-    assert '"POST /ticket_options HTTP/1.1" 201' in log  # one access line per request
+    requests = [json.loads(line) for line in log.splitlines() if '"logger": "aiohttp.access"' in line]
+    assert [(r["method"], r["path"], r["status"]) for r in requests] == [  # one access line per request
+        ("POST", "/ticket_options", 201), ("POST", f"/ticket_options/{option['id']}/purchases", 409)
+    ]
     assert password not in log
     assert "can write the tables" not in log  # the API role cannot
     assert "ADMIN_TOKEN is not set" in log

@@ -1,0 +1,52 @@
+"""Liveness and readiness, for load balancers and orchestrators.
+
+/healthz: the process answers (no database call, so a database outage does
+not get healthy workers restarted). /readyz: the database answers and has
+every migration this version of the service was built with.
+"""
+
+import asyncio
+import functools
+
+import asyncpg
+from aiohttp import web
+from yoyo import read_migrations
+
+from . import db
+from .errors import DATABASE_UNAVAILABLE, MIGRATIONS_PENDING, Problem
+from .migrations import MIGRATIONS_DIR
+
+routes = web.RouteTableDef()
+
+
+@functools.cache
+def expected_migrations() -> tuple[str, ...]:
+    """The migration ids shipped with this code; read once, as the code does not change while it runs."""
+    return tuple(migration.id for migration in read_migrations(str(MIGRATIONS_DIR)))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with request.app[db.DB_POOL].acquire(timeout=request.app[db.POOL_TIMEOUT]) as conn:
+            # The API role may not read yoyo's table; this SECURITY DEFINER function reads it.
+            applied = {row[0] for row in await conn.fetch("SELECT * FROM applied_migrations()")}
+    except asyncpg.UndefinedFunctionError:
+        raise Problem(
+            MIGRATIONS_PENDING, "The database lacks applied_migrations(): it was never migrated by this version."
+        ) from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as error:
+        reason = str(error) or type(error).__name__
+        raise Problem(DATABASE_UNAVAILABLE, f"The database is unreachable or refused the check: {reason}") from None
+    pending = [migration for migration in expected_migrations() if migration not in applied]
+    if pending:
+        raise Problem(
+            MIGRATIONS_PENDING,
+            f"{len(pending)} migration(s) pending: {', '.join(pending)}; run `python -m service migrate`.",
+        )
+    return web.json_response({"status": "ready"})

@@ -1,0 +1,99 @@
+"""Prometheus metrics of one worker, served at GET /metrics.
+
+Each worker process keeps its own registry, and every series carries its
+`worker` label: a scrape is answered by whichever worker accepted the
+connection, and the label keeps the workers' counters apart (one counter
+jumping between workers would look like resets). Sum over `worker` in
+queries. prometheus_client's multiprocess mode was not used: it picks its
+storage when first imported, before the server knows WORKERS, needs a shared
+directory wiped at every start, and could not report the other workers'
+pools live.
+"""
+
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from . import db
+from .errors import problem_type_of
+
+# The classic text format, which every Prometheus server reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Requests that matched no route: one label value, not one per path tried.
+UNMATCHED_ROUTE = "unmatched"
+
+routes = web.RouteTableDef()
+
+
+class Metrics:
+    def __init__(self, worker: str):
+        self.worker = worker
+        self.registry = CollectorRegistry()
+        http_labels = ("method", "route", "status", "worker")
+        self.requests = Counter(
+            "ticket_allocation_http_requests", "HTTP requests answered, by route template and status",
+            http_labels, registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "ticket_allocation_http_request_duration_seconds", "Time to answer an HTTP request",
+            http_labels, registry=self.registry,
+        )
+        self.purchases = Counter(
+            "ticket_allocation_purchases", "Purchases answered 201 (a replayed Idempotency-Key counts again)",
+            ("worker",), registry=self.registry,
+        )
+        self.tickets_sold = Counter(
+            "ticket_allocation_tickets_sold", "Tickets in the purchases answered 201", ("worker",), registry=self.registry,
+        )
+        self.purchases_refused = Counter(
+            "ticket_allocation_purchases_refused", "Purchases the rules refused, by problem type",
+            ("reason", "worker"), registry=self.registry,
+        )
+        self.pool_connections = Gauge(
+            "ticket_allocation_db_pool_connections", "Open connections in the pool", ("worker",),
+            registry=self.registry,
+        )
+        self.pool_connections_in_use = Gauge(
+            "ticket_allocation_db_pool_connections_in_use", "Pool connections lent to a request", ("worker",),
+            registry=self.registry,
+        )
+
+    def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        labels = (method, route, str(status), self.worker)
+        self.requests.labels(*labels).inc()
+        self.request_seconds.labels(*labels).observe(seconds)
+
+    def purchased(self, quantity: int) -> None:
+        self.purchases.labels(self.worker).inc()
+        self.tickets_sold.labels(self.worker).inc(quantity)
+
+    def purchase_refused(self, sqlstate: str) -> None:
+        problem_type = problem_type_of(sqlstate)
+        self.purchases_refused.labels(problem_type.slug if problem_type else sqlstate, self.worker).inc()
+
+    def exposition(self, pool) -> bytes:
+        size = pool.get_size()
+        self.pool_connections.labels(self.worker).set(size)
+        self.pool_connections_in_use.labels(self.worker).set(size - pool.get_idle_size())
+        return generate_latest(self.registry)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):
+    started = time.perf_counter()
+    # problem_middleware (inside this one) answers every error, so every request is counted.
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+    request.app[METRICS].request_answered(request.method, route, response.status, time.perf_counter() - started)
+    return response
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition(request.app[db.DB_POOL])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

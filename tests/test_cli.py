@@ -1,0 +1,62 @@
+"""The command line: `check` and `--help`."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from service.__main__ import main
+from service.config import PROJECT_ROOT
+
+from .conftest import ROLE_PASSWORD
+from .processes import served_env
+
+COMMANDS = ("serve", "migrate", "psql", "check")
+# Every variable the settings read, as config.py names them.
+ENV_VARS = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', (PROJECT_ROOT / "service" / "config.py").read_text()))
+
+
+def check(database_url, api_database_url) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "check"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+        env=served_env(database_url, api_database_url),
+    )
+
+
+async def test_check_says_consistent_then_names_the_violated_invariant(database_url, api_database_url, conn):
+    option_id = await conn.fetchval("SELECT id FROM create_ticket_option('Gig', '', 10)")
+    await conn.execute("SELECT purchase_tickets($1, gen_random_uuid(), 2)", option_id)
+    result = check(database_url, api_database_url)
+    assert (result.returncode, result.stdout) == (0, "consistent\n"), result.stderr
+
+    await conn.execute("ALTER TABLE ticket_options DROP CONSTRAINT ticket_options_total_is_remaining_plus_sold")
+    await conn.execute("UPDATE ticket_options SET sold = sold + 1")
+    result = check(database_url, api_database_url)
+    assert result.returncode == 1, result.stderr
+    assert f"total_is_remaining_plus_sold  ticket option {option_id}: allocation 8 + sold 3 <> total 10" in result.stdout
+    assert "sold_is_active_purchases" in result.stdout
+
+
+def test_check_that_cannot_connect_says_so(database_url, api_database_url):
+    result = check(database_url.replace("/ticket_allocation_test_", "/no_such_database_"), api_database_url)
+    assert result.returncode == 2
+    assert "could not check" in result.stderr
+    assert ROLE_PASSWORD not in result.stderr
+
+
+def test_help_names_every_command_and_environment_variable(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    assert exit.value.code == 0
+    help_text = capsys.readouterr().out
+    assert {"DATABASE_URL", "LOG_FORMAT", "ADMIN_TOKEN"} <= ENV_VARS
+    for word in (*COMMANDS, *ENV_VARS):
+        assert re.search(rf"\b{word}\b", help_text), word
+
+
+def test_readme_configuration_lists_every_environment_variable():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n", 2)[1]
+    for name in ENV_VARS:
+        assert f"`{name}`" in table, name
