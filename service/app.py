@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from . import db, health, metrics, routes
+from . import db, docs, health, metrics, routes
 from .auth import ADMIN_TOKEN
 from .errors import problem_middleware
 from .logs import request_id_middleware
@@ -42,4 +42,5 @@ def create_app(
     app.add_routes(routes.routes)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
+    app.add_routes(docs.routes)
     return app

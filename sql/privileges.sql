@@ -21,7 +21,8 @@ BEGIN
             list_purchases(uuid, integer, uuid, timestamptz, uuid),
             cancel_purchase(uuid),
             idempotency_key_ttl(),
-            purge_expired_idempotency_keys()
+            purge_expired_idempotency_keys(),
+            applied_migrations()
         TO ticket_allocation_api;
     END IF;
 END
