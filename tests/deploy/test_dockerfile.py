@@ -115,3 +115,8 @@ def test_exposes_3000_and_binds_all_interfaces():
 def test_final_stage_keeps_repo_layout(path):
     copies = [args for word, args in final_stage() if word == "COPY"]
     assert any(args.split()[0] == path and "--from" not in args for args in copies), copies
+
+
+def test_healthcheck_asks_readyz():
+    checks = [args for name, args in final_stage() if name == "HEALTHCHECK"]
+    assert len(checks) == 1 and "/readyz" in checks[0]
