@@ -115,14 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         "psql", help="open psql on the service's database, as the API role (extra arguments go to psql)"
     )
     psql.add_argument("--owner", action="store_true", help="connect as the migrating (owner) role instead")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
     psql.set_defaults(run=cmd_psql)
     commands.add_parser(
         "check", help="check the books (check_consistency(), as the owner): exit 0 if consistent, "
         "1 with the violated invariants, 2 if it could not check"
     ).set_defaults(run=cmd_check)
 
-    args = parser.parse_args(argv)
+    # Whatever follows `psql` that is not ours (-c ..., -f ...) is psql's.
+    args, psql_args = parser.parse_known_args(argv)
+    if psql_args and args.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(psql_args)}")
+    args.psql_args = psql_args
     settings = Settings.from_env()
     logs.configure(settings.log_format)
     return args.run(settings, args)

@@ -38,6 +38,25 @@ async def test_check_says_consistent_then_names_the_violated_invariant(database_
     assert "sold_is_active_purchases" in result.stdout
 
 
+def service(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+        env=env,
+    )
+
+
+async def test_psql_passes_its_arguments_on_and_connects_as_the_api_role(database_url, api_database_url, conn):
+    option_id = await conn.fetchval("SELECT id FROM create_ticket_option('Gig', '', 10)")
+    env = served_env(database_url, api_database_url)
+    as_api = service(env, "psql", "-X", "-At", "-c", f"SELECT name FROM get_ticket_option('{option_id}')")
+    assert (as_api.returncode, as_api.stdout) == (0, "Gig\n"), as_api.stderr
+    denied = service(env, "psql", "-X", "-c", "SELECT count(*) FROM ticket_options")
+    assert "permission denied for table ticket_options" in denied.stderr
+    as_owner = service(env, "psql", "--owner", "-X", "-At", "-c", "SELECT count(*) FROM ticket_options")
+    assert (as_owner.returncode, as_owner.stdout) == (0, "1\n"), as_owner.stderr
+    assert service(env, "migrate", "-c", "x").returncode == 2  # only psql takes extra arguments
+
+
 def test_check_that_cannot_connect_says_so(database_url, api_database_url):
     result = check(database_url.replace("/ticket_allocation_test_", "/no_such_database_"), api_database_url)
     assert result.returncode == 2
