@@ -40,12 +40,21 @@ async def test_postgres_restart_under_load(own_postgres, databases, tmp_path):
         await asyncio.to_thread(own_postgres.restart, 1.5)
         back = time.monotonic()
         attempts = await load
+        assert attempts[-1].answered_at > back, "the load ended before PostgreSQL came back"
 
         statuses = {a.status for a in attempts}
         assert statuses <= {201, 503}, statuses  # refused while away, never a 500
         during = [a for a in attempts if outage_started < a.answered_at < back]
         assert any(a.status == 503 for a in during), "no 503 while PostgreSQL was down"
-        assert any(a.status == 201 for a in attempts if a.answered_at > back + 1), "did not recover by itself"
+        # Recovered by itself: the same server process buys again (bounded wait, in case CI is slow).
+        (recovery,) = unanswered("recovery", 1)
+        attempts.append(recovery)
+        for _ in range(30):
+            await retry_with_same_keys(server.port, option_id, [recovery], [recovery.key])
+            if recovery.status == 201:
+                break
+            await asyncio.sleep(1)
+        assert recovery.status == 201, "the service did not recover after PostgreSQL came back"
 
         books = reconcile(databases[0], option_id, INITIAL, attempts)
         # Retrying an unanswered request that did commit gives its purchase (matched by reconcile), nothing more.
