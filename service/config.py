@@ -12,7 +12,6 @@ LOG_FORMATS = ("json", "text")
 
 # Environment variable -> PostgreSQL setting of the service's connections.
 DATABASE_SETTINGS_BY_ENV = {
-    "IDEMPOTENCY_KEY_TTL": "ticket_allocation.idempotency_key_ttl",  # default 24 hours
     "DB_LOCK_TIMEOUT": "lock_timeout",  # the API role's default: 1s
     "DB_STATEMENT_TIMEOUT": "statement_timeout",  # the API role's default: 5s
 }
@@ -24,6 +23,8 @@ class Settings:
     database_url: str | None
     # The role that runs migrations (owns the schema); None: database_url's.
     migrate_database_url: str | None
+    # The role admin calls run as, after the admin token is checked; None: database_url's.
+    admin_database_url: str | None
     host: str
     port: int
     workers: int
@@ -43,6 +44,7 @@ class Settings:
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             migrate_database_url=env.get("MIGRATE_DATABASE_URL") or None,
+            admin_database_url=env.get("ADMIN_DATABASE_URL") or None,
             host=env.get("HOST", "127.0.0.1"),
             port=_int_setting(env, "PORT", 3000),
             # Half the CPUs: the other half is PostgreSQL's when it runs on this machine

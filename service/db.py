@@ -1,4 +1,8 @@
-"""The connection pool, living as long as the app (aiohttp cleanup_ctx)."""
+"""The connection pools, living as long as the app (aiohttp cleanup_ctx), and calls of the SQL API.
+
+Two pools: buyers are served as the API role (DATABASE_URL), admin calls run
+as the admin role (ADMIN_DATABASE_URL), which the API role cannot become.
+"""
 
 import asyncio
 import contextlib
@@ -10,8 +14,12 @@ from aiohttp import web
 from .coalescing import PurchaseCoalescer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)
 PURCHASES = web.AppKey("purchases", PurchaseCoalescer)
 DATABASE_URL = web.AppKey("database_url", str)
+ADMIN_DATABASE_URL = web.AppKey("admin_database_url", str)
+# Admin calls are rare: a small pool, opened on first use.
+ADMIN_POOL_SIZE = 2
 POOL_SIZE = web.AppKey("pool_size", int)
 # Seconds a request may wait for a free connection before it is answered 503:
 # under a burst beyond capacity, a fast "retry" beats a hang.
@@ -30,15 +38,19 @@ async def pool_context(app: web.Application):
             app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE],
             server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
         )
-        await pool.fetchval("SELECT idempotency_key_ttl()")  # checks the TTL setting too
-    except (asyncpg.InvalidParameterValueError, asyncpg.InvalidDatetimeFormatError) as error:
+        admin_pool = await asyncpg.create_pool(
+            app[ADMIN_DATABASE_URL], min_size=0, max_size=ADMIN_POOL_SIZE,
+            server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
+        )
+    except asyncpg.InvalidParameterValueError as error:
         raise SystemExit(f"a database setting of the service is invalid: {error}") from None
-    async with pool:
+    async with pool, admin_pool:
         await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
+        app[ADMIN_POOL] = admin_pool
         app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT])
         stopping = asyncio.Event()
-        purger = asyncio.create_task(purge_expired_idempotency_keys(pool, stopping))
+        purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
         yield
         # Not cancelled: a purge in progress finishes before the pool closes.
         stopping.set()
@@ -47,7 +59,8 @@ async def pool_context(app: web.Application):
 
 async def warn_if_tables_are_writable(pool: asyncpg.Pool) -> None:
     role, writable = await pool.fetchrow(
-        "SELECT current_user, has_table_privilege('ticket_options', 'UPDATE')"
+        "SELECT current_user, CASE WHEN has_schema_privilege('ticket_allocation', 'USAGE') "
+        "THEN has_table_privilege('ticket_allocation.ticket_options', 'UPDATE') ELSE false END"
     )
     if writable:
         log.warning(
@@ -70,20 +83,36 @@ async def purge_expired_idempotency_keys(pool: asyncpg.Pool, stopping: asyncio.E
             await asyncio.wait_for(stopping.wait(), timeout=PURGE_INTERVAL_SECONDS)
             return
         try:
-            purged = await pool.fetchval("SELECT purge_expired_idempotency_keys()")
+            purged = await pool.fetchval("SELECT api.purge_expired_idempotency_keys()")
             if purged:
                 log.info("purged %d expired idempotency keys", purged)
         except (asyncpg.PostgresError, OSError) as error:
             log.warning("could not purge expired idempotency keys (will retry): %s", error)
 
 
-async def call(request: web.Request, query: str, *args) -> asyncpg.Record:
-    """Run one function call and return its single row."""
-    async with request.app[DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
-        return await conn.fetchrow(query, *args)
+# An argument left out of a call, so that the SQL function's default applies:
+# defaults live in the function signatures only.
+OMITTED = object()
 
 
-async def call_many(request: web.Request, query: str, *args) -> list[asyncpg.Record]:
-    """Run one set-returning function call and return its rows."""
+def function_call(function: str, arguments: dict) -> tuple[str, list]:
+    """`SELECT * FROM api.<function>(name => $1, ...)` and its values, for the arguments not OMITTED.
+
+    `function` and the argument names come from the routes, never from a request."""
+    given = {name: value for name, value in arguments.items() if value is not OMITTED}
+    named = ", ".join(f"{name} => ${position}" for position, name in enumerate(given, 1))
+    return f"SELECT * FROM api.{function}({named})", list(given.values())
+
+
+async def call(request: web.Request, function: str, *, admin: bool = False, **arguments) -> asyncpg.Record:
+    """Call one function of the SQL API and return its single row; admin calls run as the admin role."""
+    query, values = function_call(function, arguments)
+    async with request.app[ADMIN_POOL if admin else DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
+        return await conn.fetchrow(query, *values)
+
+
+async def call_many(request: web.Request, function: str, **arguments) -> list[asyncpg.Record]:
+    """Call one set-returning function of the SQL API and return its rows."""
+    query, values = function_call(function, arguments)
     async with request.app[DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
-        return await conn.fetch(query, *args)
+        return await conn.fetch(query, *values)

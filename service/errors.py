@@ -53,6 +53,11 @@ DATABASE_UNAVAILABLE = ProblemType(
 MIGRATIONS_PENDING = ProblemType(
     503, "migrations-pending", "The database schema is behind this version of the service", retry_after=True
 )
+# The service's own database settings are outside what the functions allow (TA008): an
+# operator's fix (DB_LOCK_TIMEOUT, DB_STATEMENT_TIMEOUT), not the client's.
+SERVICE_MISCONFIGURED = ProblemType(
+    500, "service-misconfigured", "The service's database session settings are outside the allowed bounds"
+)
 INTERNAL_ERROR = ProblemType(500, "internal-error", "Internal server error")
 
 # SQLSTATE -> problem. Rules in sql/ raise TA*; the integrity classes back them
@@ -65,6 +70,7 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "TA005": IDEMPOTENCY_KEY_REUSED,
     "TA006": IDEMPOTENCY_KEY_IN_FLIGHT,
     "TA007": PER_USER_LIMIT_EXCEEDED,
+    "TA008": SERVICE_MISCONFIGURED,
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
     "22003": INVALID_ARGUMENT,  # numeric_value_out_of_range
@@ -122,6 +128,8 @@ def from_sqlstate(sqlstate: str, message: str, field: str | None = None) -> Prob
     problem_type = problem_type_of(sqlstate)
     if problem_type is None:
         return None
+    if problem_type is SERVICE_MISCONFIGURED:
+        log.error("the service's database session is misconfigured (SQLSTATE %s): %s", sqlstate, message)
     if problem_type is DATABASE_UNAVAILABLE:
         log.warning("database unavailable (SQLSTATE %s): %s", sqlstate, message)
         return Problem(problem_type, "The database could not serve the request in time; nothing was changed.")

@@ -35,7 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with request.app[db.DB_POOL].acquire(timeout=request.app[db.POOL_TIMEOUT]) as conn:
             # The API role may not read yoyo's table; this SECURITY DEFINER function reads it.
-            applied = {row[0] for row in await conn.fetch("SELECT * FROM applied_migrations()")}
+            applied = {row[0] for row in await conn.fetch("SELECT * FROM api.applied_migrations()")}
     except asyncpg.UndefinedFunctionError:
         raise Problem(
             MIGRATIONS_PENDING, "The database lacks applied_migrations(): it was never migrated by this version."

@@ -38,15 +38,15 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(sock: socket.socket, database_url: str, settings: Settings, worker: str) -> None:
+def run_worker(sock: socket.socket, database_url: str, admin_database_url: str, settings: Settings, worker: str) -> None:
     app = create_app(
-        database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout, database_settings=settings.database_settings,
+        database_url, admin_database_url=admin_database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout, database_settings=settings.database_settings,
         admin_token=settings.admin_token, worker=worker,
     )
     web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger, loop=uvloop.new_event_loop())
 
 
-def serve(settings: Settings, database_url: str, source: str) -> int:
+def serve(settings: Settings, database_url: str, admin_database_url: str, source: str) -> int:
     sockets = [listening_socket(settings.host, settings.port) for _ in range(settings.workers)]
     log.info(
         "ticket-allocation listening on http://%s:%s with %d worker(s), database %s (%s); Ctrl-C stops it",
@@ -58,13 +58,13 @@ def serve(settings: Settings, database_url: str, source: str) -> int:
             "purchases. Set ADMIN_TOKEN to require Authorization: Bearer <token> on those routes."
         )
     if settings.workers == 1:
-        run_worker(sockets[0], database_url, settings, "1")
+        run_worker(sockets[0], database_url, admin_database_url, settings, "1")
         log.info("ticket-allocation stopped")
         return 0
 
     fork = multiprocessing.get_context("fork")
     workers = [
-        fork.Process(target=run_worker, args=(sock, database_url, settings, str(n)), name=f"worker-{n}")
+        fork.Process(target=run_worker, args=(sock, database_url, admin_database_url, settings, str(n)), name=f"worker-{n}")
         for n, sock in enumerate(sockets, 1)
     ]
     stopping = False

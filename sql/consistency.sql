@@ -1,21 +1,23 @@
--- check_consistency() RETURNS TABLE (invariant text, ticket_option_id uuid, detail text)
+-- api.check_consistency() RETURNS TABLE (invariant text, ticket_option_id uuid, detail text)
 -- Every violated invariant of the books, one row each; no rows when all hold.
--- For operators (and the fault tests): SELECT * FROM check_consistency();
+-- Admin, for operators (and the fault tests): SELECT * FROM api.check_consistency();
 -- It reads every option, purchase and ticket, so run it off-peak on a large
 -- database. Invariants (the names in `invariant`):
---   remaining_not_negative     allocation >= 0
---   total_is_remaining_plus_sold  allocation + sold = total
+--   remaining_not_negative     remaining >= 0
+--   total_is_remaining_plus_sold  remaining + sold = total
 --   sold_is_active_purchases   sold = sum of the quantities of active purchases
 --   tickets_match_quantity     a purchase has exactly `quantity` tickets
 --   tickets_void_iff_cancelled a purchase's tickets are void exactly when it is cancelled
 -- Errors: none.
-CREATE OR REPLACE FUNCTION check_consistency()
+CREATE OR REPLACE FUNCTION api.check_consistency()
 RETURNS TABLE (invariant text, ticket_option_id uuid, detail text)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
     WITH option_books AS (
-        SELECT o.id, o.allocation, o.sold, o.total,
+        SELECT o.id, o.remaining, o.sold, o.total,
                coalesce(sum(p.quantity) FILTER (WHERE p.status = 'active'), 0) AS active_quantity
         FROM ticket_options o
         LEFT JOIN purchases p ON p.ticket_option_id = o.id
@@ -28,11 +30,11 @@ AS $$
         LEFT JOIN tickets t ON t.purchase_id = p.id
         GROUP BY p.id
     )
-    SELECT 'remaining_not_negative', id, format('allocation is %s', allocation)
-    FROM option_books WHERE allocation < 0
+    SELECT 'remaining_not_negative', id, format('remaining is %s', remaining)
+    FROM option_books WHERE remaining < 0
     UNION ALL
-    SELECT 'total_is_remaining_plus_sold', id, format('allocation %s + sold %s <> total %s', allocation, sold, total)
-    FROM option_books WHERE allocation + sold <> total
+    SELECT 'total_is_remaining_plus_sold', id, format('remaining %s + sold %s <> total %s', remaining, sold, total)
+    FROM option_books WHERE remaining + sold <> total
     UNION ALL
     SELECT 'sold_is_active_purchases', id, format('sold %s, active purchases hold %s', sold, active_quantity)
     FROM option_books WHERE sold <> active_quantity

@@ -1,34 +1,128 @@
--- The SQLSTATEs of ticket-allocation (class TA). Every function raises these,
--- and only these, for a caller's mistake; the HTTP service maps each to one
--- status in service/errors.py, and README.md lists them.
+-- The SQLSTATEs of ticket-allocation (class TA): the one catalogue. Every
+-- error a function raises for a caller's mistake is built here, by the
+-- constructor named beside its code, and nowhere else. The HTTP service maps
+-- each code to one status (service/errors.py); README.md and
+-- service/openapi.yaml list them; tests/test_error_catalogue.py fails when
+-- any of them disagrees with this list.
 --
---   TA001  invalid argument: a value breaks a rule; COLUMN names the field
---   TA002  ticket option not found
---   TA003  not enough tickets left; DETAIL says how many remain
---   TA004  purchase not found
---   TA005  idempotency key already used for a different request
---   TA006  a request with this idempotency key is still in progress; retry
---   TA007  the purchase would take the user past the option's max_per_user
+--   TA001  invalid_argument          a value breaks a rule; COLUMN names the field
+--   TA002  ticket_option_not_found   no ticket option has that id
+--   TA003  insufficient_tickets      not enough tickets left; DETAIL says how many remain
+--   TA004  purchase_not_found        no purchase has that id
+--   TA005  idempotency_key_reused    the key was already used for a different request
+--   TA006  idempotency_key_in_flight a request with this key is still in progress; retry
+--   TA007  per_user_limit_exceeded   the purchase would take the user past max_per_user
+--   TA008  session_limit_lifted      the calling session lifted a timeout the functions rely on
 --
--- A refusal (type in migrations/) is such an error as data: batch functions
--- return one per refused request instead of aborting the whole batch.
+-- A refusal (type api.refusal) is such an error as data: batch functions
+-- return one per refused request instead of aborting the whole batch;
+-- raise_refusal raises it.
 
--- invalid_argument(p_field text, p_message text) RETURNS refusal
--- The TA001 refusal "<field> <message>", naming the field.
-CREATE OR REPLACE FUNCTION invalid_argument(p_field text, p_message text)
-RETURNS refusal
+-- invalid_argument(p_field text, p_message text) RETURNS api.refusal
+-- TA001 "<field> <message>", naming the field in COLUMN.
+CREATE OR REPLACE FUNCTION ticket_allocation.invalid_argument(p_field text, p_message text)
+RETURNS api.refusal
 LANGUAGE sql
 IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT ROW('TA001', format('%s %s', p_field, p_message), NULL, NULL, p_field)::refusal
+    SELECT ROW('TA001', format('%s %s', p_field, p_message), NULL, NULL, p_field)::api.refusal
 $$;
 
--- raise_refusal(p_refusal refusal) RETURNS void
+-- ticket_option_not_found(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.ticket_option_not_found(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA002', format('ticket option %s does not exist', coalesce(p_id::text, 'NULL')),
+               NULL, NULL, NULL)::api.refusal
+$$;
+
+-- insufficient_tickets(p_wanted integer, p_remaining integer) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.insufficient_tickets(p_wanted integer, p_remaining integer)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA003', format('not enough tickets left: %s requested, %s remaining', p_wanted, p_remaining),
+               format('remaining: %s', p_remaining), 'Ask for at most the remaining number of tickets.',
+               NULL)::api.refusal
+$$;
+
+-- purchase_not_found(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.purchase_not_found(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA004', format('purchase %s does not exist', coalesce(p_id::text, 'NULL')),
+               NULL, NULL, NULL)::api.refusal
+$$;
+
+-- idempotency_key_reused(p_key text, p_first_request jsonb) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.idempotency_key_reused(p_key text, p_first_request jsonb)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA005', format('idempotency key %s was already used for a different request', p_key),
+               format('first request: %s', p_first_request), 'Use a new key for a new request.',
+               NULL)::api.refusal
+$$;
+
+-- idempotency_key_in_flight(p_key text) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.idempotency_key_in_flight(p_key text)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA006', format('a request with idempotency key %s is still in progress', p_key),
+               NULL, 'Retry in a moment to get its outcome.', NULL)::api.refusal
+$$;
+
+-- per_user_limit_exceeded(p_user_id uuid, p_max_per_user integer, p_held integer, p_wanted integer)
+--     RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.per_user_limit_exceeded(
+    p_user_id uuid, p_max_per_user integer, p_held integer, p_wanted integer)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA007',
+               format('user %s may hold at most %s tickets of this option and holds %s; %s more would exceed it',
+                      p_user_id, p_max_per_user, p_held, p_wanted),
+               format('max_per_user: %s, held: %s', p_max_per_user, p_held),
+               'Ask for fewer tickets; cancelled purchases do not count.', NULL)::api.refusal
+$$;
+
+-- session_limit_lifted(p_setting text, p_value text, p_max interval) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.session_limit_lifted(p_setting text, p_value text, p_max interval)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA008',
+               format('this session has %s = %s; calls that lock need it between 1 ms and %s', p_setting,
+                      p_value, p_max),
+               NULL, format('Run RESET %s (or SET it within the bound) and call again.', p_setting),
+               NULL)::api.refusal
+$$;
+
+-- raise_refusal(p_refusal api.refusal) RETURNS void
 -- Raises the refusal as an error: its SQLSTATE, message, and whichever of
 -- DETAIL, HINT and COLUMN it has.
-CREATE OR REPLACE FUNCTION raise_refusal(p_refusal refusal)
+CREATE OR REPLACE FUNCTION ticket_allocation.raise_refusal(p_refusal api.refusal)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 BEGIN
     IF p_refusal.column_name IS NOT NULL THEN
@@ -48,9 +142,10 @@ $$;
 
 -- raise_invalid_argument(p_field text, p_message text) RETURNS void
 -- Always raises TA001 with the message "<field> <message>" and COLUMN = field.
-CREATE OR REPLACE FUNCTION raise_invalid_argument(p_field text, p_message text)
+CREATE OR REPLACE FUNCTION ticket_allocation.raise_invalid_argument(p_field text, p_message text)
 RETURNS void
 LANGUAGE sql
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT raise_refusal(invalid_argument(p_field, p_message))
 $$;

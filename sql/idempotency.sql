@@ -4,18 +4,18 @@
 -- without its key, nor a key without its outcome. Only successful outcomes
 -- are remembered: a refused request changed nothing, and may be retried.
 
--- idempotency_key_ttl() RETURNS interval
--- How long a key is remembered: the setting ticket_allocation.idempotency_key_ttl
--- (e.g. ALTER DATABASE ... SET ticket_allocation.idempotency_key_ttl = '48 hours'),
--- 24 hours when unset.
-CREATE OR REPLACE FUNCTION idempotency_key_ttl()
+-- api.idempotency_key_ttl() RETURNS interval
+-- How long a key is remembered: ticket_allocation.settings, which only the
+-- owner changes (UPDATE ticket_allocation.settings SET idempotency_key_ttl = '48 hours'),
+-- so a caller's SET cannot stretch it. Errors: none.
+CREATE OR REPLACE FUNCTION api.idempotency_key_ttl()
 RETURNS interval
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT coalesce(nullif(current_setting('ticket_allocation.idempotency_key_ttl', true), ''), '24 hours')::interval
+    SELECT idempotency_key_ttl FROM settings
 $$;
 
 -- claim_idempotency_key(p_key text, p_request jsonb, OUT refused refusal, OUT earlier idempotency_keys)
@@ -25,9 +25,10 @@ $$;
 --   TA001 when the key is not 1..255 printable ASCII characters;
 --   TA005 when the key was used for a different request;
 --   TA006 when another transaction holds the key right now.
-CREATE OR REPLACE FUNCTION claim_idempotency_key(
-    p_key text, p_request jsonb, OUT refused refusal, OUT earlier idempotency_keys)
+CREATE OR REPLACE FUNCTION ticket_allocation.claim_idempotency_key(
+    p_key text, p_request jsonb, OUT refused api.refusal, OUT earlier ticket_allocation.idempotency_keys)
 LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 BEGIN
     IF p_key IS NULL OR p_key !~ '^[\x20-\x7e]{1,255}$' THEN
@@ -37,9 +38,7 @@ BEGIN
     -- Try, not wait: a retry racing its own first attempt is told so at once.
     -- (Re-entrant: a batch holding the key may claim it again.)
     IF NOT pg_try_advisory_xact_lock(hashtextextended('idempotency_key:' || p_key, 0)) THEN
-        refused := ROW('TA006',
-                       format('a request with idempotency key %s is still in progress', p_key),
-                       NULL, 'Retry in a moment to get its outcome.', NULL);
+        refused := idempotency_key_in_flight(p_key);
         RETURN;
     END IF;
     SELECT * INTO earlier FROM idempotency_keys WHERE key = p_key AND expires_at > now();
@@ -49,26 +48,16 @@ BEGIN
 END;
 $$;
 
--- idempotency_key_reused(p_key text, p_first_request jsonb) RETURNS refusal
--- The TA005 refusal for a key first used for p_first_request.
-CREATE OR REPLACE FUNCTION idempotency_key_reused(p_key text, p_first_request jsonb)
-RETURNS refusal
-LANGUAGE sql
-IMMUTABLE
-AS $$
-    SELECT ROW('TA005', format('idempotency key %s was already used for a different request', p_key),
-               format('first request: %s', p_first_request), 'Use a new key for a new request.', NULL)::refusal
-$$;
-
 -- remember_idempotency_keys(p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
 --     RETURNS void
 -- Records, for each key, the outcome of its request (one of the two ids, the
 -- other null) until now() + idempotency_key_ttl(). Call after
 -- claim_idempotency_key in the same transaction; expired entries are replaced.
-CREATE OR REPLACE FUNCTION remember_idempotency_keys(
+CREATE OR REPLACE FUNCTION ticket_allocation.remember_idempotency_keys(
     p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
 RETURNS void
 LANGUAGE sql
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
     INSERT INTO idempotency_keys (key, request, ticket_option_id, purchase_id, expires_at)
     SELECT k.key, k.request, k.ticket_option_id, k.purchase_id, now() + idempotency_key_ttl()
@@ -82,13 +71,13 @@ AS $$
         expires_at = EXCLUDED.expires_at
 $$;
 
--- purge_expired_idempotency_keys() RETURNS integer
--- Deletes expired keys (they are already ignored) and returns how many.
-CREATE OR REPLACE FUNCTION purge_expired_idempotency_keys()
+-- api.purge_expired_idempotency_keys() RETURNS integer
+-- Admin. Deletes expired keys (they are already ignored) and returns how many.
+CREATE OR REPLACE FUNCTION api.purge_expired_idempotency_keys()
 RETURNS integer
 LANGUAGE sql
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
     WITH purged AS (DELETE FROM idempotency_keys WHERE expires_at <= now() RETURNING 1)
     SELECT count(*)::integer FROM purged

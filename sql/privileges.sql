@@ -1,29 +1,36 @@
--- Who may do what (applied after every function exists, see
--- migrations/post-apply.py). Only the owner touches tables. The API role
--- (sql/server/roles.sql) may EXECUTE the API below and nothing else; those
+-- Who may call what: the one list (applied after every function exists, see
+-- migrations/post-apply.py). Only the owner touches tables and helpers
+-- (schema ticket_allocation, not even visible to the calling roles). The API
 -- functions are SECURITY DEFINER with a pinned search_path, so they run with
 -- the owner's rights and cannot be redirected to look-alike objects.
--- Internal helpers and check_consistency() stay the owner's.
+--   ticket_allocation_api    buys and reads: the buyer-facing service
+--   ticket_allocation_admin  everything the API role may, plus the admin functions
+-- A function not listed here is executable by nobody but the owner (default
+-- privileges revoke EXECUTE from PUBLIC), so a new admin function is safe
+-- until it is listed.
 
-REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA ticket_allocation FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ticket_allocation, api FROM PUBLIC;
 
 DO $$
+DECLARE
+    buying_and_reading constant text[] := ARRAY[
+        'get_ticket_option', 'purchase_tickets', 'purchase_tickets_batch', 'get_purchase', 'list_purchases',
+        'idempotency_key_ttl', 'applied_migrations'];
+    admin constant text[] := ARRAY[
+        'create_ticket_option', 'cancel_purchase', 'purge_expired_idempotency_keys', 'check_consistency'];
+    role_functions constant jsonb := jsonb_build_object(
+        'ticket_allocation_api', to_jsonb(buying_and_reading),
+        'ticket_allocation_admin', to_jsonb(buying_and_reading || admin));
+    grantee text;
+    function_name text;
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ticket_allocation_api') THEN
-        GRANT USAGE ON SCHEMA public TO ticket_allocation_api;
-        GRANT EXECUTE ON FUNCTION
-            create_ticket_option(text, text, integer, integer, text),
-            get_ticket_option(uuid),
-            purchase_tickets(uuid, uuid, integer, text),
-            purchase_tickets_batch(uuid, uuid[], integer[], text[]),
-            get_purchase(uuid),
-            list_purchases(uuid, integer, uuid, timestamptz, uuid),
-            cancel_purchase(uuid),
-            idempotency_key_ttl(),
-            purge_expired_idempotency_keys(),
-            applied_migrations()
-        TO ticket_allocation_api;
-    END IF;
+    FOR grantee IN SELECT jsonb_object_keys(role_functions) LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_roles WHERE rolname = grantee);
+        EXECUTE format('GRANT USAGE ON SCHEMA api TO %I', grantee);
+        FOR function_name IN SELECT jsonb_array_elements_text(role_functions -> grantee) LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION api.%I TO %I', function_name, grantee);
+        END LOOP;
+    END LOOP;
 END
 $$;

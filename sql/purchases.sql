@@ -8,9 +8,21 @@
 -- previous left, and the lock order (option, then its purchases) is the same
 -- everywhere, so they cannot deadlock.
 
+-- purchase_resource(p_id uuid) RETURNS api.purchase
+-- The purchase as callers see it (purchase_receipts: the row with its ticket
+-- ids), looked up by primary key; null when there is none.
+CREATE OR REPLACE FUNCTION ticket_allocation.purchase_resource(p_id uuid)
+RETURNS api.purchase
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT r.* FROM purchase_receipts r WHERE r.id = p_id
+$$;
+
 -- purchase_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
 --                        p_idempotency_keys text[] DEFAULT NULL)
---     RETURNS SETOF purchase_outcome
+--     RETURNS SETOF api.purchase_outcome
 -- Decides many purchases of one option in one call, in arrival order (array
 -- order): request i buys p_quantities[i] tickets for p_user_ids[i], with the
 -- optional idempotency key p_idempotency_keys[i]. Locks the option's row once;
@@ -25,18 +37,18 @@
 --           TA003 (not enough left), TA005, TA006 (keys), TA007 (max_per_user).
 -- Errors (the whole call fails, nothing is bought): TA001 when the option id
 --         is null or the arrays differ in length; TA002 when the option does not exist.
-CREATE OR REPLACE FUNCTION purchase_tickets_batch(
+CREATE OR REPLACE FUNCTION api.purchase_tickets_batch(
     p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_idempotency_keys text[] DEFAULT NULL)
-RETURNS SETOF purchase_outcome
+RETURNS SETOF api.purchase_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     requests constant integer := coalesce(cardinality(p_user_ids), 0);
     locked ticket_options;
-    remaining integer;
-    refusals refusal[] := '{}';        -- by ordinal; null when the request is answered by a purchase
+    batch_remaining integer;           -- what remains after the requests decided so far
+    refusals api.refusal[] := '{}';        -- by ordinal; null when the request is answered by a purchase
     purchase_ids uuid[] := '{}';       -- by ordinal: the purchase answering it, new or earlier
     repeats integer[] := '{}';         -- by ordinal: the earlier ordinal with the same key and request
     buying integer[] := '{}';          -- ordinals that buy now
@@ -51,6 +63,7 @@ DECLARE
     wanted integer;
     key text;
 BEGIN
+    PERFORM assert_session_limits();
     IF p_ticket_option_id IS NULL THEN
         PERFORM raise_invalid_argument('ticket_option_id', 'must not be null');
     END IF;
@@ -101,11 +114,9 @@ BEGIN
         SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
     END IF;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA002',
-            MESSAGE = format('ticket option %s does not exist', p_ticket_option_id);
+        PERFORM raise_refusal(ticket_option_not_found(p_ticket_option_id));
     END IF;
-    remaining := locked.allocation;
+    batch_remaining := locked.remaining;
 
     -- Then, under the lock, decide in arrival order the requests still open.
     FOR i IN 1 .. requests LOOP
@@ -113,10 +124,8 @@ BEGIN
         CONTINUE WHEN (refusals[i]).sqlstate IS NOT NULL OR purchase_ids[i] IS NOT NULL OR repeats[i] IS NOT NULL;
         buyer := p_user_ids[i];
         wanted := p_quantities[i];
-        IF remaining < wanted THEN
-            refusals[i] := ROW('TA003',
-                format('not enough tickets left: %s requested, %s remaining', wanted, remaining),
-                format('remaining: %s', remaining), 'Ask for at most the remaining number of tickets.', NULL);
+        IF batch_remaining < wanted THEN
+            refusals[i] := insufficient_tickets(wanted, batch_remaining);
             CONTINUE;
         END IF;
         IF locked.max_per_user IS NOT NULL THEN
@@ -128,16 +137,12 @@ BEGIN
                   AND p.status = 'active';
             END IF;
             IF held + wanted > locked.max_per_user THEN
-                refusals[i] := ROW('TA007',
-                    format('user %s may hold at most %s tickets of this option and holds %s; %s more would exceed it',
-                           buyer, locked.max_per_user, held, wanted),
-                    format('max_per_user: %s, held: %s', locked.max_per_user, held),
-                    'Ask for fewer tickets; cancelled purchases do not count.', NULL);
+                refusals[i] := per_user_limit_exceeded(buyer, locked.max_per_user, held, wanted);
                 CONTINUE;
             END IF;
             held_by_user := held_by_user || jsonb_build_object(buyer::text, held + wanted);
         END IF;
-        remaining := remaining - wanted;
+        batch_remaining := batch_remaining - wanted;
         purchase_ids[i] := gen_random_uuid();
         buying := buying || i;
     END LOOP;
@@ -149,7 +154,7 @@ BEGIN
 
     IF cardinality(buying) > 0 THEN
         UPDATE ticket_options
-        SET allocation = remaining, sold = sold + (locked.allocation - remaining), updated_at = now()
+        SET remaining = batch_remaining, sold = sold + (locked.remaining - batch_remaining), updated_at = now()
         WHERE id = p_ticket_option_id;
         INSERT INTO purchases (id, ticket_option_id, user_id, quantity)
         SELECT purchase_ids[b], p_ticket_option_id, p_user_ids[b], p_quantities[b]
@@ -166,9 +171,8 @@ BEGIN
     END IF;
 
     RETURN QUERY
-        SELECT o, refusals[o], r
+        SELECT o, refusals[o], purchase_resource(purchase_ids[o])
         FROM generate_series(1, requests) AS o
-        LEFT JOIN purchase_receipts r ON r.id = purchase_ids[o]
         ORDER BY o;
 END;
 $$;
@@ -189,15 +193,15 @@ $$;
 --         TA007 when the user would hold more than the option's max_per_user;
 --         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
 --         Nothing is bought when any error is raised.
-CREATE OR REPLACE FUNCTION purchase_tickets(
+CREATE OR REPLACE FUNCTION api.purchase_tickets(
     p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL)
-RETURNS purchase_receipts
+RETURNS api.purchase
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    outcome purchase_outcome;
+    outcome api.purchase_outcome;
 BEGIN
     SELECT * INTO outcome
     FROM purchase_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_idempotency_key]);
@@ -211,21 +215,19 @@ $$;
 -- get_purchase(p_id uuid) RETURNS purchase_receipts
 -- Returns the purchase with its ticket ids, status and cancelled_at.
 -- Errors: TA004 when no purchase has that id.
-CREATE OR REPLACE FUNCTION get_purchase(p_id uuid)
-RETURNS purchase_receipts
+CREATE OR REPLACE FUNCTION api.get_purchase(p_id uuid)
+RETURNS api.purchase
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    receipt purchase_receipts;
+    receipt api.purchase;
 BEGIN
-    SELECT * INTO receipt FROM purchase_receipts WHERE id = p_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA004',
-            MESSAGE = format('purchase %s does not exist', coalesce(p_id::text, 'NULL'));
+    receipt := purchase_resource(p_id);
+    IF receipt.id IS NULL THEN
+        PERFORM raise_refusal(purchase_not_found(p_id));
     END IF;
     RETURN receipt;
 END;
@@ -233,21 +235,21 @@ $$;
 
 -- list_purchases(p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
 --                p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
---     RETURNS SETOF purchase_receipts
+--     RETURNS SETOF api.purchase
 -- The option's purchases, newest first (created_at, then id, descending), at
 -- most p_limit of them, only p_user_id's when given. Keyset pagination: pass
 -- the created_at and id of the last row of a page to get the next one; each
 -- purchase is listed once even while new ones are being made.
 -- Errors: TA001 when p_limit is outside 1..500 or only one of the two
 --         p_before_* is given; TA002 when the ticket option does not exist.
-CREATE OR REPLACE FUNCTION list_purchases(
+CREATE OR REPLACE FUNCTION api.list_purchases(
     p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
     p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
-RETURNS SETOF purchase_receipts
+RETURNS SETOF api.purchase
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 500 THEN
@@ -278,24 +280,23 @@ $$;
 -- and puts its quantity back on sale, all at once. Cancelling a cancelled
 -- purchase changes nothing and returns it as it is. The rows stay, as history.
 -- Errors: TA001 when p_id is null; TA004 when no purchase has that id.
-CREATE OR REPLACE FUNCTION cancel_purchase(p_id uuid)
-RETURNS purchase_receipts
+CREATE OR REPLACE FUNCTION api.cancel_purchase(p_id uuid)
+RETURNS api.purchase
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     option_id uuid;
     target purchases;
 BEGIN
+    PERFORM assert_session_limits();
     IF p_id IS NULL THEN
         PERFORM raise_invalid_argument('id', 'must not be null');
     END IF;
     SELECT ticket_option_id INTO option_id FROM purchases WHERE id = p_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA004',
-            MESSAGE = format('purchase %s does not exist', p_id);
+        PERFORM raise_refusal(purchase_not_found(p_id));
     END IF;
 
     PERFORM 1 FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE;
@@ -304,7 +305,7 @@ BEGIN
         UPDATE purchases SET status = 'cancelled', cancelled_at = now() WHERE id = p_id;
         UPDATE tickets SET voided_at = now() WHERE purchase_id = p_id;
         UPDATE ticket_options
-        SET allocation = allocation + target.quantity, sold = sold - target.quantity, updated_at = now()
+        SET remaining = remaining + target.quantity, sold = sold - target.quantity, updated_at = now()
         WHERE id = option_id;
     END IF;
     RETURN get_purchase(p_id);

@@ -1,10 +1,24 @@
 -- Ticket options: what is on sale, how much of it remains, and how much
 -- one user may buy.
 
--- create_ticket_option(p_name text, p_desc text, p_allocation integer,
---                      p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
---     RETURNS ticket_options
--- Puts a new ticket option on sale with p_allocation tickets and returns it.
+-- ticket_option_resource(p_option ticket_options) RETURNS api.ticket_option
+-- The option as callers see it: its public fields only.
+CREATE OR REPLACE FUNCTION ticket_allocation.ticket_option_resource(p_option ticket_allocation.ticket_options)
+RETURNS api.ticket_option
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW(p_option.id, p_option.name, p_option."desc", p_option.remaining, p_option.sold, p_option.total,
+               p_option.max_per_user, p_option.created_at)::api.ticket_option
+$$;
+
+-- api.create_ticket_option(p_name text, p_desc text DEFAULT '', p_allocation integer DEFAULT NULL,
+--                          p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
+--     RETURNS api.ticket_option
+-- Admin. Puts a new ticket option on sale with p_allocation tickets and returns it.
+-- p_allocation is required: its default (null) only lets p_desc have one,
+-- so callers may name the arguments and leave p_desc out.
 -- p_max_per_user, when not null, caps the tickets one user may hold (active
 -- purchases). With p_idempotency_key, calling again with the same key and
 -- arguments returns the option created the first time (as it is now).
@@ -12,13 +26,13 @@
 --         or over 2000 characters, allocation is null or negative,
 --         max_per_user is below 1, or the idempotency key is malformed;
 --         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
-CREATE OR REPLACE FUNCTION create_ticket_option(
-    p_name text, p_desc text, p_allocation integer,
+CREATE OR REPLACE FUNCTION api.create_ticket_option(
+    p_name text, p_desc text DEFAULT '', p_allocation integer DEFAULT NULL,
     p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
-RETURNS ticket_options
+RETURNS api.ticket_option
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
@@ -26,6 +40,7 @@ DECLARE
     claim record;
     created ticket_options;
 BEGIN
+    PERFORM assert_session_limits();
     IF p_name IS NULL OR btrim(p_name) = '' THEN
         PERFORM raise_invalid_argument('name', 'must not be blank');
     ELSIF char_length(p_name) > 200 THEN
@@ -49,41 +64,38 @@ BEGIN
             PERFORM raise_refusal(claim.refused);
         END IF;
         IF (claim.earlier).ticket_option_id IS NOT NULL THEN
-            SELECT * INTO created FROM ticket_options WHERE id = (claim.earlier).ticket_option_id;
-            RETURN created;
+            RETURN get_ticket_option((claim.earlier).ticket_option_id);
         END IF;
     END IF;
 
-    INSERT INTO ticket_options (name, "desc", allocation, total, max_per_user)
+    INSERT INTO ticket_options (name, "desc", remaining, total, max_per_user)
     VALUES (p_name, p_desc, p_allocation, p_allocation, p_max_per_user)
     RETURNING * INTO created;
     IF p_idempotency_key IS NOT NULL THEN
         PERFORM remember_idempotency_keys(ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
     END IF;
-    RETURN created;
+    RETURN ticket_option_resource(created);
 END;
 $$;
 
--- get_ticket_option(p_id uuid) RETURNS ticket_options
--- Returns the ticket option; its allocation is what remains on sale, sold
--- what active purchases hold.
+-- api.get_ticket_option(p_id uuid) RETURNS api.ticket_option
+-- Returns the ticket option: `remaining` is what is still on sale, `sold`
+-- what active purchases hold, `total` the allocation (remaining + sold).
 -- Errors: TA002 when no ticket option has that id.
-CREATE OR REPLACE FUNCTION get_ticket_option(p_id uuid)
-RETURNS ticket_options
+CREATE OR REPLACE FUNCTION api.get_ticket_option(p_id uuid)
+RETURNS api.ticket_option
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = public, pg_temp
+SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     found_option ticket_options;
 BEGIN
     SELECT * INTO found_option FROM ticket_options WHERE id = p_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'TA002',
-            MESSAGE = format('ticket option %s does not exist', coalesce(p_id::text, 'NULL'));
+        PERFORM raise_refusal(ticket_option_not_found(p_id));
     END IF;
-    RETURN found_option;
+    RETURN ticket_option_resource(found_option);
 END;
 $$;

@@ -33,6 +33,10 @@ def api_url(server_url: str, database: str) -> str:
     return embedded.role_url(server_url, embedded.API_ROLE, database, ROLE_PASSWORD)
 
 
+def admin_url(server_url: str, database: str) -> str:
+    return embedded.role_url(server_url, embedded.ADMIN_ROLE, database, ROLE_PASSWORD)
+
+
 def create_database(server_url: str, name: str, template: str | None = None) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         query = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(embedded.OWNER_ROLE))
@@ -49,7 +53,7 @@ def drop_database(server_url: str, name: str) -> None:
 def create_roles(server_url: str) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(embedded.ROLES_SQL.read_text())
-        for role in (embedded.OWNER_ROLE, embedded.API_ROLE):
+        for role in (embedded.OWNER_ROLE, embedded.API_ROLE, embedded.ADMIN_ROLE):
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(ROLE_PASSWORD)))
 
 
@@ -110,6 +114,12 @@ def api_database_url(server_url, database_name):
 
 
 @pytest.fixture
+def admin_database_url(server_url, database_name):
+    """The test's database as the admin role: the API and the admin functions."""
+    return admin_url(server_url, database_name)
+
+
+@pytest.fixture
 async def conn(database_url):
     connection = await asyncpg.connect(database_url)
     yield connection
@@ -117,5 +127,5 @@ async def conn(database_url):
 
 
 @pytest.fixture
-async def client(aiohttp_client, api_database_url):
-    return await aiohttp_client(create_app(api_database_url))
+async def client(aiohttp_client, api_database_url, admin_database_url):
+    return await aiohttp_client(create_app(api_database_url, admin_database_url))

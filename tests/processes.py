@@ -9,9 +9,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from service import embedded
 from service.config import PROJECT_ROOT
 
 
@@ -64,10 +66,16 @@ class Server:
 
 
 def base_env() -> dict:
-    unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST", "WORKERS", "ADMIN_TOKEN")
+    unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "ADMIN_DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST", "WORKERS", "ADMIN_TOKEN")
     return {k: v for k, v in os.environ.items() if k not in unset}
 
 
 def served_env(database_url, api_database_url, **extra) -> dict:
-    """Serve as the API role, migrate as the owner: the least-privilege setup."""
-    return {**base_env(), "DATABASE_URL": api_database_url, "MIGRATE_DATABASE_URL": database_url, **extra}
+    """Serve as the API role, run admin calls as the admin role, migrate as the owner: the
+    least-privilege setup. (The admin role has the API role's password in the tests.)"""
+    api = urlsplit(api_database_url)
+    admin_database_url = urlunsplit(api._replace(netloc=api.netloc.replace(embedded.API_ROLE, embedded.ADMIN_ROLE, 1)))
+    return {
+        **base_env(), "DATABASE_URL": api_database_url, "ADMIN_DATABASE_URL": admin_database_url,
+        "MIGRATE_DATABASE_URL": database_url, **extra,
+    }

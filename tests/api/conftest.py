@@ -20,9 +20,10 @@ def admin_token() -> str | None:
 
 
 @pytest.fixture
-async def client(aiohttp_client, api_database_url, database_settings, admin_token):
+async def client(aiohttp_client, api_database_url, admin_database_url, database_settings, admin_token):
     found: list[str] = []
-    app = create_app(api_database_url, database_settings=database_settings, admin_token=admin_token)
+    app = create_app(
+        api_database_url, admin_database_url, database_settings=database_settings, admin_token=admin_token)
     # Outermost, so it sees what clients see, problems included.
     app.middlewares.insert(0, contract_middleware(found))
     yield await aiohttp_client(app)

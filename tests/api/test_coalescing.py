@@ -115,7 +115,7 @@ async def test_a_database_error_fails_the_whole_batch_cleanly(client, database_u
     try:
         assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
         assert await conn.fetchval("SELECT count(*) FROM tickets") == 1
-        assert await conn.fetchval("SELECT (allocation, sold) = (99, 1) FROM ticket_options")
+        assert await conn.fetchval("SELECT (remaining, sold) = (99, 1) FROM ticket_options")
     finally:
         await conn.close()
     # The option is not stuck: the next purchase goes through.

@@ -76,10 +76,13 @@ async def test_50_concurrent_retries_buy_once(client, database_url):
 
 
 async def test_configured_ttl_applies_and_expired_keys_are_purged(
-    aiohttp_client, api_database_url, database_url, monkeypatch
+    aiohttp_client, api_database_url, admin_database_url, database_url, monkeypatch
 ):
     monkeypatch.setattr(db, "PURGE_INTERVAL_SECONDS", 0.05)
-    client = await aiohttp_client(create_app(api_database_url, database_settings={"ticket_allocation.idempotency_key_ttl": "0 seconds"}))
+    owner = await asyncpg.connect(database_url)
+    await owner.execute("UPDATE settings SET idempotency_key_ttl = '0 seconds'")
+    await owner.close()
+    client = await aiohttp_client(create_app(api_database_url, admin_database_url))
     option = await create_option(client, 10)
     first = await (await buy(client, option["id"], "short")).json()
     second = await (await buy(client, option["id"], "short")).json()

@@ -77,7 +77,7 @@ async def table_counts(database_url, option_id):
     conn = await asyncpg.connect(database_url)
     try:
         return await conn.fetchrow(
-            """SELECT (SELECT allocation FROM ticket_options WHERE id = $1) AS remaining,
+            """SELECT (SELECT remaining FROM ticket_options WHERE id = $1) AS remaining,
                       (SELECT coalesce(sum(quantity), 0) FROM purchases WHERE ticket_option_id = $1) AS sold,
                       (SELECT count(*) FROM tickets WHERE ticket_option_id = $1) AS tickets""",
             uuid.UUID(option_id),

@@ -64,7 +64,7 @@ def reconcile(owner_url: str, option_id: str, initial: int, attempts: list[Attem
         purchases = conn.execute("SELECT count(*) FROM purchases WHERE ticket_option_id = %s", (option_id,)).fetchone()[0]
         violations = conn.execute("SELECT * FROM check_consistency()").fetchall()
         remaining, sold = conn.execute(
-            "SELECT allocation, sold FROM ticket_options WHERE id = %s", (option_id,)).fetchone()
+            "SELECT remaining, sold FROM ticket_options WHERE id = %s", (option_id,)).fetchone()
     by_key = {attempt.key: attempt for attempt in attempts}
     acknowledged = {a.key: a.purchase_id for a in attempts if a.status == 201}
 

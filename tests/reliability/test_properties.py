@@ -67,7 +67,7 @@ def books_machine(owner_url: str, api_url: str):
             assert self.owner.execute("SELECT * FROM check_consistency()").fetchall() == []
             for option_id, initial in self.initial.items():
                 remaining, sold, max_per_user = self.owner.execute(
-                    "SELECT allocation, sold, max_per_user FROM ticket_options WHERE id = %s", (option_id,)).fetchone()
+                    "SELECT remaining, sold, max_per_user FROM ticket_options WHERE id = %s", (option_id,)).fetchone()
                 assert remaining + sold == initial
                 assert sold == sum(q for o, q in self.bought.values() if o == option_id)
                 if max_per_user is not None:

@@ -20,7 +20,7 @@ async def purchase(conn, option_id, quantity, user_id=USER, key=None):
 async def option_state(conn, option_id):
     """What the option says, next to what its purchases and tickets add up to."""
     return await conn.fetchrow(
-        """SELECT o.allocation AS remaining, o.sold, o.total,
+        """SELECT o.remaining, o.sold, o.total,
                   (SELECT coalesce(sum(quantity), 0) FROM purchases
                    WHERE ticket_option_id = o.id AND status = 'active') AS active_quantity,
                   (SELECT count(*) FROM tickets

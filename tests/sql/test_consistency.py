@@ -20,8 +20,8 @@ async def test_each_broken_invariant_is_reported(conn):
     bought = await purchase(conn, option_id, 3)
     # Break the books behind the functions' back (the owner can; the API role cannot).
     await conn.execute("ALTER TABLE ticket_options DROP CONSTRAINT ticket_options_total_is_remaining_plus_sold")
-    await conn.execute("ALTER TABLE ticket_options DROP CONSTRAINT ticket_options_allocation_not_negative")
-    await conn.execute("UPDATE ticket_options SET allocation = -1, sold = 4")
+    await conn.execute("ALTER TABLE ticket_options DROP CONSTRAINT ticket_options_remaining_not_negative")
+    await conn.execute("UPDATE ticket_options SET remaining = -1, sold = 4")
     await conn.execute("DELETE FROM tickets WHERE id = $1", bought["ticket_ids"][0])
     await conn.execute("UPDATE tickets SET voided_at = now() WHERE id = $1", bought["ticket_ids"][1])
     assert await violations(conn) == {

@@ -82,7 +82,7 @@ async def test_keys_expire_after_the_configured_ttl(conn):
         "SELECT expires_at - created_at FROM idempotency_keys WHERE key = 'remembered'")
     assert ttl.total_seconds() == 24 * 3600
 
-    await conn.execute("SET ticket_allocation.idempotency_key_ttl = '0 seconds'")
+    await conn.execute("UPDATE settings SET idempotency_key_ttl = '0 seconds'")
     first = await purchase(conn, option_id, 1, key="short-lived")
     second = await purchase(conn, option_id, 1, key="short-lived")  # the first has expired
     assert first["id"] != second["id"]

@@ -25,7 +25,7 @@ def schema_dump(database_url):
 def test_first_run_applies_everything_and_second_run_changes_nothing(empty_database_url):
     assert migrate(empty_database_url) == VERSIONED
     first = schema_dump(empty_database_url)
-    assert "CREATE FUNCTION public.purchase_tickets" in first
+    assert "CREATE FUNCTION api.purchase_tickets" in first
 
     assert migrate(empty_database_url) == []
     assert schema_dump(empty_database_url) == first
@@ -34,13 +34,13 @@ def test_first_run_applies_everything_and_second_run_changes_nothing(empty_datab
 def test_migrate_restores_edited_functions_even_with_nothing_pending(database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "CREATE OR REPLACE FUNCTION get_ticket_option(p_id uuid) RETURNS ticket_options "
-            "LANGUAGE sql AS 'SELECT NULL::ticket_options'"
+            "CREATE OR REPLACE FUNCTION api.get_ticket_option(p_id uuid) RETURNS api.ticket_option "
+            "LANGUAGE sql AS 'SELECT NULL::api.ticket_option'"
         )
     migrate(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        source = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'get_ticket_option'").fetchone()[0]
-    assert "TA002" in source
+        source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'api.get_ticket_option'::regproc").fetchone()[0]
+    assert "ticket_option_not_found" in source
 
 
 def test_concurrent_migrations_take_turns(empty_database_url):
@@ -78,7 +78,7 @@ def test_0002_counts_what_was_sold_before_it(empty_database_url):
 
     assert migrate(empty_database_url) == VERSIONED[1:]
     with psycopg.connect(empty_database_url) as conn:
-        row = conn.execute("SELECT allocation, sold, total FROM ticket_options WHERE id = %s", (option,)).fetchone()
+        row = conn.execute("SELECT remaining, sold, total FROM ticket_options WHERE id = %s", (option,)).fetchone()
         statuses = conn.execute("SELECT DISTINCT status FROM purchases").fetchall()
     assert row == (7, 3, 10)
     assert statuses == [("active",)]

@@ -1,5 +1,9 @@
-"""Least privilege: the API role calls the functions and touches nothing else."""
+"""Least privilege: the API role buys and reads, the admin role administers, neither touches tables.
 
+The same rules hold from psql as from asyncpg: they are the database's.
+"""
+
+import asyncio
 import subprocess
 import uuid
 
@@ -7,6 +11,13 @@ import asyncpg
 import pytest
 
 from service import embedded
+
+ADMIN_FUNCTIONS = [
+    "SELECT * FROM create_ticket_option('Gig', '', 10)",
+    "SELECT * FROM cancel_purchase(gen_random_uuid())",
+    "SELECT purge_expired_idempotency_keys()",
+    "SELECT * FROM check_consistency()",
+]
 
 
 @pytest.fixture
@@ -16,53 +27,169 @@ async def api(api_database_url):
     await connection.close()
 
 
-async def test_the_api_role_can_call_every_api_function(api):
-    option = await api.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10, 3, 'key-1')")
-    assert (await api.fetchrow("SELECT * FROM get_ticket_option($1)", option["id"]))["allocation"] == 10
+@pytest.fixture
+async def admin(admin_database_url):
+    connection = await asyncpg.connect(admin_database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture(params=["api", "admin"])
+async def caller(request, api_database_url, admin_database_url):
+    """Each calling role in turn."""
+    connection = await asyncpg.connect(api_database_url if request.param == "api" else admin_database_url)
+    yield connection
+    await connection.close()
+
+
+async def test_the_api_role_can_buy_and_read(api, admin):
+    option = await admin.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10, 3, 'key-1')")
+    assert (await api.fetchrow("SELECT * FROM get_ticket_option($1)", option["id"]))["remaining"] == 10
     user = uuid.uuid4()
     bought = await api.fetchrow("SELECT * FROM purchase_tickets($1, $2, 2, 'key-2')", option["id"], user)
     batch = await api.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", option["id"], [uuid.uuid4()], [1])
     assert batch[0]["receipt"]["quantity"] == 1
     assert (await api.fetchrow("SELECT * FROM get_purchase($1)", bought["id"]))["quantity"] == 2
     assert len(await api.fetch("SELECT * FROM list_purchases($1)", option["id"])) == 2
-    assert (await api.fetchrow("SELECT * FROM cancel_purchase($1)", bought["id"]))["status"] == "cancelled"
-    assert await api.fetchval("SELECT purge_expired_idempotency_keys()") == 0
     assert (await api.fetchval("SELECT idempotency_key_ttl()")).total_seconds() == 86400
+    assert await api.fetch("SELECT * FROM applied_migrations()")
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE ticket_options SET allocation = 1000000",
-    "SELECT * FROM ticket_options",
-    "INSERT INTO purchases (ticket_option_id, user_id, quantity) VALUES (gen_random_uuid(), gen_random_uuid(), 1)",
-    "DELETE FROM tickets",
-    "SELECT * FROM idempotency_keys",
-    "SELECT * FROM purchase_receipts",
-    "SELECT * FROM claim_idempotency_key('k', '{}')",
-    "SELECT remember_idempotency_keys('{k}', '{}', '{}', '{}')",
-    "SELECT * FROM check_consistency()",
-    "CREATE TABLE sneaky (id int)",
-])
-async def test_the_api_role_cannot_touch_tables_or_internals(api, statement):
+async def test_the_admin_role_can_administer(admin):
+    option = await admin.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
+    bought = await admin.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 2)", option["id"])
+    assert (await admin.fetchrow("SELECT * FROM cancel_purchase($1)", bought["id"]))["status"] == "cancelled"
+    assert await admin.fetchval("SELECT purge_expired_idempotency_keys()") == 0
+    assert await admin.fetch("SELECT * FROM check_consistency()") == []
+
+
+@pytest.mark.parametrize("statement", ADMIN_FUNCTIONS)
+async def test_the_api_role_may_not_call_admin_functions(api, statement):
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await api.execute(statement)
 
 
-async def test_a_temporary_look_alike_table_does_not_fool_the_functions(api):
-    option = await api.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
-    # The functions pin search_path to public first, so pg_temp cannot shadow their tables.
-    await api.execute("CREATE TEMP TABLE ticket_options (id uuid, allocation int)")
-    assert (await api.fetchrow("SELECT * FROM get_ticket_option($1)", option["id"]))["allocation"] == 10
+@pytest.mark.parametrize("role", [embedded.ADMIN_ROLE, embedded.OWNER_ROLE])
+async def test_the_api_role_cannot_become_another_role(api, role):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await api.execute(f"SET ROLE {role}")
 
 
-async def test_the_api_role_fails_fast_on_locks_and_long_statements(api):
-    assert await api.fetchval("SHOW lock_timeout") == "1s"
+@pytest.mark.parametrize("statement", [
+    "UPDATE ticket_allocation.ticket_options SET remaining = 1000000",
+    "SELECT * FROM ticket_allocation.ticket_options",
+    "INSERT INTO ticket_allocation.purchases (ticket_option_id, user_id, quantity) "
+    "VALUES (gen_random_uuid(), gen_random_uuid(), 1)",
+    "DELETE FROM ticket_allocation.tickets",
+    "SELECT * FROM ticket_allocation.idempotency_keys",
+    "SELECT * FROM ticket_allocation.purchase_receipts",
+    "UPDATE ticket_allocation.settings SET idempotency_key_ttl = '100 years'",
+    "SELECT * FROM ticket_allocation.claim_idempotency_key('k', '{}')",
+    "SELECT ticket_allocation.remember_idempotency_keys('{k}', '{}', '{}', '{}')",
+    "SELECT ticket_allocation.assert_session_limits()",
+    "CREATE TABLE public.sneaky (id int)",
+    "CREATE TABLE api.sneaky (id int)",
+    "CREATE FUNCTION api.sneaky() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+])
+async def test_calling_roles_cannot_touch_tables_internals_or_schemas(caller, statement):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await caller.execute(statement)
+
+
+async def test_api_schema_holds_only_functions_and_their_types(conn):
+    kinds = await conn.fetch(
+        "SELECT DISTINCT c.relkind FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace")
+    assert {row["relkind"] for row in kinds} <= {b"c"}  # composite types only: no table, view or sequence
+
+
+async def test_every_function_pins_its_search_path(conn):
+    unpinned = await conn.fetch(
+        """SELECT p.oid::regprocedure::text AS function FROM pg_proc p
+           WHERE p.pronamespace IN ('api'::regnamespace, 'ticket_allocation'::regnamespace)
+             AND NOT EXISTS (SELECT FROM unnest(p.proconfig) AS c WHERE c LIKE 'search_path=%')""")
+    assert [row["function"] for row in unpinned] == []
+
+
+async def test_no_function_is_executable_by_public(conn):
+    public = await conn.fetch(
+        """SELECT p.oid::regprocedure::text AS function FROM pg_proc p
+           WHERE p.pronamespace IN ('api'::regnamespace, 'ticket_allocation'::regnamespace)
+             AND has_function_privilege('public', p.oid, 'EXECUTE')""")
+    assert [row["function"] for row in public] == []
+
+
+async def test_nobody_but_the_owner_creates_in_public(conn):
+    assert await conn.fetchval("SELECT has_schema_privilege('public', 'public', 'CREATE')") is False
+
+
+async def test_a_temporary_look_alike_table_does_not_fool_the_functions(api, admin):
+    option = await admin.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
+    await api.execute("CREATE TEMP TABLE ticket_options (id uuid, remaining int)")
+    await api.execute("SET search_path = pg_temp, api")
+    assert (await api.fetchrow("SELECT * FROM api.get_ticket_option($1)", option["id"]))["remaining"] == 10
+
+
+async def test_the_calling_roles_fail_fast_on_locks_long_statements_and_idle_transactions(api, admin):
+    for connection in (api, admin):
+        assert await connection.fetchval("SHOW lock_timeout") == "1s"
+        assert await connection.fetchval("SHOW idle_in_transaction_session_timeout") == "5s"
     assert await api.fetchval("SHOW statement_timeout") == "5s"
 
 
-def test_a_psql_user_in_the_api_role_cannot_raise_an_allocation(api_database_url):
-    result = subprocess.run(
-        [str(embedded.psql_path()), api_database_url, "-X", "-c", "UPDATE ticket_options SET allocation = 1000000"],
-        capture_output=True, text=True, timeout=30,
+@pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"])
+@pytest.mark.parametrize("value", ["0", "1h"])
+async def test_a_session_that_lifts_a_limit_may_not_lock(api, admin, setting, value):
+    option = await admin.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
+    await api.execute(f"SET {setting} = '{value}'")
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await api.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 1)", option["id"])
+    assert refused.value.sqlstate == "TA008"
+    assert setting in refused.value.message
+    await api.execute(f"RESET {setting}")
+    assert (await api.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 1)", option["id"]))
+
+
+async def test_a_session_cannot_stretch_the_idempotency_key_ttl(api, admin):
+    option = await admin.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
+    await api.execute("SET ticket_allocation.idempotency_key_ttl = '100 years'")
+    await api.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 1, 'ttl-key')", option["id"])
+    assert (await api.fetchval("SELECT idempotency_key_ttl()")).total_seconds() == 86400
+
+
+async def test_an_idle_psql_transaction_cannot_stall_sales(api_database_url, api, admin):
+    """A session that bought in an open transaction and went idle is ended by the role's
+    idle_in_transaction_session_timeout, and the option sells again."""
+    option = await admin.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
+    idle = subprocess.Popen(
+        [str(embedded.psql_path()), api_database_url, "-X", "-v", "ON_ERROR_STOP=1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert result.returncode != 0
-    assert "permission denied for table ticket_options" in result.stderr
+    idle.stdin.write(f"BEGIN;\nSELECT id FROM purchase_tickets('{option['id']}', gen_random_uuid(), 1);\n")
+    idle.stdin.flush()  # and then nothing: the transaction stays open, holding the option's lock
+    try:
+        bought = None
+        for _ in range(40):  # bounded: 40 tries of at most ~1 s (lock_timeout) each
+            try:
+                bought = await api.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 1)", option["id"])
+                break
+            except asyncpg.LockNotAvailableError:
+                await asyncio.sleep(0.2)
+        assert bought is not None, "the idle transaction was never ended"
+    finally:
+        idle.kill()
+        idle.communicate(timeout=10)
+    assert (await admin.fetchrow("SELECT * FROM get_ticket_option($1)", option["id"]))["remaining"] == 9
+
+
+def test_a_psql_user_in_the_api_role_can_neither_raise_an_allocation_nor_cancel(api_database_url):
+    for statement, error in [
+        ("UPDATE ticket_allocation.ticket_options SET remaining = 1000000", "permission denied for schema"),
+        ("SELECT cancel_purchase(gen_random_uuid())", "permission denied for function cancel_purchase"),
+        ("SET ROLE ticket_allocation_admin", "permission denied to set role"),
+    ]:
+        result = subprocess.run(
+            [str(embedded.psql_path()), api_database_url, "-X", "-c", statement],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode != 0
+        assert error in result.stderr

@@ -25,7 +25,7 @@ def test_create_purchase_and_read_through_psql(database_url):
     assert bought.returncode == 0, bought.stderr
     assert bought.stdout.strip() == "2|2"
 
-    remaining = psql(database_url, f"SELECT allocation FROM get_ticket_option('{option_id}')")
+    remaining = psql(database_url, f"SELECT remaining FROM get_ticket_option('{option_id}')")
     assert remaining.stdout.strip() == "1"
 
 

@@ -20,7 +20,7 @@ async def purchase(conn, option_id, quantity, user_id=USER):
 
 async def counts(conn, option_id):
     return await conn.fetchrow(
-        """SELECT o.allocation AS remaining,
+        """SELECT o.remaining,
                   (SELECT coalesce(sum(quantity), 0) FROM purchases WHERE ticket_option_id = o.id) AS sold,
                   (SELECT count(*) FROM tickets WHERE ticket_option_id = o.id) AS tickets
            FROM ticket_options o WHERE o.id = $1""",

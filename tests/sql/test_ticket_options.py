@@ -14,14 +14,24 @@ async def test_create_returns_the_new_option(conn):
     option = await create(conn, "Summer gig", "Main hall", 250)
     assert option["name"] == "Summer gig"
     assert option["desc"] == "Main hall"
-    assert option["allocation"] == 250
+    assert option["remaining"] == 250
     assert isinstance(option["id"], uuid.UUID)
     stored = await conn.fetchrow("SELECT * FROM ticket_options WHERE id = $1", option["id"])
-    assert dict(stored) == dict(option)
+    assert {name: stored[name] for name in option.keys()} == dict(option)
+
+
+async def test_an_option_shows_exactly_its_public_fields(conn):
+    option = await create(conn)
+    assert list(option.keys()) == ["id", "name", "desc", "remaining", "sold", "total", "max_per_user", "created_at"]
+
+
+async def test_desc_defaults_in_the_signature(conn):
+    option = await conn.fetchrow("SELECT * FROM create_ticket_option(p_name => 'Gig', p_allocation => 5)")
+    assert (option["desc"], option["total"]) == ("", 5)
 
 
 async def test_allocation_may_be_zero(conn):
-    assert (await create(conn, allocation=0))["allocation"] == 0
+    assert (await create(conn, allocation=0))["remaining"] == 0
 
 
 @pytest.mark.parametrize(
@@ -68,12 +78,12 @@ async def test_get_unknown_option_raises_TA002(conn):
 async def test_schema_constraints_back_the_rules(conn):
     # Writing past the functions still cannot store what they would refuse.
     for statement in (
-        "INSERT INTO ticket_options (name, allocation, total) VALUES (' ', 1, 1)",
-        "INSERT INTO ticket_options (name, allocation, total) VALUES ('Gig', -1, -1)",
-        "INSERT INTO ticket_options (name, allocation, total) VALUES (repeat('x', 201), 1, 1)",
-        "INSERT INTO ticket_options (name, allocation, total, max_per_user) VALUES ('Gig', 1, 1, 0)",
-        "INSERT INTO ticket_options (name, allocation, total) VALUES ('Gig', 1, 2)",
-        "INSERT INTO ticket_options (name, allocation, sold, total) VALUES ('Gig', 3, -1, 2)",
+        "INSERT INTO ticket_options (name, remaining, total) VALUES (' ', 1, 1)",
+        "INSERT INTO ticket_options (name, remaining, total) VALUES ('Gig', -1, -1)",
+        "INSERT INTO ticket_options (name, remaining, total) VALUES (repeat('x', 201), 1, 1)",
+        "INSERT INTO ticket_options (name, remaining, total, max_per_user) VALUES ('Gig', 1, 1, 0)",
+        "INSERT INTO ticket_options (name, remaining, total) VALUES ('Gig', 1, 2)",
+        "INSERT INTO ticket_options (name, remaining, sold, total) VALUES ('Gig', 3, -1, 2)",
     ):
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(statement)
