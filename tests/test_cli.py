@@ -17,10 +17,10 @@ COMMANDS = ("serve", "migrate", "psql", "check")
 ENV_VARS = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', (PROJECT_ROOT / "service" / "config.py").read_text()))
 
 
-def check(database_url, api_database_url) -> subprocess.CompletedProcess:
+def check(database_url, api_database_url, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "service", "check"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
-        env=served_env(database_url, api_database_url),
+        env=served_env(database_url, api_database_url, **env),
     )
 
 
@@ -34,7 +34,7 @@ async def test_check_says_consistent_then_names_the_violated_invariant(database_
     await conn.execute("UPDATE ticket_options SET sold = sold + 1")
     result = check(database_url, api_database_url)
     assert result.returncode == 1, result.stderr
-    assert f"total_is_remaining_plus_sold  ticket option {option_id}: allocation 8 + sold 3 <> total 10" in result.stdout
+    assert f"total_is_remaining_plus_sold  ticket option {option_id}: remaining 8 + sold 3 <> total 10" in result.stdout
     assert "sold_is_active_purchases" in result.stdout
 
 
@@ -50,15 +50,18 @@ async def test_psql_passes_its_arguments_on_and_connects_as_the_api_role(databas
     env = served_env(database_url, api_database_url)
     as_api = service(env, "psql", "-X", "-At", "-c", f"SELECT name FROM get_ticket_option('{option_id}')")
     assert (as_api.returncode, as_api.stdout) == (0, "Gig\n"), as_api.stderr
-    denied = service(env, "psql", "-X", "-c", "SELECT count(*) FROM ticket_options")
-    assert "permission denied for table ticket_options" in denied.stderr
+    denied = service(env, "psql", "-X", "-c", "SELECT count(*) FROM ticket_allocation.ticket_options")
+    assert "permission denied for schema ticket_allocation" in denied.stderr
+    as_admin = service(env, "psql", "--admin", "-X", "-At", "-c", "SELECT count(*) FROM check_consistency()")
+    assert (as_admin.returncode, as_admin.stdout) == (0, "0\n"), as_admin.stderr
     as_owner = service(env, "psql", "--owner", "-X", "-At", "-c", "SELECT count(*) FROM ticket_options")
     assert (as_owner.returncode, as_owner.stdout) == (0, "1\n"), as_owner.stderr
     assert service(env, "migrate", "-c", "x").returncode == 2  # only psql takes extra arguments
 
 
 def test_check_that_cannot_connect_says_so(database_url, api_database_url):
-    result = check(database_url.replace("/ticket_allocation_test_", "/no_such_database_"), api_database_url)
+    wrong = api_database_url.replace("/ticket_allocation_test_", "/no_such_database_")
+    result = check(database_url, api_database_url, ADMIN_DATABASE_URL=wrong.replace("_api:", "_admin:"))
     assert result.returncode == 2
     assert "could not check" in result.stderr
     assert ROLE_PASSWORD not in result.stderr

@@ -46,10 +46,10 @@ def test_curl_examples(database_url, api_database_url, tmp_path):
         assert pattern.fullmatch(line), (line, pattern.pattern)
 
 
-def test_psql_examples(api_database_url):
+def test_psql_examples(admin_database_url):
     block = code_block("sql", "create_ticket_option")
     result = subprocess.run(
-        [str(embedded.psql_path()), api_database_url, "-X"], input=block, capture_output=True, text=True, timeout=60
+        [str(embedded.psql_path()), admin_database_url, "-X"], input=block, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     for line in block.splitlines():
