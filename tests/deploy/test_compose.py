@@ -95,33 +95,44 @@ def interpolated(value: str) -> str:
     return re.sub(r"\$\{[A-Z_]+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
 
 
-def test_app_serves_as_the_api_role_and_migrates_as_the_owner(app, db):
+ROLE_URLS = {  # the app's variable -> (role, the db's variable holding its password)
+    "DATABASE_URL": ("ticket_allocation_api", "API_DB_PASSWORD"),
+    "ADMIN_DATABASE_URL": ("ticket_allocation_admin", "ADMIN_DB_PASSWORD"),
+    "MIGRATE_DATABASE_URL": ("ticket_allocation_owner", "OWNER_DB_PASSWORD"),
+}
+
+
+def test_app_serves_administers_and_migrates_each_as_its_own_role(app, db):
     db_env = {k: interpolated(v) for k, v in env(db).items()}
-    serving = urlsplit(interpolated(env(app)["DATABASE_URL"]))
-    migrating = urlsplit(interpolated(env(app)["MIGRATE_DATABASE_URL"]))
-    for url in (serving, migrating):
+    for variable, (role, password) in ROLE_URLS.items():
+        url = urlsplit(interpolated(env(app)[variable]))
         assert url.scheme in ("postgresql", "postgres")
         assert url.hostname == "db"
         assert url.port in (None, 5432)
-        assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
-    assert (migrating.username, migrating.password) == (db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"])
-    assert (serving.username, serving.password) == ("ticket_allocation_api", db_env["API_DB_PASSWORD"])
+        assert url.path.lstrip("/") == "ticket_allocation"
+        assert (url.username, url.password) == (role, db_env[password])
+    # The superuser is not the owner: no SECURITY DEFINER function runs as a superuser.
+    assert db_env["POSTGRES_USER"] not in {role for role, _ in ROLE_URLS.values()}
 
 
-def test_db_creates_the_api_role_on_first_start(compose, db):
+def test_db_creates_the_roles_and_database_on_first_start(compose, db):
     mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in db["volumes"]]
     assert any(m.startswith("./sql/server/roles.sql:/docker-entrypoint-initdb.d/") for m in mounts)
     (init,) = db["configs"]
-    script = compose["configs"][init["source"]]["content"]
+    script = compose["configs"][init["source"]]["content"].replace("$$", "$")
     assert init["target"].startswith("/docker-entrypoint-initdb.d/")
-    assert "ALTER ROLE ticket_allocation_api PASSWORD" in script
-    assert "$API_DB_PASSWORD" in script.replace("$$", "$")
+    for role, password in ROLE_URLS.values():
+        assert f"ALTER ROLE {role} PASSWORD" in script
+        assert f"${password}" in script
+    assert "CREATE DATABASE ticket_allocation OWNER ticket_allocation_owner" in script
 
 
-def test_secrets_come_from_the_environment(app):
+def test_secrets_come_from_the_environment(app, db):
     assert re.fullmatch(r"\$\{ADMIN_TOKEN(:?-)?\}", env(app)["ADMIN_TOKEN"])
-    assert "${API_DB_PASSWORD" in env(app)["DATABASE_URL"]
-    assert "${OWNER_DB_PASSWORD" in env(app)["MIGRATE_DATABASE_URL"]
+    for variable, (_, password) in ROLE_URLS.items():
+        assert "${" + password in env(app)[variable]
+        assert "${" + password in env(db)[password]
+    assert "${POSTGRES_PASSWORD" in env(db)["POSTGRES_PASSWORD"]
 
 
 def test_app_healthcheck_asks_readyz(app):
