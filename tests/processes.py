@@ -70,12 +70,16 @@ def base_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in unset}
 
 
+def admin_url_of(api_database_url: str) -> str:
+    """The admin role's URL of the API role's database (the tests give both one password)."""
+    api = urlsplit(api_database_url)
+    return urlunsplit(api._replace(netloc=api.netloc.replace(embedded.API_ROLE, embedded.ADMIN_ROLE, 1)))
+
+
 def served_env(database_url, api_database_url, **extra) -> dict:
     """Serve as the API role, run admin calls as the admin role, migrate as the owner: the
     least-privilege setup. (The admin role has the API role's password in the tests.)"""
-    api = urlsplit(api_database_url)
-    admin_database_url = urlunsplit(api._replace(netloc=api.netloc.replace(embedded.API_ROLE, embedded.ADMIN_ROLE, 1)))
     return {
-        **base_env(), "DATABASE_URL": api_database_url, "ADMIN_DATABASE_URL": admin_database_url,
+        **base_env(), "DATABASE_URL": api_database_url, "ADMIN_DATABASE_URL": admin_url_of(api_database_url),
         "MIGRATE_DATABASE_URL": database_url, **extra,
     }

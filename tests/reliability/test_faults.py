@@ -12,7 +12,7 @@ import struct
 import time
 import uuid
 
-from ..processes import Server, base_env, request
+from ..processes import Server, request, served_env
 from .books import Attempt, purchase_load, reconcile, retry_with_same_keys
 
 INITIAL = 1_000_000
@@ -20,8 +20,7 @@ INITIAL = 1_000_000
 
 def start_server(databases, tmp_path, name="server") -> Server:
     owner, api = databases
-    env = {**base_env(), "DATABASE_URL": api, "MIGRATE_DATABASE_URL": owner, "WORKERS": "1"}
-    return Server(env, tmp_path / f"{name}.log")
+    return Server(served_env(owner, api, WORKERS="1"), tmp_path / f"{name}.log")
 
 
 def new_option(server: Server) -> str:

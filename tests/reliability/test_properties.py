@@ -7,6 +7,8 @@ import psycopg
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule, run_state_machine_as_test
 
+from ..processes import admin_url_of
+
 USERS = [uuid.UUID(int=n) for n in range(1, 5)]
 KEYS = [f"key-{n}" for n in range(6)]
 # What a caller may be refused with; anything else is a bug.
@@ -21,6 +23,7 @@ def books_machine(owner_url: str, api_url: str):
         def __init__(self):
             super().__init__()
             self.api = psycopg.connect(api_url, autocommit=True)  # calls go through the API role
+            self.admin = psycopg.connect(admin_url_of(api_url), autocommit=True)  # and admin calls the admin role
             self.owner = psycopg.connect(owner_url, autocommit=True)
             self.initial: dict[uuid.UUID, int] = {}
             self.bought: dict[uuid.UUID, tuple[uuid.UUID, int]] = {}  # purchase -> (option, quantity), active
@@ -28,11 +31,12 @@ def books_machine(owner_url: str, api_url: str):
 
         def teardown(self):
             self.api.close()
+            self.admin.close()
             self.owner.close()
 
         @rule(target=options, allocation=st.integers(0, 20), max_per_user=st.none() | st.integers(1, 6))
         def create(self, allocation, max_per_user):
-            option_id = self.api.execute(
+            option_id = self.admin.execute(
                 "SELECT id FROM create_ticket_option('Gig', '', %s, %s)", (allocation, max_per_user)).fetchone()[0]
             self.initial[option_id] = allocation
             return option_id
@@ -56,7 +60,7 @@ def books_machine(owner_url: str, api_url: str):
 
         @rule(purchase_id=purchases)
         def cancel(self, purchase_id):
-            status = self.api.execute("SELECT status FROM cancel_purchase(%s)", (purchase_id,)).fetchone()[0]
+            status = self.admin.execute("SELECT status FROM cancel_purchase(%s)", (purchase_id,)).fetchone()[0]
             assert status == "cancelled"
             if purchase_id in self.bought:
                 del self.bought[purchase_id]
