@@ -7,7 +7,7 @@ from yoyo import get_backend, read_migrations
 from service.migrations import MIGRATIONS_DIR, migrate, yoyo_url
 
 # The first migration of the layout with schemas api and ticket_allocation.
-FIRST_OF_NEW_LAYOUT = "0006_api_schema"
+FIRST_OF_NEW_LAYOUT = "0007_api_schema"
 
 # The previous layout's books, written set-based as its functions would have: 20 options, 3 users'
 # purchases of 1..3 tickets each on every option, every third cancelled (tickets void), and keys.

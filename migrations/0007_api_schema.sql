@@ -7,7 +7,7 @@
 -- (no table is rewritten or scanned), each taking an ACCESS EXCLUSIVE lock on
 -- its table for milliseconds, all in one transaction. Run it with the new
 -- version of the service: the old one calls functions that move here.
--- depends: 0003_purchase_batches
+-- depends: 0006_visible_names
 
 CREATE SCHEMA ticket_allocation;
 CREATE SCHEMA api;
