@@ -15,6 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
+# asyncpg's client-side "invalid input for query argument" (a value it cannot encode); not the
+# SQLSTATE class 22 DataError that asyncpg.exceptions exports under the same name.
+from asyncpg.exceptions._base import DataError as ArgumentEncodingError
 
 # More than this waits for the next call: bounds one transaction's length.
 MAX_BATCH = 256
@@ -32,7 +35,7 @@ class Refused(Exception):
 
 @dataclass
 class PendingPurchase:
-    user_id: str
+    user_id: uuid.UUID
     quantity: int
     idempotency_key: str | None
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -45,7 +48,7 @@ class PurchaseCoalescer:
         self._waiting: dict[uuid.UUID, list[PendingPurchase]] = {}
         self._senders: set[asyncio.Task] = set()
 
-    async def purchase(self, option_id: uuid.UUID, user_id: str, quantity: int, idempotency_key: str | None):
+    async def purchase(self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None):
         """The purchase's receipt; raises Refused, or the database error that failed its batch."""
         pending = PendingPurchase(user_id, quantity, idempotency_key)
         waiting = self._waiting.get(option_id)
@@ -79,6 +82,13 @@ class PurchaseCoalescer:
                     [p.idempotency_key for p in batch],
                 )
         except BaseException as error:
+            if isinstance(error, ArgumentEncodingError) and len(batch) > 1:
+                # Some request holds a value asyncpg cannot encode, and nothing was sent: halve
+                # the batch until that request is alone, so that only it fails.
+                middle = len(batch) // 2
+                await self._send(option_id, batch[:middle])
+                await self._send(option_id, batch[middle:])
+                return
             # The whole call failed, so nothing of it was written: each request gets the error.
             for pending in batch:
                 if not pending.answer.done():

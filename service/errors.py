@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from .coalescing import Refused
+from .coalescing import ArgumentEncodingError, Refused
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,21 @@ class ProblemType:
     slug: str  # the `type` member is /problems/<slug>, documented in README.md
     title: str
     retry_after: bool = False  # the same request may succeed shortly
+    closes_connection: bool = False  # what is left of the request on the connection is not read
 
     @property
     def uri(self) -> str:
         return f"/problems/{self.slug}"
 
 
-UNAUTHORIZED = ProblemType(401, "unauthorized", "An admin token is required")
-FORBIDDEN = ProblemType(403, "forbidden", "The admin token is wrong")
+UNAUTHORIZED = ProblemType(401, "unauthorized", "A bearer token is required")
+FORBIDDEN = ProblemType(403, "forbidden", "The bearer token is not accepted here")
 MALFORMED_BODY = ProblemType(400, "malformed-body", "The request body is not a JSON object")
+CLIENT_DISCONNECTED = ProblemType(
+    400, "client-disconnected", "The client closed the connection before sending its whole request",
+    closes_connection=True,
+)
+REQUEST_TIMEOUT = ProblemType(408, "request-timeout", "The request body did not arrive in time", closes_connection=True)
 UNSUPPORTED_MEDIA_TYPE = ProblemType(415, "unsupported-media-type", "The request body must be JSON")
 INVALID_ARGUMENT = ProblemType(422, "invalid-argument", "A field of the request is invalid")
 TICKET_OPTION_NOT_FOUND = ProblemType(404, "ticket-option-not-found", "Ticket option not found")
@@ -107,9 +113,12 @@ class Problem(Exception):
         headers = dict(self.headers or {})
         if self.type.retry_after:
             headers["Retry-After"] = RETRY_AFTER_SECONDS
-        return web.Response(
+        response = web.Response(
             status=self.type.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
         )
+        if self.type.closes_connection:
+            response.force_close()
+        return response
 
 
 def problem_type_of(sqlstate: str) -> ProblemType | None:
@@ -154,6 +163,10 @@ async def problem_middleware(request: web.Request, handler):
         if problem is not None:
             return problem.response()
         log.exception("unexpected database error on %s %s", request.method, request.path)
+    except ArgumentEncodingError as error:
+        # A value the request carried that asyncpg cannot send (inputs.py should have refused it).
+        log.warning("unencodable argument on %s %s: %s", request.method, request.path, error)
+        return Problem(INVALID_ARGUMENT, "A value of the request cannot be stored; nothing was changed.").response()
     # The connection to PostgreSQL broke (a restart, a network fault) or no connection was
     # free in time: the request may be retried (with its Idempotency-Key, safely).
     except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:

@@ -6,7 +6,7 @@ from .auth import require_admin
 from .coalescing import Refused
 from .db import PURCHASES, call, call_many
 from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
-from .inputs import Field, path_uuid, read_json_object, read_query
+from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_query
 from .metrics import METRICS
 from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
@@ -23,6 +23,8 @@ PURCHASE_FIELDS = (
     Field("quantity", "integer"),
     Field("user_id", "uuid"),
 )
+# Routes that take no query parameters still refuse them (e.g. ?dry_run=true), as documented.
+NO_QUERY: tuple[Field, ...] = ()
 LIST_PURCHASES_QUERY = (
     Field("limit", "integer", default=50),
     Field("cursor", "string"),
@@ -55,19 +57,16 @@ def purchase_json(row) -> dict:
     }
 
 
-def idempotency_key(request: web.Request) -> str | None:
-    # Checked in SQL (1..255 printable ASCII), where psql callers meet the same rule.
-    return request.headers.get("Idempotency-Key")
-
-
 @routes.post("/ticket_options")
 async def create_ticket_option(request: web.Request) -> web.Response:
     require_admin(request)
+    read_query(request, NO_QUERY)
+    key = idempotency_key(request)
     body = await read_json_object(request, TICKET_OPTION_FIELDS)
     row = await call(
         request,
         "SELECT * FROM create_ticket_option($1, $2, $3, $4, $5)",
-        body["name"], body["desc"], body["allocation"], body["max_per_user"], idempotency_key(request),
+        body["name"], body["desc"], body["allocation"], body["max_per_user"], key,
     )
     option = ticket_option_json(row)
     location = request.app.router["ticket_option"].url_for(id=option["id"])
@@ -77,6 +76,7 @@ async def create_ticket_option(request: web.Request) -> web.Response:
 @routes.get("/ticket_options/{id}", name="ticket_option")
 async def get_ticket_option(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
+    read_query(request, NO_QUERY)
     row = await call(request, "SELECT * FROM get_ticket_option($1)", option_id)
     return web.json_response(ticket_option_json(row))
 
@@ -84,12 +84,13 @@ async def get_ticket_option(request: web.Request) -> web.Response:
 @routes.post("/ticket_options/{id}/purchases")
 async def purchase_tickets(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
+    read_query(request, NO_QUERY)
+    key = idempotency_key(request)
     body = await read_json_object(request, PURCHASE_FIELDS)
-    # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py).
+    # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py):
+    # only fully checked values get there, so no request can fail its neighbours.
     try:
-        receipt = await request.app[PURCHASES].purchase(
-            option_id, body["user_id"], body["quantity"], idempotency_key(request)
-        )
+        receipt = await request.app[PURCHASES].purchase(option_id, body["user_id"], body["quantity"], key)
     except Refused as refusal:
         request.app[METRICS].purchase_refused(refusal.sqlstate)
         raise
@@ -117,6 +118,7 @@ async def list_purchases(request: web.Request) -> web.Response:
 @routes.get("/purchases/{id}", name="purchase")
 async def get_purchase(request: web.Request) -> web.Response:
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
+    read_query(request, NO_QUERY)
     row = await call(request, "SELECT * FROM get_purchase($1)", purchase_id)
     return web.json_response(purchase_json(row))
 
@@ -125,6 +127,7 @@ async def get_purchase(request: web.Request) -> web.Response:
 async def cancel_purchase(request: web.Request) -> web.Response:
     require_admin(request)
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
+    read_query(request, NO_QUERY)
     row = await call(request, "SELECT * FROM cancel_purchase($1)", purchase_id)
     return web.json_response(purchase_json(row))
 
