@@ -15,9 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
-# asyncpg's client-side "invalid input for query argument" (a value it cannot encode); not the
-# SQLSTATE class 22 DataError that asyncpg.exceptions exports under the same name.
-from asyncpg.exceptions._base import DataError as ArgumentEncodingError
 
 # More than this waits for the next call: bounds one transaction's length.
 MAX_BATCH = 256
@@ -82,9 +79,10 @@ class PurchaseCoalescer:
                     [p.idempotency_key for p in batch],
                 )
         except BaseException as error:
-            if isinstance(error, ArgumentEncodingError) and len(batch) > 1:
-                # Some request holds a value asyncpg cannot encode, and nothing was sent: halve
-                # the batch until that request is alone, so that only it fails.
+            if isinstance(error, asyncpg.DataError) and len(batch) > 1:
+                # A value of some request that asyncpg cannot encode, or PostgreSQL cannot take
+                # (SQLSTATE class 22): nothing was written. Halve the batch until that request is
+                # alone, so that only it fails.
                 middle = len(batch) // 2
                 await self._send(option_id, batch[:middle])
                 await self._send(option_id, batch[middle:])

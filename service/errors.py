@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from .coalescing import ArgumentEncodingError, Refused
+from .coalescing import Refused
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "TA007": PER_USER_LIMIT_EXCEEDED,
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
-    "22003": INVALID_ARGUMENT,  # numeric_value_out_of_range
     "40001": DATABASE_UNAVAILABLE,  # serialization_failure
     "40P01": DATABASE_UNAVAILABLE,  # deadlock_detected
     "53300": DATABASE_UNAVAILABLE,  # too_many_connections
@@ -83,8 +82,9 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "57P02": DATABASE_UNAVAILABLE,  # crash_shutdown
     "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now
 }
-# Whole classes: 08 = connection exception.
-SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE}
+# Whole classes: 08 = connection exception; 22 = data exception, a value the database cannot take
+# (also asyncpg's "invalid input for query argument", raised before anything is sent).
+SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE, "22": INVALID_ARGUMENT}
 
 RETRY_AFTER_SECONDS = "1"
 
@@ -159,14 +159,11 @@ async def problem_middleware(request: web.Request, handler):
             raise
         return _from_http_exception(error)
     except (asyncpg.PostgresError, Refused) as error:
-        problem = from_sqlstate(error.sqlstate or "", error.message, getattr(error, "column_name", None))
+        message = error.message or str(error)  # asyncpg's client-side errors have no message
+        problem = from_sqlstate(error.sqlstate or "", message, getattr(error, "column_name", None))
         if problem is not None:
             return problem.response()
         log.exception("unexpected database error on %s %s", request.method, request.path)
-    except ArgumentEncodingError as error:
-        # A value the request carried that asyncpg cannot send (inputs.py should have refused it).
-        log.warning("unencodable argument on %s %s: %s", request.method, request.path, error)
-        return Problem(INVALID_ARGUMENT, "A value of the request cannot be stored; nothing was changed.").response()
     # The connection to PostgreSQL broke (a restart, a network fault) or no connection was
     # free in time: the request may be retried (with its Idempotency-Key, safely).
     except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
