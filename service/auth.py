@@ -16,7 +16,7 @@ from .errors import FORBIDDEN, UNAUTHORIZED, Problem
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 API_TOKENS = web.AppKey("api_tokens", tuple)
 # The request's caller, for idempotency key scopes: a digest of its token, None when open.
-CALLER = "caller"
+CALLER = web.RequestKey("caller", str)
 # Routes for operators and readers of the contract, open even with API_TOKENS.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
 OPEN_PREFIXES = ("/docs/",)
