@@ -35,6 +35,7 @@ class PendingPurchase:
     user_id: uuid.UUID
     quantity: int
     idempotency_key: str | None
+    caller: str | None  # whose key it is (see idempotency_scope in sql/idempotency.sql)
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -45,9 +46,12 @@ class PurchaseCoalescer:
         self._waiting: dict[uuid.UUID, list[PendingPurchase]] = {}
         self._senders: set[asyncio.Task] = set()
 
-    async def purchase(self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None):
+    async def purchase(
+        self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None,
+        caller: str | None = None,
+    ):
         """The purchase's receipt; raises Refused, or the database error that failed its batch."""
-        pending = PendingPurchase(user_id, quantity, idempotency_key)
+        pending = PendingPurchase(user_id, quantity, idempotency_key, caller)
         waiting = self._waiting.get(option_id)
         if waiting is not None:  # a call for this option is in flight: ride the next one
             waiting.append(pending)
@@ -72,11 +76,12 @@ class PurchaseCoalescer:
         try:
             async with self._pool.acquire(timeout=self._pool_timeout) as conn:
                 outcomes = await conn.fetch(
-                    "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)",
+                    "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4, $5)",
                     option_id,
                     [p.user_id for p in batch],
                     [p.quantity for p in batch],
                     [p.idempotency_key for p in batch],
+                    [p.caller for p in batch],
                 )
         except BaseException as error:
             if isinstance(error, asyncpg.DataError) and len(batch) > 1:

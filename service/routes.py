@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from .auth import require_admin
+from .auth import CALLER, require_admin
 from .coalescing import Refused
 from .db import PURCHASES, call, call_many
 from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
@@ -65,8 +65,8 @@ async def create_ticket_option(request: web.Request) -> web.Response:
     body = await read_json_object(request, TICKET_OPTION_FIELDS)
     row = await call(
         request,
-        "SELECT * FROM create_ticket_option($1, $2, $3, $4, $5)",
-        body["name"], body["desc"], body["allocation"], body["max_per_user"], key,
+        "SELECT * FROM create_ticket_option($1, $2, $3, $4, $5, $6)",
+        body["name"], body["desc"], body["allocation"], body["max_per_user"], key, request.get(CALLER),
     )
     option = ticket_option_json(row)
     location = request.app.router["ticket_option"].url_for(id=option["id"])
@@ -90,7 +90,9 @@ async def purchase_tickets(request: web.Request) -> web.Response:
     # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py):
     # only fully checked values get there, so no request can fail its neighbours.
     try:
-        receipt = await request.app[PURCHASES].purchase(option_id, body["user_id"], body["quantity"], key)
+        receipt = await request.app[PURCHASES].purchase(
+            option_id, body["user_id"], body["quantity"], key, request.get(CALLER)
+        )
     except Refused as refusal:
         request.app[METRICS].purchase_refused(refusal.sqlstate)
         raise

@@ -13,10 +13,10 @@ BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ticket_allocation_api') THEN
         GRANT USAGE ON SCHEMA public TO ticket_allocation_api;
         GRANT EXECUTE ON FUNCTION
-            create_ticket_option(text, text, integer, integer, text),
+            create_ticket_option(text, text, integer, integer, text, text),
             get_ticket_option(uuid),
-            purchase_tickets(uuid, uuid, integer, text),
-            purchase_tickets_batch(uuid, uuid[], integer[], text[]),
+            purchase_tickets(uuid, uuid, integer, text, text),
+            purchase_tickets_batch(uuid, uuid[], integer[], text[], text[]),
             get_purchase(uuid),
             list_purchases(uuid, integer, uuid, timestamptz, uuid),
             cancel_purchase(uuid),

@@ -9,11 +9,12 @@
 -- everywhere, so they cannot deadlock.
 
 -- purchase_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
---                        p_idempotency_keys text[] DEFAULT NULL)
+--                        p_idempotency_keys text[] DEFAULT NULL, p_callers text[] DEFAULT NULL)
 --     RETURNS SETOF purchase_outcome
 -- Decides many purchases of one option in one call, in arrival order (array
 -- order): request i buys p_quantities[i] tickets for p_user_ids[i], with the
--- optional idempotency key p_idempotency_keys[i]. Locks the option's row once;
+-- optional idempotency key p_idempotency_keys[i] of caller p_callers[i] (see
+-- idempotency_scope in sql/idempotency.sql). Locks the option's row once;
 -- each request is all or nothing, and a refused request does not stop the
 -- others. Returns one row per request, in order: a refusal (the error that
 -- purchase_tickets would raise for it) or the receipt of its purchase. A
@@ -26,7 +27,8 @@
 -- Errors (the whole call fails, nothing is bought): TA001 when the option id
 --         is null or the arrays differ in length; TA002 when the option does not exist.
 CREATE OR REPLACE FUNCTION purchase_tickets_batch(
-    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_idempotency_keys text[] DEFAULT NULL)
+    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_idempotency_keys text[] DEFAULT NULL,
+    p_callers text[] DEFAULT NULL)
 RETURNS SETOF purchase_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -41,7 +43,8 @@ DECLARE
     repeats integer[] := '{}';         -- by ordinal: the earlier ordinal with the same key and request
     buying integer[] := '{}';          -- ordinals that buy now
     undecided integer := 0;            -- requests left to decide under the lock
-    requests_by_key jsonb := '{}';     -- key -> {"ordinal", "request"} of its first use in this batch
+    scopes text[] := '{}';             -- by ordinal: the scope of its key
+    requests_by_key jsonb := '{}';     -- [scope, key] -> {"ordinal", "request"} of its first use in this batch
     held_by_user jsonb := '{}';        -- user -> tickets held in active purchases, this batch included
     claim record;
     first_use jsonb;
@@ -55,8 +58,9 @@ BEGIN
         PERFORM raise_invalid_argument('ticket_option_id', 'must not be null');
     END IF;
     IF coalesce(cardinality(p_quantities), 0) <> requests
-       OR coalesce(cardinality(p_idempotency_keys), requests) <> requests THEN
-        PERFORM raise_invalid_argument('requests', 'user ids, quantities and idempotency keys must be arrays of one length');
+       OR coalesce(cardinality(p_idempotency_keys), requests) <> requests
+       OR coalesce(cardinality(p_callers), requests) <> requests THEN
+        PERFORM raise_invalid_argument('requests', 'user ids, quantities, idempotency keys and callers must be arrays of one length');
     END IF;
 
     -- First, without the option's lock: check each request and claim its key,
@@ -73,14 +77,16 @@ BEGIN
         ELSIF key IS NOT NULL THEN
             request := jsonb_build_object('purchase_tickets', jsonb_build_object(
                 'ticket_option_id', p_ticket_option_id, 'user_id', buyer, 'quantity', wanted));
-            first_use := requests_by_key -> key;
+            scopes[i] := idempotency_scope(p_callers[i], p_ticket_option_id, buyer);
+            first_use := requests_by_key -> jsonb_build_array(scopes[i], key)::text;
             IF first_use IS NULL THEN
-                SELECT * INTO claim FROM claim_idempotency_key(key, request);
+                SELECT * INTO claim FROM claim_idempotency_key(scopes[i], key, request);
                 IF (claim.refused).sqlstate IS NOT NULL THEN
                     refusals[i] := claim.refused;
                 ELSE
                     requests_by_key := requests_by_key
-                        || jsonb_build_object(key, jsonb_build_object('ordinal', i, 'request', request));
+                        || jsonb_build_object(jsonb_build_array(scopes[i], key)::text,
+                                              jsonb_build_object('ordinal', i, 'request', request));
                     purchase_ids[i] := (claim.earlier).purchase_id;
                 END IF;
             ELSIF first_use -> 'request' = request THEN
@@ -158,7 +164,8 @@ BEGIN
         SELECT p_ticket_option_id, purchase_ids[b]
         FROM unnest(buying) AS b, generate_series(1, p_quantities[b]);
         PERFORM remember_idempotency_keys(
-            array_agg(p_idempotency_keys[b]), array_agg(requests_by_key -> p_idempotency_keys[b] -> 'request'),
+            array_agg(scopes[b]), array_agg(p_idempotency_keys[b]),
+            array_agg(requests_by_key -> jsonb_build_array(scopes[b], p_idempotency_keys[b])::text -> 'request'),
             array_agg(NULL::uuid), array_agg(purchase_ids[b]))
         FROM unnest(buying) AS b
         WHERE p_idempotency_keys[b] IS NOT NULL
@@ -174,7 +181,7 @@ END;
 $$;
 
 -- purchase_tickets(p_ticket_option_id uuid, p_user_id uuid, p_quantity integer,
---                  p_idempotency_key text DEFAULT NULL)
+--                  p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
 --     RETURNS purchase_receipts
 -- Buys p_quantity tickets for p_user_id, all or nothing, in one call: locks
 -- the option's row, checks what remains and the option's max_per_user,
@@ -190,7 +197,8 @@ $$;
 --         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
 --         Nothing is bought when any error is raised.
 CREATE OR REPLACE FUNCTION purchase_tickets(
-    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL)
+    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL,
+    p_caller text DEFAULT NULL)
 RETURNS purchase_receipts
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -200,7 +208,8 @@ DECLARE
     outcome purchase_outcome;
 BEGIN
     SELECT * INTO outcome
-    FROM purchase_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_idempotency_key]);
+    FROM purchase_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_idempotency_key],
+                                ARRAY[p_caller]);
     IF (outcome.refusal).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(outcome.refusal);
     END IF;

@@ -2,19 +2,21 @@
 -- one user may buy.
 
 -- create_ticket_option(p_name text, p_desc text, p_allocation integer,
---                      p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
+--                      p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL,
+--                      p_caller text DEFAULT NULL)
 --     RETURNS ticket_options
 -- Puts a new ticket option on sale with p_allocation tickets and returns it.
 -- p_max_per_user, when not null, caps the tickets one user may hold (active
 -- purchases). With p_idempotency_key, calling again with the same key and
--- arguments returns the option created the first time (as it is now).
+-- arguments returns the option created the first time (as it is now); the
+-- key is p_caller's (see idempotency_scope in sql/idempotency.sql).
 -- Errors: TA001 when name is null, blank or over 200 characters, desc is null
 --         or over 2000 characters, allocation is null or negative,
 --         max_per_user is below 1, or the idempotency key is malformed;
 --         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
 CREATE OR REPLACE FUNCTION create_ticket_option(
     p_name text, p_desc text, p_allocation integer,
-    p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
+    p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
 RETURNS ticket_options
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -23,6 +25,7 @@ AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
         'name', p_name, 'desc', p_desc, 'allocation', p_allocation, 'max_per_user', p_max_per_user));
+    scope constant text := idempotency_scope(p_caller);
     claim record;
     created ticket_options;
 BEGIN
@@ -44,7 +47,7 @@ BEGIN
     END IF;
 
     IF p_idempotency_key IS NOT NULL THEN
-        SELECT * INTO claim FROM claim_idempotency_key(p_idempotency_key, request);
+        SELECT * INTO claim FROM claim_idempotency_key(scope, p_idempotency_key, request);
         IF (claim.refused).sqlstate IS NOT NULL THEN
             PERFORM raise_refusal(claim.refused);
         END IF;
@@ -58,7 +61,7 @@ BEGIN
     VALUES (p_name, p_desc, p_allocation, p_allocation, p_max_per_user)
     RETURNING * INTO created;
     IF p_idempotency_key IS NOT NULL THEN
-        PERFORM remember_idempotency_keys(ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
+        PERFORM remember_idempotency_keys(ARRAY[scope], ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
     END IF;
     RETURN created;
 END;

@@ -37,8 +37,8 @@ async def test_the_api_role_can_call_every_api_function(api):
     "DELETE FROM tickets",
     "SELECT * FROM idempotency_keys",
     "SELECT * FROM purchase_receipts",
-    "SELECT * FROM claim_idempotency_key('k', '{}')",
-    "SELECT remember_idempotency_keys('{k}', '{}', '{}', '{}')",
+    "SELECT * FROM claim_idempotency_key('', 'k', '{}')",
+    "SELECT remember_idempotency_keys('{}', '{k}', '{}', '{}', '{}')",
     "SELECT * FROM check_consistency()",
     "CREATE TABLE sneaky (id int)",
 ])
