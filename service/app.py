@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from . import db, docs, health, metrics, routes
+from . import db, docs, health, malformed_http, metrics, routes
 from .auth import ADMIN_TOKEN, API_TOKENS, api_token_middleware
 from .errors import problem_middleware
 from .inputs import BODY_READ_TIMEOUT
@@ -30,6 +30,7 @@ def create_app(
     admin_token: when set, creating options and cancelling purchases require it;
     worker: the `worker` label of its metrics; api_tokens: when given, the API routes require
     one of them (or the admin token); body_read_timeout: seconds to receive a body (None: no limit)."""
+    malformed_http.install()
     app = web.Application(
         # Outermost first: the request id is on every response, every answer is counted, and
         # refused tokens are problems too.
