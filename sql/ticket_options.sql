@@ -10,7 +10,8 @@
 -- purchases). With p_idempotency_key, calling again with the same key and
 -- arguments returns the option created the first time (as it is now); the
 -- key is p_caller's (see idempotency_scope in sql/idempotency.sql).
--- Errors: TA001 when name is null, blank or over 200 characters, desc is null
+-- Errors: TA001 when name is null, blank (only whitespace or format characters),
+--         has control or bidirectional-override characters, or is over 200 characters, desc is null
 --         or over 2000 characters, allocation is null or negative,
 --         max_per_user is below 1, or the idempotency key is malformed;
 --         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
@@ -29,8 +30,10 @@ DECLARE
     claim record;
     created ticket_options;
 BEGIN
-    IF p_name IS NULL OR btrim(p_name) = '' THEN
+    IF p_name IS NULL THEN
         PERFORM raise_invalid_argument('name', 'must not be blank');
+    ELSIF name_problem(p_name) IS NOT NULL THEN  -- see migrations/0006_visible_names.sql
+        PERFORM raise_invalid_argument('name', name_problem(p_name));
     ELSIF char_length(p_name) > 200 THEN
         PERFORM raise_invalid_argument('name', 'must be at most 200 characters');
     END IF;
