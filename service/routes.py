@@ -109,11 +109,13 @@ async def list_purchases(request: web.Request) -> web.Response:
     before = decode_cursor(query["cursor"]) if query["cursor"] else (None, None)
     rows = await call_many(
         request,
-        "SELECT * FROM list_purchases($1, $2, $3, $4, $5)",
+        "SELECT *, list_purchases_ticket_budget() AS ticket_budget FROM list_purchases($1, $2, $3, $4, $5)",
         option_id, query["limit"], query["user_id"], *before,
     )
-    # A full page may have a next one; the last page is the first that is not full.
-    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == query["limit"] else None
+    # A full page (limit purchases, or the ticket budget reached) may have a next one; the last
+    # page is the first that is not full.
+    full = rows and (len(rows) == query["limit"] or sum(row["quantity"] for row in rows) >= rows[0]["ticket_budget"])
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if full else None
     return web.json_response({"purchases": [purchase_json(row) for row in rows], "next_cursor": next_cursor})
 
 

@@ -19,6 +19,7 @@ BEGIN
             purchase_tickets_batch(uuid, uuid[], integer[], text[], text[]),
             get_purchase(uuid),
             list_purchases(uuid, integer, uuid, timestamptz, uuid),
+            list_purchases_ticket_budget(),
             cancel_purchase(uuid),
             idempotency_key_ttl(),
             purge_expired_idempotency_keys(),

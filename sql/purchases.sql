@@ -244,7 +244,9 @@ $$;
 --                p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
 --     RETURNS SETOF purchase_receipts
 -- The option's purchases, newest first (created_at, then id, descending), at
--- most p_limit of them, only p_user_id's when given. Keyset pagination: pass
+-- most p_limit of them, only p_user_id's when given, and no more than fit in
+-- list_purchases_ticket_budget() tickets (a page ends with the purchase that
+-- reaches it; a page is always at least one purchase). Keyset pagination: pass
 -- the created_at and id of the last row of a page to get the next one; each
 -- purchase is listed once even while new ones are being made.
 -- Errors: TA001 when p_limit is outside 1..500 or only one of the two
@@ -272,14 +274,34 @@ BEGIN
         p_before_id := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
     END IF;
     RETURN QUERY
+        WITH page AS (
+            SELECT p.id, p.created_at,
+                   sum(p.quantity) OVER (ORDER BY p.created_at DESC, p.id DESC) - p.quantity AS tickets_before
+            FROM purchases p
+            WHERE p.ticket_option_id = p_ticket_option_id
+              AND (p_user_id IS NULL OR p.user_id = p_user_id)
+              AND (p.created_at, p.id) < (p_before_created_at, p_before_id)
+            ORDER BY p.created_at DESC, p.id DESC
+            LIMIT p_limit
+        )
         SELECT r.*
-        FROM purchase_receipts r
-        WHERE r.ticket_option_id = p_ticket_option_id
-          AND (p_user_id IS NULL OR r.user_id = p_user_id)
-          AND (r.created_at, r.id) < (p_before_created_at, p_before_id)
-        ORDER BY r.created_at DESC, r.id DESC
-        LIMIT p_limit;
+        FROM page JOIN purchase_receipts r ON r.id = page.id
+        WHERE page.tickets_before < list_purchases_ticket_budget()
+        ORDER BY page.created_at DESC, page.id DESC;
 END;
+$$;
+
+-- list_purchases_ticket_budget() RETURNS integer
+-- The tickets a page of list_purchases carries at most, but for its last
+-- purchase: with up to 1,000 tickets a purchase, a page of 500 could
+-- otherwise carry 500,000 ticket ids (8 MB of JSON) for one request. A page
+-- that reaches it may have a next one.
+CREATE OR REPLACE FUNCTION list_purchases_ticket_budget()
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT 5000
 $$;
 
 -- cancel_purchase(p_id uuid) RETURNS purchase_receipts
