@@ -1,5 +1,7 @@
 """The aiohttp application factory."""
 
+import asyncio
+
 from aiohttp import web
 
 from . import db, docs, health, malformed_http, metrics, routes
@@ -48,6 +50,7 @@ def create_app(
     if body_read_timeout is not None:
         app[BODY_READ_TIMEOUT] = body_read_timeout
     app[METRICS] = Metrics(worker)
+    app[routes.LIST_PAGE_TURN] = asyncio.Semaphore(1)
     app.cleanup_ctx.append(db.pool_context)
     app.add_routes(routes.routes)
     app.add_routes(health.routes)

@@ -1,5 +1,8 @@
 """Routes: each maps a request to one SQL function call (see sql/)."""
 
+import asyncio
+import time
+
 from aiohttp import web
 
 from .auth import CALLER, require_admin
@@ -12,6 +15,13 @@ from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
 
 routes = web.RouteTableDef()
+
+# List pages are the heaviest answers (up to list_purchases_ticket_budget() ticket ids to encode on
+# the event loop). One at a time per worker, and each keeps the turn for a while after it is
+# answered, so that list pages take at most LIST_PAGES_SHARE of a worker's time and a flood of them
+# cannot starve purchases (tests/reliability/test_list_flood.py); waiting readers use no CPU.
+LIST_PAGES_SHARE = 0.1
+LIST_PAGE_TURN = web.AppKey("list_page_turn", asyncio.Semaphore)
 
 TICKET_OPTION_FIELDS = (
     Field("name", "string"),
@@ -107,6 +117,17 @@ async def list_purchases(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
     query = read_query(request, LIST_PURCHASES_QUERY)
     before = decode_cursor(query["cursor"]) if query["cursor"] else (None, None)
+    turn = request.app[LIST_PAGE_TURN]
+    await turn.acquire()
+    started = time.perf_counter()
+    try:
+        return await list_page(request, option_id, query, before)
+    finally:
+        rest = (time.perf_counter() - started) * (1 / LIST_PAGES_SHARE - 1)
+        asyncio.get_running_loop().call_later(rest, turn.release)
+
+
+async def list_page(request: web.Request, option_id, query: dict, before: tuple) -> web.Response:
     rows = await call_many(
         request,
         "SELECT *, list_purchases_ticket_budget() AS ticket_budget FROM list_purchases($1, $2, $3, $4, $5)",

@@ -301,7 +301,7 @@ RETURNS integer
 LANGUAGE sql
 IMMUTABLE
 AS $$
-    SELECT 5000
+    SELECT 1000
 $$;
 
 -- cancel_purchase(p_id uuid) RETURNS purchase_receipts
