@@ -34,6 +34,9 @@ environment (see the README's Configuration):
   DB_STATEMENT_TIMEOUT  PostgreSQL statement_timeout of the service's connections (the API role's: 5s)
   IDEMPOTENCY_KEY_TTL   how long idempotency keys are remembered (24 hours)
   ADMIN_TOKEN           bearer token required to create options and cancel purchases (unset: open)
+  API_TOKENS            comma-separated bearer tokens required on the API routes (unset: open)
+  BODY_READ_TIMEOUT_MS  how long a client may take to send a request body before a 408 (10000)
+  SHUTDOWN_TIMEOUT_MS   how long SIGTERM waits for requests in progress (10000)
   LOG_FORMAT            json (one object a line, the default) or text
   EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout)
 
