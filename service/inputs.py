@@ -29,7 +29,7 @@ CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 # a request with a bad key is refused before it joins a batch of other buyers' purchases.
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters"
-# Seconds a client may take to send its body (BODY_READ_TIMEOUT); then 408.
+# Seconds a client may take to send its body (BODY_READ_TIMEOUT_MS / 1000); then 408.
 BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 
 
