@@ -35,6 +35,9 @@ environment (see the README's Configuration):
   DB_LOCK_TIMEOUT       PostgreSQL lock_timeout of the service's connections (the API role's: 1s)
   DB_STATEMENT_TIMEOUT  PostgreSQL statement_timeout of the service's connections (the API role's: 5s)
   ADMIN_TOKEN           bearer token required on the admin routes (unset: open)
+  API_TOKENS            comma-separated bearer tokens required on the API routes (unset: open)
+  BODY_READ_TIMEOUT_MS  how long a client may take to send a request body before a 408 (10000)
+  SHUTDOWN_TIMEOUT_MS   how long SIGTERM waits for requests in progress (10000)
   LOG_FORMAT            json (one object a line, the default) or text
   EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout)
 

@@ -1,10 +1,13 @@
 """The aiohttp application factory."""
 
+import asyncio
+
 from aiohttp import web
 
-from . import db, docs, health, metrics, routes
-from .auth import ADMIN_TOKEN
+from . import db, docs, health, malformed_http, metrics, routes
+from .auth import ADMIN_TOKEN, API_TOKENS, api_token_middleware
 from .errors import problem_middleware
+from .inputs import BODY_READ_TIMEOUT
 from .logs import request_id_middleware
 from .metrics import METRICS, Metrics, metrics_middleware
 
@@ -23,14 +26,19 @@ def create_app(
     database_settings: dict[str, str] | None = None,
     admin_token: str | None = None,
     worker: str = "1",
+    api_tokens: tuple[str, ...] = (),
+    body_read_timeout: float | None = None,
 ) -> web.Application:
     """The app. admin_database_url: the role admin calls run as (default: database_url's);
     database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
     admin_token: when set, creating options and cancelling purchases require it;
-    worker: the `worker` label of its metrics."""
+    worker: the `worker` label of its metrics; api_tokens: when given, the API routes require
+    one of them (or the admin token); body_read_timeout: seconds to receive a body (None: no limit)."""
+    malformed_http.install()
     app = web.Application(
-        # Outermost first: the request id is on every response, and every answer is counted.
-        middlewares=[request_id_middleware, metrics_middleware, problem_middleware],
+        # Outermost first: the request id is on every response, every answer is counted, and
+        # refused tokens are problems too.
+        middlewares=[request_id_middleware, metrics_middleware, problem_middleware, api_token_middleware],
         client_max_size=MAX_BODY_BYTES, handler_args=HTTP_PARSER_LIMITS,
     )
     app[db.DATABASE_URL] = database_url
@@ -40,7 +48,12 @@ def create_app(
     app[db.DATABASE_SETTINGS] = database_settings or {}
     if admin_token:
         app[ADMIN_TOKEN] = admin_token
+    if api_tokens:
+        app[API_TOKENS] = tuple(api_tokens)
+    if body_read_timeout is not None:
+        app[BODY_READ_TIMEOUT] = body_read_timeout
     app[METRICS] = Metrics(worker)
+    app[routes.LIST_PAGE_TURN] = asyncio.Semaphore(1)
     app.cleanup_ctx.append(db.pool_context)
     app.add_routes(routes.routes)
     app.add_routes(health.routes)

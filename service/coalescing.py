@@ -32,9 +32,10 @@ class Refused(Exception):
 
 @dataclass
 class PendingPurchase:
-    user_id: str
+    user_id: uuid.UUID
     quantity: int
     idempotency_key: str | None
+    caller: str | None  # whose key it is (see idempotency_scope in sql/idempotency.sql)
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -45,9 +46,12 @@ class PurchaseCoalescer:
         self._waiting: dict[uuid.UUID, list[PendingPurchase]] = {}
         self._senders: set[asyncio.Task] = set()
 
-    async def purchase(self, option_id: uuid.UUID, user_id: str, quantity: int, idempotency_key: str | None):
+    async def purchase(
+        self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None,
+        caller: str | None = None,
+    ):
         """The purchase's receipt; raises Refused, or the database error that failed its batch."""
-        pending = PendingPurchase(user_id, quantity, idempotency_key)
+        pending = PendingPurchase(user_id, quantity, idempotency_key, caller)
         waiting = self._waiting.get(option_id)
         if waiting is not None:  # a call for this option is in flight: ride the next one
             waiting.append(pending)
@@ -72,13 +76,22 @@ class PurchaseCoalescer:
         try:
             async with self._pool.acquire(timeout=self._pool_timeout) as conn:
                 outcomes = await conn.fetch(
-                    "SELECT * FROM api.purchase_tickets_batch($1, $2, $3, $4)",
+                    "SELECT * FROM api.purchase_tickets_batch($1, $2, $3, $4, $5)",
                     option_id,
                     [p.user_id for p in batch],
                     [p.quantity for p in batch],
                     [p.idempotency_key for p in batch],
+                    [p.caller for p in batch],
                 )
         except BaseException as error:
+            if isinstance(error, asyncpg.DataError) and len(batch) > 1:
+                # A value of some request that asyncpg cannot encode, or PostgreSQL cannot take
+                # (SQLSTATE class 22): nothing was written. Halve the batch until that request is
+                # alone, so that only it fails.
+                middle = len(batch) // 2
+                await self._send(option_id, batch[:middle])
+                await self._send(option_id, batch[middle:])
+                return
             # The whole call failed, so nothing of it was written: each request gets the error.
             for pending in batch:
                 if not pending.answer.done():

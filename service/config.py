@@ -33,6 +33,12 @@ class Settings:
     embedded_pgdata: Path
     # None: the admin routes are open (the server warns at start).
     admin_token: str | None
+    # Bearer tokens for the API routes; empty: they are open (the server warns at start).
+    api_tokens: tuple[str, ...]
+    # Seconds a client may take to send a request body (then 408), and that a SIGTERM
+    # waits for requests in progress before cancelling them.
+    body_read_timeout: float
+    shutdown_timeout: float
     # PostgreSQL settings for the service's connections (lock_timeout, ...);
     # what is not set here comes from the role's or database's defaults.
     database_settings: dict[str, str]
@@ -53,6 +59,9 @@ class Settings:
             pool_size=_int_setting(env, "DB_POOL_SIZE", 10),
             pool_timeout=_int_setting(env, "DB_POOL_TIMEOUT_MS", 1000) / 1000,
             admin_token=env.get("ADMIN_TOKEN") or None,
+            api_tokens=tuple(token.strip() for token in env.get("API_TOKENS", "").split(",") if token.strip()),
+            body_read_timeout=_int_setting(env, "BODY_READ_TIMEOUT_MS", 10_000) / 1000,
+            shutdown_timeout=_int_setting(env, "SHUTDOWN_TIMEOUT_MS", 10_000) / 1000,
             embedded_pgdata=Path(env.get("EMBEDDED_PGDATA", PROJECT_ROOT / ".pgdata")),
             database_settings={
                 setting: env[name] for name, setting in DATABASE_SETTINGS_BY_ENV.items() if env.get(name)

@@ -15,6 +15,8 @@ from .coalescing import PurchaseCoalescer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)
+# The most tickets a page of list_purchases carries (its SQL constant), read once.
+LIST_TICKET_BUDGET = web.AppKey("list_ticket_budget", int)
 PURCHASES = web.AppKey("purchases", PurchaseCoalescer)
 DATABASE_URL = web.AppKey("database_url", str)
 ADMIN_DATABASE_URL = web.AppKey("admin_database_url", str)
@@ -48,6 +50,7 @@ async def pool_context(app: web.Application):
         await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
         app[ADMIN_POOL] = admin_pool
+        app[LIST_TICKET_BUDGET] = await pool.fetchval("SELECT api.list_purchases_ticket_budget()")
         app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT])
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))

@@ -1,6 +1,8 @@
 """GET /docs: the contract (GET /openapi.json) as a readable page, with Swagger UI's files served
 from its Python package, so the page loads nothing from the internet."""
 
+from pathlib import Path
+
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
@@ -22,6 +24,9 @@ PAGE = """<!DOCTYPE html>
 </body>
 </html>
 """
+# Only what PAGE loads: the package also ships Swagger's stock index.html, which loads
+# https://petstore.swagger.io/... and would be served under our name.
+ASSETS = frozenset({"favicon-32x32.png", "swagger-ui.css", "swagger-ui-bundle.js"})
 
 
 @routes.get("/docs")
@@ -29,4 +34,9 @@ async def docs(request: web.Request) -> web.Response:
     return web.Response(text=PAGE, content_type="text/html")
 
 
-routes.static("/docs/assets", swagger_ui_path)
+@routes.get("/docs/assets/{file}")
+async def asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["file"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound()
+    return web.FileResponse(Path(swagger_ui_path) / name)

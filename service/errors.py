@@ -26,15 +26,21 @@ class ProblemType:
     slug: str  # the `type` member is /problems/<slug>, documented in README.md
     title: str
     retry_after: bool = False  # the same request may succeed shortly
+    closes_connection: bool = False  # what is left of the request on the connection is not read
 
     @property
     def uri(self) -> str:
         return f"/problems/{self.slug}"
 
 
-UNAUTHORIZED = ProblemType(401, "unauthorized", "An admin token is required")
-FORBIDDEN = ProblemType(403, "forbidden", "The admin token is wrong")
+UNAUTHORIZED = ProblemType(401, "unauthorized", "A bearer token is required")
+FORBIDDEN = ProblemType(403, "forbidden", "The bearer token is not accepted here")
 MALFORMED_BODY = ProblemType(400, "malformed-body", "The request body is not a JSON object")
+CLIENT_DISCONNECTED = ProblemType(
+    400, "client-disconnected", "The client closed the connection before sending its whole request",
+    closes_connection=True,
+)
+REQUEST_TIMEOUT = ProblemType(408, "request-timeout", "The request body did not arrive in time", closes_connection=True)
 UNSUPPORTED_MEDIA_TYPE = ProblemType(415, "unsupported-media-type", "The request body must be JSON")
 INVALID_ARGUMENT = ProblemType(422, "invalid-argument", "A field of the request is invalid")
 TICKET_OPTION_NOT_FOUND = ProblemType(404, "ticket-option-not-found", "Ticket option not found")
@@ -73,7 +79,6 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "TA008": SERVICE_MISCONFIGURED,
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
-    "22003": INVALID_ARGUMENT,  # numeric_value_out_of_range
     "40001": DATABASE_UNAVAILABLE,  # serialization_failure
     "40P01": DATABASE_UNAVAILABLE,  # deadlock_detected
     "53300": DATABASE_UNAVAILABLE,  # too_many_connections
@@ -83,8 +88,9 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "57P02": DATABASE_UNAVAILABLE,  # crash_shutdown
     "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now
 }
-# Whole classes: 08 = connection exception.
-SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE}
+# Whole classes: 08 = connection exception; 22 = data exception, a value the database cannot take
+# (also asyncpg's "invalid input for query argument", raised before anything is sent).
+SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE, "22": INVALID_ARGUMENT}
 
 RETRY_AFTER_SECONDS = "1"
 
@@ -113,9 +119,12 @@ class Problem(Exception):
         headers = dict(self.headers or {})
         if self.type.retry_after:
             headers["Retry-After"] = RETRY_AFTER_SECONDS
-        return web.Response(
+        response = web.Response(
             status=self.type.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
         )
+        if self.type.closes_connection:
+            response.force_close()
+        return response
 
 
 def problem_type_of(sqlstate: str) -> ProblemType | None:
@@ -158,7 +167,8 @@ async def problem_middleware(request: web.Request, handler):
             raise
         return _from_http_exception(error)
     except (asyncpg.PostgresError, Refused) as error:
-        problem = from_sqlstate(error.sqlstate or "", error.message, getattr(error, "column_name", None))
+        message = error.message or str(error)  # asyncpg's client-side errors have no message
+        problem = from_sqlstate(error.sqlstate or "", message, getattr(error, "column_name", None))
         if problem is not None:
             return problem.response()
         log.exception("unexpected database error on %s %s", request.method, request.path)

@@ -7,6 +7,7 @@ every migration this version of the service was built with.
 
 import asyncio
 import functools
+import logging
 
 import asyncpg
 from aiohttp import web
@@ -17,6 +18,7 @@ from .errors import DATABASE_UNAVAILABLE, MIGRATIONS_PENDING, Problem
 from .migrations import MIGRATIONS_DIR
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -41,8 +43,9 @@ async def readyz(request: web.Request) -> web.Response:
             MIGRATIONS_PENDING, "The database lacks applied_migrations(): it was never migrated by this version."
         ) from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as error:
-        reason = str(error) or type(error).__name__
-        raise Problem(DATABASE_UNAVAILABLE, f"The database is unreachable or refused the check: {reason}") from None
+        # The reason is for operators (the log), not for whoever can reach /readyz.
+        log.warning("readiness check failed: the database is unreachable: %s", str(error) or type(error).__name__)
+        raise Problem(DATABASE_UNAVAILABLE, "The database is unreachable.") from None
     pending = [migration for migration in expected_migrations() if migration not in applied]
     if pending:
         raise Problem(

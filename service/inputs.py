@@ -5,16 +5,32 @@ callers meet them too. Here we only make sure each field has the type the
 SQL function's parameter needs.
 """
 
+import asyncio
 import json
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from .errors import INVALID_ARGUMENT, MALFORMED_BODY, UNSUPPORTED_MEDIA_TYPE, Problem, ProblemType
+from .errors import (
+    CLIENT_DISCONNECTED, INVALID_ARGUMENT, MALFORMED_BODY, REQUEST_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, Problem, ProblemType,
+)
+from .metrics import METRICS
+
+log = logging.getLogger(__name__)
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# Only the canonical 8-4-4-4-12 form (any case): what PostgreSQL and asyncpg take, and one
+# spelling per id. uuid.UUID() also takes braces, "urn:uuid:" and stray hyphens.
+CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# The rule of claim_idempotency_key in sql/idempotency.sql (the source), checked here too so that
+# a request with a bad key is refused before it joins a batch of other buyers' purchases.
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters"
+# Seconds a client may take to send its body (BODY_READ_TIMEOUT_MS / 1000); then 408.
+BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 
 
 @dataclass(frozen=True)
@@ -43,12 +59,14 @@ def type_error(kind: str, value) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "must be valid Unicode text"
-    if kind == "uuid":
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            return "must be a UUID such as 123e4567-e89b-12d3-a456-426614174000"
+    if kind == "uuid" and not CANONICAL_UUID.fullmatch(value):
+        return "must be a UUID such as 123e4567-e89b-12d3-a456-426614174000"
     return None
+
+
+def converted(kind: str, value):
+    """A valid value as the SQL function's parameter takes it: UUIDs as uuid.UUID."""
+    return uuid.UUID(value) if kind == "uuid" and value is not None else value
 
 
 def _json_type(value) -> str:
@@ -60,23 +78,75 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+class DuplicateKey(Exception):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    # A proxy reading the first of two equal keys and us the last would disagree on the request.
+    names = set()
+    for name, _ in pairs:
+        if name in names:
+            raise DuplicateKey(name)
+        names.add(name)
+    return dict(pairs)
+
+
+def _check_media_type(request: web.Request) -> None:
+    # Only application/json in UTF-8 (RFC 8259): what a proxy or WAF in front reads the same way.
+    if request.content_type.lower() == "application/json" and (request.charset or "utf-8").lower() == "utf-8":
+        return
+    raise Problem(
+        UNSUPPORTED_MEDIA_TYPE,
+        "Send the body as UTF-8 JSON with Content-Type: application/json (got "
+        f"{request.headers.get('Content-Type', 'none')!r}).",
+    )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body; 408 if the client takes too long to send it (over client_max_size: 413)."""
+    try:
+        async with asyncio.timeout(request.app.get(BODY_READ_TIMEOUT)):
+            return await request.read()
+    except TimeoutError:
+        raise Problem(REQUEST_TIMEOUT, "The request body did not arrive in time; send it at once.") from None
+    except ConnectionResetError:  # aiohttp's ClientConnectionResetError too: the client hung up
+        # Not the database's fault: counted apart, so it cannot set off database alerts.
+        request.app[METRICS].client_disconnected()
+        log.info("client disconnected while sending the body of %s %s", request.method, request.path)
+        raise Problem(CLIENT_DISCONNECTED, "The client closed the connection before sending its whole body.") from None
+
+
+def _parse_json(raw: bytes):
+    try:
+        # Strictly UTF-8: json.loads(bytes) would also guess UTF-16 and UTF-32, and skip a BOM.
+        return json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_object_without_duplicates
+        )
+    except UnicodeDecodeError:
+        raise Problem(MALFORMED_BODY, "The request body is not UTF-8.") from None
+    except DuplicateKey as duplicate:
+        message = f"{duplicate.name} is given more than once"
+        raise Problem(
+            INVALID_ARGUMENT, f"The request has invalid fields: {duplicate.name}.",
+            [{"field": duplicate.name, "message": message}],
+        ) from None
+    except (ValueError, RecursionError) as error:
+        raise Problem(MALFORMED_BODY, f"The request body is not valid JSON: {error}.") from None
+
+
 async def read_json_object(request: web.Request, fields: tuple[Field, ...]) -> dict:
-    """The body's fields by name, or a Problem (400, 413, 415 or 422).
+    """The body's fields by name, or a Problem (400, 408, 413, 415 or 422).
 
     Unknown fields are rejected, so a misspelt field is never silently ignored.
     """
-    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
-        raise Problem(
-            UNSUPPORTED_MEDIA_TYPE,
-            f"Send the body as JSON with Content-Type: application/json (got {request.content_type or 'none'}).",
-        )
-    raw = await request.read()  # over client_max_size: aiohttp raises 413
+    _check_media_type(request)
+    raw = await _read_body(request)
     if not raw.strip():
         raise Problem(MALFORMED_BODY, "The request body is empty; send a JSON object.")
-    try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:
-        raise Problem(MALFORMED_BODY, f"The request body is not valid JSON: {error}.") from None
+    data = _parse_json(raw)
     if not isinstance(data, dict):
         raise Problem(MALFORMED_BODY, f"The request body must be a JSON object, not {_json_type(data)}.")
 
@@ -99,7 +169,8 @@ async def read_json_object(request: web.Request, fields: tuple[Field, ...]) -> d
         reason = type_error(field.kind, data[field.name])
         if reason:
             errors.append({"field": field.name, "message": f"{field.name} {reason}"})
-        values[field.name] = data[field.name]
+        else:
+            values[field.name] = converted(field.kind, data[field.name])
     if errors:
         names = ", ".join(error["field"] for error in errors)
         raise Problem(INVALID_ARGUMENT, f"The request has invalid fields: {names}.", errors)
@@ -127,7 +198,8 @@ def read_query(request: web.Request, fields: tuple[Field, ...]) -> dict:
         reason = type_error(field.kind, value)
         if reason:
             errors.append({"field": field.name, "message": f"{field.name} {reason}"})
-        values[field.name] = value
+        else:
+            values[field.name] = converted(field.kind, value)
     if errors:
         names = ", ".join(error["field"] for error in errors)
         raise Problem(INVALID_ARGUMENT, f"The request has invalid query parameters: {names}.", errors)
@@ -137,7 +209,16 @@ def read_query(request: web.Request, fields: tuple[Field, ...]) -> dict:
 def path_uuid(request: web.Request, name: str, not_found: ProblemType) -> uuid.UUID:
     """The path parameter as a UUID; anything else names nothing, so 404."""
     raw = request.match_info[name]
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise Problem(not_found, f"{raw!r} is not an id; ids are UUIDs.") from None
+    if not CANONICAL_UUID.fullmatch(raw):
+        raise Problem(not_found, f"{raw!r} is not an id; ids are UUIDs.")
+    return uuid.UUID(raw)
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key header, if any; 422 if it breaks the key rule."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        message = f"idempotency_key {IDEMPOTENCY_KEY_RULE}"
+        raise Problem(INVALID_ARGUMENT, f"The Idempotency-Key header {IDEMPOTENCY_KEY_RULE}.",
+                      [{"field": "idempotency_key", "message": message}])
+    return key

@@ -12,6 +12,7 @@ import re
 import sys
 import uuid
 from datetime import datetime, timezone
+from time import perf_counter
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -20,6 +21,11 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # Printable ASCII, as a header value and a log field can carry it unescaped.
 SANE_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+# Control characters (C0, DEL, C1) and Unicode line separators: in a text line they could end it
+# and forge the next (a %0a in a path). JSON lines escape them already.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# When the request's middlewares started: its duration, at the clock's full precision.
+STARTED = web.RequestKey("started", float)
 
 # The id of the request being handled by the current task, for its log lines.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -43,10 +49,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+def escape_controls(text: str) -> str:
+    return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, with control characters in messages escaped (tracebacks keep their lines)."""
+
+    def __init__(self):
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+
 def configure(log_format: str) -> None:
     """Send every log line (ours, aiohttp's, the libraries') to stderr in `log_format`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("yoyo").setLevel(logging.WARNING)  # one line per step; ours sums it up
 
@@ -58,6 +78,7 @@ def request_id_of(request: web.Request) -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler):
+    request[STARTED] = perf_counter()
     request_id = request_id_of(request)
     token = current_request_id.set(request_id)
     try:
@@ -76,11 +97,14 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request, its fields apart for log tooling; replaces aiohttp's format string."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        # aiohttp's `time` comes from the event loop's clock, in whole milliseconds under uvloop.
+        started = request.get(STARTED)
+        seconds = perf_counter() - started if started is not None else time
         fields = {
             "method": request.method,
             "path": request.path,
             "status": response.status,
-            "duration_ms": round(time * 1000, 2),
+            "duration_ms": round(seconds * 1000, 3),
             # From the response: requests aiohttp refuses before any middleware have none.
             "request_id": response.headers.get(REQUEST_ID_HEADER),
             "remote": request.remote,

@@ -50,6 +50,10 @@ class Metrics:
             "ticket_allocation_purchases_refused", "Purchases the rules refused, by problem type",
             ("reason", "worker"), registry=self.registry,
         )
+        self.client_disconnects = Counter(
+            "ticket_allocation_client_disconnects", "Clients that hung up before sending their whole request",
+            ("worker",), registry=self.registry,
+        )
         self.pool_connections = Gauge(
             "ticket_allocation_db_pool_connections", "Open connections in the pool", ("worker",),
             registry=self.registry,
@@ -71,6 +75,9 @@ class Metrics:
     def purchase_refused(self, sqlstate: str) -> None:
         problem_type = problem_type_of(sqlstate)
         self.purchases_refused.labels(problem_type.slug if problem_type else sqlstate, self.worker).inc()
+
+    def client_disconnected(self) -> None:
+        self.client_disconnects.labels(self.worker).inc()
 
     def exposition(self, pool) -> bytes:
         size = pool.get_size()

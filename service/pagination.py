@@ -2,7 +2,7 @@
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 from .errors import INVALID_ARGUMENT, Problem
 
@@ -19,7 +19,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         parsed = datetime.fromisoformat(created_at), uuid.UUID(row_id)
         if parsed[0].tzinfo is None:
             raise ValueError("cursor time has no zone")
-        return parsed
-    except ValueError:  # also binascii.Error and UnicodeDecodeError
+        # In UTC, as PostgreSQL reads it: 0001-01-01T00:00+14:00 is before year 1 (OverflowError).
+        return parsed[0].astimezone(timezone.utc), parsed[1]
+    except (ValueError, OverflowError):  # also binascii.Error and UnicodeDecodeError
         message = "cursor is not one this API gave out; pass next_cursor from the previous page unchanged"
         raise Problem(INVALID_ARGUMENT, message, [{"field": "cursor", "message": message}]) from None

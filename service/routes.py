@@ -4,21 +4,30 @@ The functions return the resources as callers see them (types in schema api);
 resource_json serialises any of them, field by field.
 """
 
+import asyncio
+import time
 import uuid
 from datetime import datetime
 
 from aiohttp import web
 
-from .auth import require_admin
+from .auth import CALLER, require_admin
 from .coalescing import Refused
-from .db import OMITTED, PURCHASES, call, call_many
+from .db import LIST_TICKET_BUDGET, OMITTED, PURCHASES, call, call_many
 from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
-from .inputs import Field, path_uuid, read_json_object, read_query
+from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_query
 from .metrics import METRICS
 from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
 
 routes = web.RouteTableDef()
+
+# List pages are the heaviest answers (up to list_purchases_ticket_budget() ticket ids to encode on
+# the event loop). One at a time per worker, and each keeps the turn for a while after it is
+# answered, so that list pages take at most LIST_PAGES_SHARE of a worker's time and a flood of them
+# cannot starve purchases (tests/reliability/test_list_flood.py); waiting readers use no CPU.
+LIST_PAGES_SHARE = 0.1
+LIST_PAGE_TURN = web.AppKey("list_page_turn", asyncio.Semaphore)
 
 TICKET_OPTION_FIELDS = (
     Field("name", "string"),
@@ -30,6 +39,8 @@ PURCHASE_FIELDS = (
     Field("quantity", "integer"),
     Field("user_id", "uuid"),
 )
+# Routes that take no query parameters still refuse them (e.g. ?dry_run=true), as documented.
+NO_QUERY: tuple[Field, ...] = ()
 LIST_PURCHASES_QUERY = (
     Field("limit", "integer", default=50),  # TODO(merge with issue 9's page bound): the SQL default only
     Field("cursor", "string"),
@@ -55,19 +66,16 @@ def resource_json(row) -> dict:
     return {JSON_NAMES.get(name, name): json_value(value) for name, value in row.items()}
 
 
-def idempotency_key(request: web.Request) -> str | None:
-    # Checked in SQL (1..255 printable ASCII), where psql callers meet the same rule.
-    return request.headers.get("Idempotency-Key")
-
-
 @routes.post("/ticket_options")
 async def create_ticket_option(request: web.Request) -> web.Response:
     require_admin(request)
+    read_query(request, NO_QUERY)
+    key = idempotency_key(request)
     body = await read_json_object(request, TICKET_OPTION_FIELDS)
     row = await call(
         request, "create_ticket_option", admin=True,
         p_name=body["name"], p_allocation=body["allocation"], p_desc=body["desc"],
-        p_max_per_user=body["max_per_user"], p_idempotency_key=idempotency_key(request),
+        p_max_per_user=body["max_per_user"], p_idempotency_key=key, p_caller=request.get(CALLER),
     )
     option = resource_json(row)
     location = request.app.router["ticket_option"].url_for(id=option["id"])
@@ -77,6 +85,7 @@ async def create_ticket_option(request: web.Request) -> web.Response:
 @routes.get("/ticket_options/{id}", name="ticket_option")
 async def get_ticket_option(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
+    read_query(request, NO_QUERY)
     row = await call(request, "get_ticket_option", p_id=option_id)
     return web.json_response(resource_json(row))
 
@@ -84,11 +93,14 @@ async def get_ticket_option(request: web.Request) -> web.Response:
 @routes.post("/ticket_options/{id}/purchases")
 async def purchase_tickets(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
+    read_query(request, NO_QUERY)
+    key = idempotency_key(request)
     body = await read_json_object(request, PURCHASE_FIELDS)
-    # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py).
+    # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py):
+    # only fully checked values get there, so no request can fail its neighbours.
     try:
         receipt = await request.app[PURCHASES].purchase(
-            option_id, body["user_id"], body["quantity"], idempotency_key(request)
+            option_id, body["user_id"], body["quantity"], key, request.get(CALLER)
         )
     except Refused as refusal:
         request.app[METRICS].purchase_refused(refusal.sqlstate)
@@ -103,20 +115,36 @@ async def purchase_tickets(request: web.Request) -> web.Response:
 async def list_purchases(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
     query = read_query(request, LIST_PURCHASES_QUERY)
-    before_created_at, before_id = decode_cursor(query["cursor"]) if query["cursor"] else (OMITTED, OMITTED)
+    before = decode_cursor(query["cursor"]) if query["cursor"] else (OMITTED, OMITTED)
+    turn = request.app[LIST_PAGE_TURN]
+    await turn.acquire()
+    started = time.perf_counter()
+    try:
+        return await list_page(request, option_id, query, before)
+    finally:
+        rest = (time.perf_counter() - started) * (1 / LIST_PAGES_SHARE - 1)
+        asyncio.get_running_loop().call_later(rest, turn.release)
+
+
+async def list_page(request: web.Request, option_id, query: dict, before: tuple) -> web.Response:
+    before_created_at, before_id = before
     rows = await call_many(
         request, "list_purchases",
         p_ticket_option_id=option_id, p_limit=query["limit"], p_user_id=query["user_id"],
         p_before_created_at=before_created_at, p_before_id=before_id,
     )
-    # A full page may have a next one; the last page is the first that is not full.
-    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == query["limit"] else None
+    # A full page (limit purchases, or the ticket budget reached) may have a next one; the last
+    # page is the first that is not full.
+    budget = request.app[LIST_TICKET_BUDGET]
+    full = rows and (len(rows) == query["limit"] or sum(row["quantity"] for row in rows) >= budget)
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if full else None
     return web.json_response({"purchases": [resource_json(row) for row in rows], "next_cursor": next_cursor})
 
 
 @routes.get("/purchases/{id}", name="purchase")
 async def get_purchase(request: web.Request) -> web.Response:
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
+    read_query(request, NO_QUERY)
     row = await call(request, "get_purchase", p_id=purchase_id)
     return web.json_response(resource_json(row))
 
@@ -125,6 +153,7 @@ async def get_purchase(request: web.Request) -> web.Response:
 async def cancel_purchase(request: web.Request) -> web.Response:
     require_admin(request)
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
+    read_query(request, NO_QUERY)
     row = await call(request, "cancel_purchase", admin=True, p_id=purchase_id)
     return web.json_response(resource_json(row))
 

@@ -41,9 +41,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def run_worker(sock: socket.socket, database_url: str, admin_database_url: str, settings: Settings, worker: str) -> None:
     app = create_app(
         database_url, admin_database_url=admin_database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout, database_settings=settings.database_settings,
-        admin_token=settings.admin_token, worker=worker,
+        admin_token=settings.admin_token, worker=worker, api_tokens=settings.api_tokens,
+        body_read_timeout=settings.body_read_timeout,
     )
-    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger, loop=uvloop.new_event_loop())
+    web.run_app(
+        app, sock=sock, print=None, access_log_class=AccessLogger, loop=uvloop.new_event_loop(),
+        shutdown_timeout=settings.shutdown_timeout,
+    )
 
 
 def serve(settings: Settings, database_url: str, admin_database_url: str, source: str) -> int:
@@ -56,6 +60,11 @@ def serve(settings: Settings, database_url: str, admin_database_url: str, source
         log.warning(
             "ADMIN_TOKEN is not set: anyone who can reach this server can create ticket options and cancel "
             "purchases. Set ADMIN_TOKEN to require Authorization: Bearer <token> on those routes."
+        )
+    if not settings.api_tokens:
+        log.warning(
+            "API_TOKENS is not set: anyone who can reach this server can buy tickets and list every buyer's "
+            "purchases. Set API_TOKENS to require Authorization: Bearer <token> on the API routes."
         )
     if settings.workers == 1:
         run_worker(sockets[0], database_url, admin_database_url, settings, "1")

@@ -3,6 +3,25 @@
 -- remembered inside the caller's transaction, so an outcome never commits
 -- without its key, nor a key without its outcome. Only successful outcomes
 -- are remembered: a refused request changed nothing, and may be retried.
+-- A key belongs to a scope (idempotency_scope): the same key in another scope
+-- is another key.
+
+-- idempotency_scope(p_caller text, p_ticket_option_id uuid DEFAULT NULL, p_user_id uuid DEFAULT NULL)
+--     RETURNS text
+-- The scope of a key: the caller (whatever names it to the service, e.g. a
+-- digest of its API token; null for an anonymous caller) and, for a purchase,
+-- the option and the user it buys for. So one caller's or user's key never
+-- blocks, or reveals, another's.
+CREATE OR REPLACE FUNCTION ticket_allocation.idempotency_scope(
+    p_caller text, p_ticket_option_id uuid DEFAULT NULL, p_user_id uuid DEFAULT NULL)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT CASE WHEN p_ticket_option_id IS NULL THEN format('%s|ticket_option', p_caller)
+                ELSE format('%s|purchase|%s|%s', p_caller, p_ticket_option_id, p_user_id) END
+$$;
 
 -- api.idempotency_key_ttl() RETURNS interval
 -- How long a key is remembered: ticket_allocation.settings, which only the
@@ -18,15 +37,16 @@ AS $$
     SELECT idempotency_key_ttl FROM settings
 $$;
 
--- claim_idempotency_key(p_key text, p_request jsonb, OUT refused refusal, OUT earlier idempotency_keys)
--- Takes the key for this transaction. `earlier` is the key's unexpired
+-- claim_idempotency_key(p_scope text, p_key text, p_request jsonb, OUT refused refusal,
+--                       OUT earlier idempotency_keys)
+-- Takes the key of the scope for this transaction. `earlier` is the key's unexpired
 -- outcome for the same request, if any (else a row of nulls). `refused`,
 -- when not null, says why the request must be refused:
 --   TA001 when the key is not 1..255 printable ASCII characters;
---   TA005 when the key was used for a different request;
---   TA006 when another transaction holds the key right now.
+--   TA005 when the key was used in the scope for a different request;
+--   TA006 when another transaction holds the scope's key right now.
 CREATE OR REPLACE FUNCTION ticket_allocation.claim_idempotency_key(
-    p_key text, p_request jsonb, OUT refused api.refusal, OUT earlier ticket_allocation.idempotency_keys)
+    p_scope text, p_key text, p_request jsonb, OUT refused api.refusal, OUT earlier ticket_allocation.idempotency_keys)
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
@@ -37,33 +57,34 @@ BEGIN
     END IF;
     -- Try, not wait: a retry racing its own first attempt is told so at once.
     -- (Re-entrant: a batch holding the key may claim it again.)
-    IF NOT pg_try_advisory_xact_lock(hashtextextended('idempotency_key:' || p_key, 0)) THEN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended(jsonb_build_array('idempotency_key', p_scope, p_key)::text, 0)) THEN
         refused := idempotency_key_in_flight(p_key);
         RETURN;
     END IF;
-    SELECT * INTO earlier FROM idempotency_keys WHERE key = p_key AND expires_at > now();
+    SELECT * INTO earlier FROM idempotency_keys WHERE scope = p_scope AND key = p_key AND expires_at > now();
     IF FOUND AND earlier.request <> p_request THEN
         refused := idempotency_key_reused(p_key, earlier.request);
     END IF;
 END;
 $$;
 
--- remember_idempotency_keys(p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
+-- remember_idempotency_keys(p_scopes text[], p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[],
+--                           p_purchase_ids uuid[])
 --     RETURNS void
--- Records, for each key, the outcome of its request (one of the two ids, the
+-- Records, for each key of its scope, the outcome of its request (one of the two ids, the
 -- other null) until now() + idempotency_key_ttl(). Call after
 -- claim_idempotency_key in the same transaction; expired entries are replaced.
 CREATE OR REPLACE FUNCTION ticket_allocation.remember_idempotency_keys(
-    p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
+    p_scopes text[], p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
 RETURNS void
 LANGUAGE sql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    INSERT INTO idempotency_keys (key, request, ticket_option_id, purchase_id, expires_at)
-    SELECT k.key, k.request, k.ticket_option_id, k.purchase_id, now() + idempotency_key_ttl()
-    FROM unnest(p_keys, p_requests, p_ticket_option_ids, p_purchase_ids)
-         AS k (key, request, ticket_option_id, purchase_id)
-    ON CONFLICT (key) DO UPDATE
+    INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, purchase_id, expires_at)
+    SELECT k.scope, k.key, k.request, k.ticket_option_id, k.purchase_id, now() + idempotency_key_ttl()
+    FROM unnest(p_scopes, p_keys, p_requests, p_ticket_option_ids, p_purchase_ids)
+         AS k (scope, key, request, ticket_option_id, purchase_id)
+    ON CONFLICT (scope, key) DO UPDATE
     SET request = EXCLUDED.request,
         ticket_option_id = EXCLUDED.ticket_option_id,
         purchase_id = EXCLUDED.purchase_id,

@@ -20,12 +20,13 @@ AS $$
     SELECT r.* FROM purchase_receipts r WHERE r.id = p_id
 $$;
 
--- purchase_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
---                        p_idempotency_keys text[] DEFAULT NULL)
+-- api.purchase_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
+--                        p_idempotency_keys text[] DEFAULT NULL, p_callers text[] DEFAULT NULL)
 --     RETURNS SETOF api.purchase_outcome
 -- Decides many purchases of one option in one call, in arrival order (array
 -- order): request i buys p_quantities[i] tickets for p_user_ids[i], with the
--- optional idempotency key p_idempotency_keys[i]. Locks the option's row once;
+-- optional idempotency key p_idempotency_keys[i] of caller p_callers[i] (see
+-- idempotency_scope in sql/idempotency.sql). Locks the option's row once;
 -- each request is all or nothing, and a refused request does not stop the
 -- others. Returns one row per request, in order: a refusal (the error that
 -- purchase_tickets would raise for it) or the receipt of its purchase. A
@@ -38,7 +39,8 @@ $$;
 -- Errors (the whole call fails, nothing is bought): TA001 when the option id
 --         is null or the arrays differ in length; TA002 when the option does not exist.
 CREATE OR REPLACE FUNCTION api.purchase_tickets_batch(
-    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_idempotency_keys text[] DEFAULT NULL)
+    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_idempotency_keys text[] DEFAULT NULL,
+    p_callers text[] DEFAULT NULL)
 RETURNS SETOF api.purchase_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -47,13 +49,14 @@ AS $$
 DECLARE
     requests constant integer := coalesce(cardinality(p_user_ids), 0);
     locked ticket_options;
-    batch_remaining integer;           -- what remains after the requests decided so far
+    batch_remaining integer;
     refusals api.refusal[] := '{}';        -- by ordinal; null when the request is answered by a purchase
     purchase_ids uuid[] := '{}';       -- by ordinal: the purchase answering it, new or earlier
     repeats integer[] := '{}';         -- by ordinal: the earlier ordinal with the same key and request
     buying integer[] := '{}';          -- ordinals that buy now
     undecided integer := 0;            -- requests left to decide under the lock
-    requests_by_key jsonb := '{}';     -- key -> {"ordinal", "request"} of its first use in this batch
+    scopes text[] := '{}';             -- by ordinal: the scope of its key
+    requests_by_key jsonb := '{}';     -- [scope, key] -> {"ordinal", "request"} of its first use in this batch
     held_by_user jsonb := '{}';        -- user -> tickets held in active purchases, this batch included
     claim record;
     first_use jsonb;
@@ -68,8 +71,9 @@ BEGIN
         PERFORM raise_invalid_argument('ticket_option_id', 'must not be null');
     END IF;
     IF coalesce(cardinality(p_quantities), 0) <> requests
-       OR coalesce(cardinality(p_idempotency_keys), requests) <> requests THEN
-        PERFORM raise_invalid_argument('requests', 'user ids, quantities and idempotency keys must be arrays of one length');
+       OR coalesce(cardinality(p_idempotency_keys), requests) <> requests
+       OR coalesce(cardinality(p_callers), requests) <> requests THEN
+        PERFORM raise_invalid_argument('requests', 'user ids, quantities, idempotency keys and callers must be arrays of one length');
     END IF;
 
     -- First, without the option's lock: check each request and claim its key,
@@ -86,14 +90,16 @@ BEGIN
         ELSIF key IS NOT NULL THEN
             request := jsonb_build_object('purchase_tickets', jsonb_build_object(
                 'ticket_option_id', p_ticket_option_id, 'user_id', buyer, 'quantity', wanted));
-            first_use := requests_by_key -> key;
+            scopes[i] := idempotency_scope(p_callers[i], p_ticket_option_id, buyer);
+            first_use := requests_by_key -> jsonb_build_array(scopes[i], key)::text;
             IF first_use IS NULL THEN
-                SELECT * INTO claim FROM claim_idempotency_key(key, request);
+                SELECT * INTO claim FROM claim_idempotency_key(scopes[i], key, request);
                 IF (claim.refused).sqlstate IS NOT NULL THEN
                     refusals[i] := claim.refused;
                 ELSE
                     requests_by_key := requests_by_key
-                        || jsonb_build_object(key, jsonb_build_object('ordinal', i, 'request', request));
+                        || jsonb_build_object(jsonb_build_array(scopes[i], key)::text,
+                                              jsonb_build_object('ordinal', i, 'request', request));
                     purchase_ids[i] := (claim.earlier).purchase_id;
                 END IF;
             ELSIF first_use -> 'request' = request THEN
@@ -163,7 +169,8 @@ BEGIN
         SELECT p_ticket_option_id, purchase_ids[b]
         FROM unnest(buying) AS b, generate_series(1, p_quantities[b]);
         PERFORM remember_idempotency_keys(
-            array_agg(p_idempotency_keys[b]), array_agg(requests_by_key -> p_idempotency_keys[b] -> 'request'),
+            array_agg(scopes[b]), array_agg(p_idempotency_keys[b]),
+            array_agg(requests_by_key -> jsonb_build_array(scopes[b], p_idempotency_keys[b])::text -> 'request'),
             array_agg(NULL::uuid), array_agg(purchase_ids[b]))
         FROM unnest(buying) AS b
         WHERE p_idempotency_keys[b] IS NOT NULL
@@ -177,9 +184,9 @@ BEGIN
 END;
 $$;
 
--- purchase_tickets(p_ticket_option_id uuid, p_user_id uuid, p_quantity integer,
---                  p_idempotency_key text DEFAULT NULL)
---     RETURNS purchase_receipts
+-- api.purchase_tickets(p_ticket_option_id uuid, p_user_id uuid, p_quantity integer,
+--                  p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
+--     RETURNS api.purchase
 -- Buys p_quantity tickets for p_user_id, all or nothing, in one call: locks
 -- the option's row, checks what remains and the option's max_per_user,
 -- decrements it, and inserts the purchase and one ticket row per ticket.
@@ -194,7 +201,8 @@ $$;
 --         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
 --         Nothing is bought when any error is raised.
 CREATE OR REPLACE FUNCTION api.purchase_tickets(
-    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL)
+    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL,
+    p_caller text DEFAULT NULL)
 RETURNS api.purchase
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -204,7 +212,8 @@ DECLARE
     outcome api.purchase_outcome;
 BEGIN
     SELECT * INTO outcome
-    FROM purchase_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_idempotency_key]);
+    FROM purchase_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_idempotency_key],
+                                ARRAY[p_caller]);
     IF (outcome.refusal).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(outcome.refusal);
     END IF;
@@ -212,7 +221,7 @@ BEGIN
 END;
 $$;
 
--- get_purchase(p_id uuid) RETURNS purchase_receipts
+-- api.get_purchase(p_id uuid) RETURNS api.purchase
 -- Returns the purchase with its ticket ids, status and cancelled_at.
 -- Errors: TA004 when no purchase has that id.
 CREATE OR REPLACE FUNCTION api.get_purchase(p_id uuid)
@@ -233,11 +242,13 @@ BEGIN
 END;
 $$;
 
--- list_purchases(p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
+-- api.list_purchases(p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
 --                p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
 --     RETURNS SETOF api.purchase
 -- The option's purchases, newest first (created_at, then id, descending), at
--- most p_limit of them, only p_user_id's when given. Keyset pagination: pass
+-- most p_limit of them, only p_user_id's when given, and no more than fit in
+-- api.list_purchases_ticket_budget() tickets (a page ends with the purchase that
+-- reaches it; a page is always at least one purchase). Keyset pagination: pass
 -- the created_at and id of the last row of a page to get the next one; each
 -- purchase is listed once even while new ones are being made.
 -- Errors: TA001 when p_limit is outside 1..500 or only one of the two
@@ -265,17 +276,38 @@ BEGIN
         p_before_id := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
     END IF;
     RETURN QUERY
+        WITH page AS (
+            SELECT p.id, p.created_at,
+                   sum(p.quantity) OVER (ORDER BY p.created_at DESC, p.id DESC) - p.quantity AS tickets_before
+            FROM purchases p
+            WHERE p.ticket_option_id = p_ticket_option_id
+              AND (p_user_id IS NULL OR p.user_id = p_user_id)
+              AND (p.created_at, p.id) < (p_before_created_at, p_before_id)
+            ORDER BY p.created_at DESC, p.id DESC
+            LIMIT p_limit
+        )
         SELECT r.*
-        FROM purchase_receipts r
-        WHERE r.ticket_option_id = p_ticket_option_id
-          AND (p_user_id IS NULL OR r.user_id = p_user_id)
-          AND (r.created_at, r.id) < (p_before_created_at, p_before_id)
-        ORDER BY r.created_at DESC, r.id DESC
-        LIMIT p_limit;
+        FROM page JOIN purchase_receipts r ON r.id = page.id
+        WHERE page.tickets_before < list_purchases_ticket_budget()
+        ORDER BY page.created_at DESC, page.id DESC;
 END;
 $$;
 
--- cancel_purchase(p_id uuid) RETURNS purchase_receipts
+-- api.list_purchases_ticket_budget() RETURNS integer
+-- The tickets a page of list_purchases carries at most, but for its last
+-- purchase: with up to 1,000 tickets a purchase, a page of 500 could
+-- otherwise carry 500,000 ticket ids (8 MB of JSON) for one request. A page
+-- that reaches it may have a next one.
+CREATE OR REPLACE FUNCTION api.list_purchases_ticket_budget()
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT 1000
+$$;
+
+-- api.cancel_purchase(p_id uuid) RETURNS api.purchase
 -- Cancels the purchase: marks it cancelled (cancelled_at), voids its tickets
 -- and puts its quantity back on sale, all at once. Cancelling a cancelled
 -- purchase changes nothing and returns it as it is. The rows stay, as history.

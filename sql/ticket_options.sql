@@ -14,21 +14,25 @@ AS $$
 $$;
 
 -- api.create_ticket_option(p_name text, p_desc text DEFAULT '', p_allocation integer DEFAULT NULL,
---                          p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
+--                          p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL,
+--                          p_caller text DEFAULT NULL)
 --     RETURNS api.ticket_option
 -- Admin. Puts a new ticket option on sale with p_allocation tickets and returns it.
 -- p_allocation is required: its default (null) only lets p_desc have one,
 -- so callers may name the arguments and leave p_desc out.
 -- p_max_per_user, when not null, caps the tickets one user may hold (active
 -- purchases). With p_idempotency_key, calling again with the same key and
--- arguments returns the option created the first time (as it is now).
--- Errors: TA001 when name is null, blank or over 200 characters, desc is null
+-- arguments returns the option created the first time (as it is now); the
+-- key is p_caller's (see idempotency_scope in sql/idempotency.sql).
+-- Errors: TA001 when name is null, blank (only whitespace or format characters),
+--         has control or bidirectional-override characters, or is over 200 characters, desc is null
 --         or over 2000 characters, allocation is null or negative,
 --         max_per_user is below 1, or the idempotency key is malformed;
---         TA005, TA006 for idempotency keys (see sql/idempotency.sql).
+--         TA005, TA006 for idempotency keys (see sql/idempotency.sql);
+--         TA008 when the session lifted its limits (sql/session_limits.sql).
 CREATE OR REPLACE FUNCTION api.create_ticket_option(
     p_name text, p_desc text DEFAULT '', p_allocation integer DEFAULT NULL,
-    p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL)
+    p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
 RETURNS api.ticket_option
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -37,12 +41,15 @@ AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
         'name', p_name, 'desc', p_desc, 'allocation', p_allocation, 'max_per_user', p_max_per_user));
+    scope constant text := idempotency_scope(p_caller);
     claim record;
     created ticket_options;
 BEGIN
     PERFORM assert_session_limits();
-    IF p_name IS NULL OR btrim(p_name) = '' THEN
+    IF p_name IS NULL THEN
         PERFORM raise_invalid_argument('name', 'must not be blank');
+    ELSIF name_problem(p_name) IS NOT NULL THEN  -- see migrations/0006_visible_names.sql
+        PERFORM raise_invalid_argument('name', name_problem(p_name));
     ELSIF char_length(p_name) > 200 THEN
         PERFORM raise_invalid_argument('name', 'must be at most 200 characters');
     END IF;
@@ -59,7 +66,7 @@ BEGIN
     END IF;
 
     IF p_idempotency_key IS NOT NULL THEN
-        SELECT * INTO claim FROM claim_idempotency_key(p_idempotency_key, request);
+        SELECT * INTO claim FROM claim_idempotency_key(scope, p_idempotency_key, request);
         IF (claim.refused).sqlstate IS NOT NULL THEN
             PERFORM raise_refusal(claim.refused);
         END IF;
@@ -72,7 +79,7 @@ BEGIN
     VALUES (p_name, p_desc, p_allocation, p_allocation, p_max_per_user)
     RETURNING * INTO created;
     IF p_idempotency_key IS NOT NULL THEN
-        PERFORM remember_idempotency_keys(ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
+        PERFORM remember_idempotency_keys(ARRAY[scope], ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
     END IF;
     RETURN ticket_option_resource(created);
 END;

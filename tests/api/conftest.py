@@ -20,10 +20,24 @@ def admin_token() -> str | None:
 
 
 @pytest.fixture
-async def client(aiohttp_client, api_database_url, admin_database_url, database_settings, admin_token):
+def api_tokens() -> tuple[str, ...]:
+    """The app's API_TOKENS; none (API routes open) unless a test module overrides it."""
+    return ()
+
+
+@pytest.fixture
+def body_read_timeout() -> float | None:
+    """The app's BODY_READ_TIMEOUT_MS in seconds; None (no limit) unless a test module overrides it."""
+    return None
+
+
+@pytest.fixture
+async def client(aiohttp_client, api_database_url, admin_database_url, database_settings, admin_token, api_tokens, body_read_timeout):
     found: list[str] = []
     app = create_app(
-        api_database_url, admin_database_url, database_settings=database_settings, admin_token=admin_token)
+        api_database_url, admin_database_url, database_settings=database_settings, admin_token=admin_token, api_tokens=api_tokens,
+        body_read_timeout=body_read_timeout,
+    )
     # Outermost, so it sees what clients see, problems included.
     app.middlewares.insert(0, contract_middleware(found))
     yield await aiohttp_client(app)

@@ -1,5 +1,6 @@
 """Small helpers shared by the API tests."""
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -47,3 +48,23 @@ class HeldOptionLock:
     async def __aexit__(self, *exc):
         await self.transaction.rollback()
         await self.conn.close()
+
+
+async def raw_request(client, method: str, path: str, headers: dict[str, bytes] | None = None, body: bytes = b""):
+    """Sends bytes as they are (headers an HTTP client library would refuse, e.g. b"\\xff"); returns
+    (status, headers, body bytes). One connection, closed after the answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        head = [f"{method} {path} HTTP/1.1".encode(), b"Host: test", b"Connection: close"]
+        head += [name.encode() + b": " + value for name, value in (headers or {}).items()]
+        head.append(b"Content-Length: %d" % len(body))
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        answer = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    header_block, _, response_body = rest.partition(b"\r\n\r\n")
+    response_headers = dict(
+        line.decode("latin-1").split(": ", 1) for line in header_block.split(b"\r\n") if b": " in line
+    )
+    return int(status_line.split()[1]), {k.lower(): v for k, v in response_headers.items()}, response_body

@@ -2,7 +2,7 @@
 
 import pytest
 
-from .helpers import USER, assert_problem
+from .helpers import USER, assert_problem, raw_request
 
 TOKEN = "s3cret-admin-token"
 
@@ -41,3 +41,12 @@ async def test_buying_and_reading_stay_open_and_cancelling_needs_the_token(clien
     assert (await (await client.get(f"/purchases/{purchase['id']}")).json())["status"] == "active"
     cancelled = await client.post(f"/purchases/{purchase['id']}/cancel", headers=ADMIN)
     assert cancelled.status == 200
+
+
+async def test_a_token_that_is_not_ascii_is_refused_not_a_crash(client):
+    for token in (b"\xff", b"caf\xc3\xa9", TOKEN.encode() + b"\xff"):
+        status, headers, body = await raw_request(
+            client, "POST", "/ticket_options", {"Authorization": b"Bearer " + token, "Content-Type": b"application/json"},
+            b'{"name": "Gig", "allocation": 5}',
+        )
+        assert status == 403 and headers["content-type"].startswith("application/problem+json"), body

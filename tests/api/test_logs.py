@@ -102,3 +102,30 @@ async def test_a_request_id_is_on_its_other_log_lines_and_on_errors(aiohttp_clie
     assert response.headers[REQUEST_ID_HEADER] == "trace-1"
     line = json.loads(stream.getvalue())
     assert (line["message"], line["request_id"]) == ("something worth a line", "trace-1")
+
+
+def test_text_logs_escape_control_characters(database_url, api_database_url, tmp_path):
+    """A %0a in a path (decoded to a newline) must not start a forged line."""
+    server = Server(served_env(database_url, api_database_url, WORKERS="1", LOG_FORMAT="text"), tmp_path / "server.log")
+    try:
+        forged = "/x%0a2026-01-01%2000:00:00,000%20ERROR%20service[1]:%20forged%0d%1b[31m"
+        assert get(server.port, forged)[0] == 404
+    finally:
+        assert server.stop() == 0
+    lines = server.log().splitlines()
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    assert any('"GET /x\\n2026-01-01 00:00:00,000 ERROR service[1]: forged\\r\\x1b[31m" 404' in line for line in lines)
+
+
+def test_access_durations_have_sub_millisecond_precision(database_url, api_database_url, tmp_path):
+    server = Server(served_env(database_url, api_database_url, WORKERS="1"), tmp_path / "server.log")
+    try:
+        for _ in range(20):
+            assert get(server.port, "/healthz")[0] == 200
+    finally:
+        assert server.stop() == 0
+    durations = [json.loads(line)["duration_ms"] for line in server.log().splitlines()
+                 if '"logger": "aiohttp.access"' in line]
+    assert len(durations) == 20
+    # The event loop's clock (uvloop) counts whole milliseconds: a fast /healthz showed 0.0 or 1.0.
+    assert any(duration != round(duration) for duration in durations)

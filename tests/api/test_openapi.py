@@ -36,3 +36,13 @@ def test_the_contract_check_catches_a_wrong_body_and_an_unlisted_status():
     assert violations("/ticket_options/{id}", "GET", unlisted)
     problem_as_json = web.json_response({"type": "x", "title": "t", "status": 404}, status=404)
     assert violations("/ticket_options/{id}", "GET", problem_as_json)
+
+
+async def test_docs_serve_only_their_own_page_and_its_assets(client):
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+        assert (await client.get(f"/docs/assets/{asset}")).status == 200
+    # The package's stock page loads https://petstore.swagger.io/...: not ours to serve.
+    for other in ("index.html", "swagger-initializer.js", "..%2F__init__.py"):
+        response = await client.get(f"/docs/assets/{other}")
+        assert response.status == 404, other
+    assert "petstore" not in await (await client.get("/docs")).text()

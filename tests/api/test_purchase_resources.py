@@ -63,6 +63,28 @@ async def test_list_pages_newest_first_with_an_opaque_cursor(client):
     assert seen == ids[::-1]
 
 
+async def test_a_page_is_bounded_by_the_tickets_it_carries(client, conn):
+    """limit=500 over purchases of 1,000 tickets: pages stop at the ticket budget, and the cursor
+    still lists each purchase once."""
+    budget = await conn.fetchval("SELECT list_purchases_ticket_budget()")
+    option = await create_option(client, 5 * budget + 20)
+    ids = [(await (await buy(client, option["id"], q, uuid.uuid4())).json())["id"]
+           for q in [budget // 2, budget // 2, budget, 7, 13, budget, budget // 2, budget]]
+    seen, cursor, pages = [], None, 0
+    while pages < 20:
+        params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
+        page = await (await client.get(f"/ticket_options/{option['id']}/purchases", params=params)).json()
+        pages += 1
+        tickets = [p["quantity"] for p in page["purchases"]]
+        assert sum(tickets[:-1]) < budget  # only the last purchase of a page may reach past the budget
+        seen += [p["id"] for p in page["purchases"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    assert pages > 3
+
+
 async def test_list_default_limit_and_user_filter(client):
     option = await create_option(client, 100)
     mine = [(await (await buy(client, option["id"])).json())["id"] for _ in range(2)]

@@ -21,17 +21,30 @@ async def test_same_key_and_request_returns_the_first_purchase(conn):
 async def test_same_key_for_a_different_request_raises_TA005(conn):
     option_id = await create_option(conn, 10)
     await purchase(conn, option_id, 2, key="order-42")
-    for quantity, user in ((3, USER), (2, uuid.uuid4())):
-        with pytest.raises(asyncpg.PostgresError) as raised:
-            await purchase(conn, option_id, quantity, user, key="order-42")
-        assert raised.value.sqlstate == "TA005"
-        assert "order-42" in raised.value.message
-    # A key used to create an option is a different request for a purchase, too.
-    await conn.execute("SELECT create_ticket_option('Gig', '', 5, NULL, 'create-1')")
     with pytest.raises(asyncpg.PostgresError) as raised:
-        await purchase(conn, option_id, 1, key="create-1")
+        await purchase(conn, option_id, 3, key="order-42")
     assert raised.value.sqlstate == "TA005"
+    assert "order-42" in raised.value.message
     assert (await option_state(conn, option_id))["sold"] == 2
+
+
+async def test_a_key_belongs_to_its_caller_option_and_user(conn):
+    """Another user, another option, another caller, or creating an option: each its own key space."""
+    option_id, other_option_id = await create_option(conn, 10), await create_option(conn, 10)
+    first = await purchase(conn, option_id, 2, key="order-7f3a")
+    others = [
+        await purchase(conn, option_id, 3, uuid.uuid4(), key="order-7f3a"),
+        await purchase(conn, other_option_id, 3, key="order-7f3a"),
+        await conn.fetchrow("SELECT * FROM purchase_tickets($1, $2, 3, 'order-7f3a', 'integrator-2')", option_id, USER),
+    ]
+    await conn.execute("SELECT create_ticket_option('Gig', '', 5, NULL, 'order-7f3a')")
+    assert len({first["id"], *(row["id"] for row in others)}) == 4
+    assert (await option_state(conn, option_id))["sold"] == 8
+    # Each replays only in its own scope.
+    replayed = await conn.fetchrow("SELECT * FROM purchase_tickets($1, $2, 3, 'order-7f3a', 'integrator-2')",
+                                   option_id, USER)
+    assert replayed["id"] == others[2]["id"]
+    assert (await purchase(conn, option_id, 2, key="order-7f3a"))["id"] == first["id"]
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "line\nbreak", "caf\u00e9", "tab\there"])

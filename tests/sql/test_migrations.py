@@ -4,7 +4,7 @@ import subprocess
 import threading
 
 import psycopg
-
+from psycopg.types.json import Jsonb
 from yoyo import get_backend, read_migrations
 
 from service import embedded
@@ -82,3 +82,33 @@ def test_0002_counts_what_was_sold_before_it(empty_database_url):
         statuses = conn.execute("SELECT DISTINCT status FROM purchases").fetchall()
     assert row == (7, 3, 10)
     assert statuses == [("active",)]
+
+
+def test_0004_keeps_the_keys_remembered_before_it(empty_database_url):
+    """Keys remembered before keys had scopes still replay their purchase (and option) after 0004."""
+    backend = get_backend(yoyo_url(empty_database_url))
+    before = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id < "0004")
+    with backend.lock():
+        backend.apply_migrations_only(backend.to_apply(before))
+    backend.connection.close()
+    user = "123e4567-e89b-12d3-a456-426614174000"
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        option = conn.execute("INSERT INTO ticket_options (name, allocation, sold, total) VALUES ('Gig', 8, 2, 10) "
+                              "RETURNING id").fetchone()[0]
+        purchase = conn.execute("INSERT INTO purchases (ticket_option_id, user_id, quantity) VALUES (%s, %s, 2) "
+                                "RETURNING id", (option, user)).fetchone()[0]
+        conn.execute("INSERT INTO tickets (ticket_option_id, purchase_id) SELECT %s, %s FROM generate_series(1, 2)",
+                     (option, purchase))
+        request = {"purchase_tickets": {"ticket_option_id": str(option), "user_id": user, "quantity": 2}}
+        conn.execute("INSERT INTO idempotency_keys (key, request, purchase_id, expires_at) "
+                     "VALUES ('order-1', %s, %s, now() + interval '1 hour')", (Jsonb(request), purchase))
+        created = {"create_ticket_option": {"name": "Gig", "desc": "", "allocation": 10, "max_per_user": None}}
+        conn.execute("INSERT INTO idempotency_keys (key, request, ticket_option_id, expires_at) "
+                     "VALUES ('create-1', %s, %s, now() + interval '1 hour')", (Jsonb(created), option))
+
+    assert migrate(empty_database_url) == [m for m in VERSIONED if m >= "0004"]
+    with psycopg.connect(empty_database_url) as conn:
+        replayed = conn.execute("SELECT id FROM purchase_tickets(%s, %s, 2, 'order-1')", (option, user)).fetchone()[0]
+        again = conn.execute("SELECT id FROM create_ticket_option('Gig', '', 10, NULL, 'create-1')").fetchone()[0]
+        sold = conn.execute("SELECT sold FROM ticket_options WHERE id = %s", (option,)).fetchone()[0]
+    assert (replayed, again, sold) == (purchase, option, 2)

@@ -87,3 +87,23 @@ async def test_schema_constraints_back_the_rules(conn):
     ):
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(statement)
+
+
+# Blank to a reader: whitespace and format characters only, not just ASCII spaces.
+BLANK_NAMES = ["\t", "\n\r", "\u00a0", "\u3000", "\u200b", "\u2028", "\ufeff", " \u200b\u00a0 ", "\U000e0020"]
+# Control characters, or characters that make a name display as something else.
+DECEIVING_NAMES = ["Gig\x07", "Gig\x1b[31m", "\u202eGig", "Gig\u2066x\u2069", "Gig\x85"]
+
+
+@pytest.mark.parametrize("name", BLANK_NAMES + DECEIVING_NAMES)
+async def test_names_that_show_nothing_or_deceive_are_TA001_here_and_in_the_schema(conn, name):
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await create(conn, name)
+    assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "name")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute("INSERT INTO ticket_options (name, allocation, total) VALUES ($1, 1, 1)", name)
+
+
+@pytest.mark.parametrize("name", ["Gig", "Été à Zürich", "東京ドーム", "👩\u200d👩\u200d👧 family day", "a\u00a0b", "שלום"])
+async def test_visible_names_in_any_script_are_accepted(conn, name):
+    assert (await create(conn, name))["name"] == name
