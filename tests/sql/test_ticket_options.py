@@ -101,7 +101,7 @@ async def test_names_that_show_nothing_or_deceive_are_TA001_here_and_in_the_sche
         await create(conn, name)
     assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "name")
     with pytest.raises(asyncpg.CheckViolationError):
-        await conn.execute("INSERT INTO ticket_options (name, allocation, total) VALUES ($1, 1, 1)", name)
+        await conn.execute("INSERT INTO ticket_options (name, remaining, total) VALUES ($1, 1, 1)", name)
 
 
 @pytest.mark.parametrize("name", ["Gig", "Été à Zürich", "東京ドーム", "👩\u200d👩\u200d👧 family day", "a\u00a0b", "שלום"])

@@ -31,10 +31,13 @@ FROM (SELECT ticket_option_id, sum(quantity) FILTER (WHERE status = 'active') AS
       FROM purchases GROUP BY ticket_option_id) AS s
 WHERE s.ticket_option_id = o.id;
 
-INSERT INTO idempotency_keys (key, request, purchase_id, expires_at)
-SELECT 'purchase-' || p.id, '{"purchase_tickets": {}}', p.id, now() + interval '1 day' FROM purchases p;
-INSERT INTO idempotency_keys (key, request, ticket_option_id, expires_at)
-SELECT 'option-' || o.id, '{"create_ticket_option": {}}', o.id, now() + interval '1 day' FROM ticket_options o;
+INSERT INTO idempotency_keys (scope, key, request, purchase_id, expires_at)
+SELECT format('|purchase|%s|%s', p.ticket_option_id, p.user_id), 'purchase-' || p.id, '{"purchase_tickets": {}}',
+       p.id, now() + interval '1 day'
+FROM purchases p;
+INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, expires_at)
+SELECT '|ticket_option', 'option-' || o.id, '{"create_ticket_option": {}}', o.id, now() + interval '1 day'
+FROM ticket_options o;
 """
 
 TABLES = ("ticket_options", "purchases", "tickets", "idempotency_keys")
