@@ -36,12 +36,13 @@ def request(port, method, path, payload=None, headers=None):
 
 
 class Server:
-    def __init__(self, env: dict, log_path):
+    def __init__(self, env: dict, log_path, command=(sys.executable, "-m", "service"), cwd=PROJECT_ROOT):
+        """`command serve` (the checkout's code unless told otherwise), listening on a free port."""
         self.port = free_port()
         self.log_path = log_path
         env = {**env, "PORT": str(self.port)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"], cwd=PROJECT_ROOT, env=env,
+            [*command, "serve"], cwd=cwd, env=env,
             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"),
         )
         deadline = time.monotonic() + 90
