@@ -46,6 +46,7 @@ def test_serving_as_a_role_that_can_write_tables_is_warned_about(database_url, t
     assert "can write the tables directly" in server.log()
 
 
+@pytest.mark.slow
 def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
     pgdata = tmp_path / "pgdata"
     env = {**base_env(), "EMBEDDED_PGDATA": str(pgdata)}

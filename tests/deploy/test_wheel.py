@@ -1,6 +1,7 @@
 """The built wheel runs on its own: installed into a fresh virtualenv outside
 the checkout, run from another folder, it migrates a database and sells."""
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -15,6 +16,9 @@ from ..processes import Server, base_env, request
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
 
+# What the package build needs (the Dockerfile copies the same).
+SOURCES = ("pyproject.toml", "README.md", "service", "sql", "migrations")
+
 
 def run(*command, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
@@ -26,7 +30,16 @@ def run(*command, **kwargs) -> subprocess.CompletedProcess:
 def installed(tmp_path_factory):
     """bin/ of a new virtualenv with the wheel (and its `embedded` extra) installed; pip's cache keeps it quick."""
     folder = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(folder / "dist"), str(PROJECT_ROOT))
+    # Built from a copy: setuptools' build/ folder in the checkout could carry files deleted since.
+    sources = folder / "sources"
+    sources.mkdir()
+    for name in SOURCES:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, sources / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, sources)
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(folder / "dist"), str(sources))
     [wheel] = (folder / "dist").glob("ticket_allocation-*.whl")
     venv.create(folder / "venv", with_pip=True)
     bin_dir = folder / "venv" / "bin"
