@@ -10,6 +10,7 @@ import functools
 
 import asyncpg
 from aiohttp import web
+
 from . import db
 from .errors import DATABASE_UNAVAILABLE, MIGRATIONS_PENDING, Problem
 from .migrations import shipped_migrations
