@@ -50,9 +50,10 @@ class Logger(glogging.Logger):
 class Application(BaseApplication):
     """gunicorn configured from Settings, serving service.app.create_app."""
 
-    def __init__(self, settings: Settings, database_url: str):
+    def __init__(self, settings: Settings, database_url: str, source: str):
         self.settings = settings
         self.database_url = database_url
+        self.source = source  # where database_url comes from, for the start line
         # The worker's `worker` metrics label: its place in the order gunicorn started them (1, 2, ...; a
         # replacement gets the next number), set in each worker after the fork.
         self.worker_number = 0
@@ -69,11 +70,20 @@ class Application(BaseApplication):
             "proc_name": "ticket-allocation",
             # gunicorn's runtime-control socket (in ~/.gunicorn): nothing here uses it.
             "control_socket_disable": True,
+            "when_ready": self.when_ready,
             "post_fork": self.post_fork,
             "child_exit": child_exit,
         }
         for name, value in options.items():
             self.cfg.set(name, value)
+
+    def when_ready(self, arbiter) -> None:
+        """The port is bound (the workers start next; connections wait for them): say so."""
+        settings = self.settings
+        log.info(
+            "ticket-allocation listening on http://%s:%s with %d worker(s), database %s (%s); Ctrl-C stops it",
+            settings.host, settings.port, settings.workers, redact(self.database_url), self.source,
+        )
 
     def post_fork(self, arbiter, worker) -> None:
         # Until the worker installs its own handlers, the arbiter's (inherited with the fork) would
@@ -133,10 +143,6 @@ def metrics_folder() -> str:
 
 def serve(settings: Settings, database_url: str, source: str) -> int:
     check_port_is_free(settings.host, settings.port)
-    log.info(
-        "ticket-allocation listening on http://%s:%s with %d worker(s), database %s (%s); Ctrl-C stops it",
-        settings.host, settings.port, settings.workers, redact(database_url), source,
-    )
     if settings.admin_token is None:
         log.warning(
             "ADMIN_TOKEN is not set: anyone who can reach this server can create ticket options and cancel "
@@ -145,7 +151,7 @@ def serve(settings: Settings, database_url: str, source: str) -> int:
     folder = metrics_folder()
     arbiter = os.getpid()
     try:
-        Application(settings, database_url).run()
+        Application(settings, database_url, source).run()
         exit_code = 0
     except SystemExit as exit:
         if os.getpid() != arbiter:
