@@ -50,10 +50,11 @@ class Logger(glogging.Logger):
 class Application(BaseApplication):
     """gunicorn configured from Settings, serving service.app.create_app."""
 
-    def __init__(self, settings: Settings, database_url: str, source: str):
+    def __init__(self, settings: Settings, database_url: str, source: str, create_app):
         self.settings = settings
         self.database_url = database_url
         self.source = source  # where database_url comes from, for the start line
+        self.create_app = create_app  # service.app.create_app, imported by serve() at the right time
         # The worker's `worker` metrics label: its place in the order gunicorn started them (1, 2, ...; a
         # replacement gets the next number), set in each worker after the fork.
         self.worker_number = 0
@@ -97,11 +98,8 @@ class Application(BaseApplication):
         return self.runner
 
     async def runner(self) -> web.AppRunner:
-        # Imported in the worker, after the arbiter set up the metrics folder (see serve()).
-        from .app import create_app
-
         settings = self.settings
-        app = create_app(
+        app = self.create_app(
             self.database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout,
             database_settings=settings.database_settings, admin_token=settings.admin_token,
             worker=str(self.worker_number),
@@ -133,7 +131,7 @@ def metrics_folder() -> str:
     """A new, empty folder for prometheus_client's multiprocess files, named in the environment.
 
     The library chooses multiprocess mode when first imported, so this must come
-    before that import: only the workers import it (through service.app)."""
+    before that import (serve() imports service.app after it)."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
     folder = tempfile.mkdtemp(prefix="ticket-allocation-metrics-")
@@ -149,9 +147,13 @@ def serve(settings: Settings, database_url: str, source: str) -> int:
             "purchases. Set ADMIN_TOKEN to require Authorization: Bearer <token> on those routes."
         )
     folder = metrics_folder()
+    # After the metrics folder is named, and before the fork: a worker, a replacement too, starts
+    # with the application's modules already loaded.
+    from .app import create_app
+
     arbiter = os.getpid()
     try:
-        Application(settings, database_url, source).run()
+        Application(settings, database_url, source, create_app).run()
         exit_code = 0
     except SystemExit as exit:
         if os.getpid() != arbiter:
