@@ -20,8 +20,10 @@ import sys
 import tempfile
 
 from aiohttp import web
+from aiohttp.worker import GunicornUVLoopWebWorker
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from .config import Settings, redact
 from .logs import AccessLogger
@@ -33,7 +35,21 @@ SHUTDOWN_TIMEOUT = 60
 # The arbiter kills a worker still running this long after asking it to stop:
 # later than the worker's own shutdown, so that it never cuts one short.
 GRACEFUL_TIMEOUT = SHUTDOWN_TIMEOUT + 5
-WORKER_CLASS = "aiohttp.GunicornUVLoopWebWorker"
+
+
+class Worker(GunicornUVLoopWebWorker):
+    """aiohttp's uvloop worker, except that one which cannot start (a SystemExit with a message,
+    e.g. an invalid database setting) stops the server with that message: gunicorn would
+    otherwise start it again and again, as it only halts on its own boot-error exit code."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except SystemExit as exit:
+            if self.booted or exit.code in (None, 0):
+                raise
+            log.error("%s", exit.code)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 class Logger(glogging.Logger):
@@ -65,7 +81,7 @@ class Application(BaseApplication):
             "bind": [f"[{self.settings.host}]:{self.settings.port}" if ":" in self.settings.host
                      else f"{self.settings.host}:{self.settings.port}"],
             "workers": self.settings.workers,
-            "worker_class": WORKER_CLASS,
+            "worker_class": Worker,
             "graceful_timeout": GRACEFUL_TIMEOUT,
             "logger_class": Logger,
             "proc_name": "ticket-allocation",

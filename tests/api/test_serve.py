@@ -122,3 +122,13 @@ def test_a_taken_port_fails_at_once_with_a_clear_message(database_url, api_datab
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use; set PORT" in result.stderr
     assert "Retrying" not in result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_its_message(database_url, api_database_url):
+    """Not started again and again: gunicorn would, for any exit but its boot-error code."""
+    env = served_env(database_url, api_database_url, WORKERS="2", DB_LOCK_TIMEOUT="bogus")
+    result = subprocess.run([sys.executable, "-m", "service", "serve", "--no-migrate"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "a database setting of the service is invalid: invalid value for parameter" in result.stderr
+    assert "Worker failed to boot" in result.stderr
