@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -11,7 +10,7 @@ import pytest
 
 from service.config import PROJECT_ROOT
 
-from ..processes import Server, base_env, request, served_env
+from ..processes import Server, base_env, children, live_workers, request, served_env
 
 pytestmark = pytest.mark.process
 
@@ -68,28 +67,6 @@ def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
     finally:
         assert second.stop() == 0
     assert not (pgdata / "postmaster.pid").exists()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":  # a zombie is a worker that died, not yet reaped
-            found.append(int(stat.parent.name))
-    return found
-
-
-def live_workers(server: Server, count: int) -> list[int]:
-    """The server's worker pids, once there are `count` of them serving (bounded wait)."""
-    for _ in range(100):
-        workers = children(server.process.pid)
-        if len(workers) == count and request(server.port, "GET", "/healthz")[0] == 200:
-            return workers
-        time.sleep(0.1)
-    pytest.fail(f"not {count} workers: {workers}\n{server.log()}")
 
 
 def test_workers_share_the_port_and_stop_together(database_url, api_database_url, tmp_path):

@@ -5,12 +5,12 @@ import asyncio
 import os
 import signal
 import time
+import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..api.test_serve import children, live_workers
-from ..processes import Server, request, served_env
+from ..processes import Server, children, live_workers, request, served_env
 from .books import purchase_load, reconcile, retry_with_same_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
@@ -19,8 +19,6 @@ INITIAL = 1_000_000
 
 
 def metric_samples(port: int, name: str) -> list:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
