@@ -12,6 +12,7 @@ at exit, and /metrics, whichever worker answers it, sums them all.
 """
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -80,7 +81,7 @@ class Application(BaseApplication):
                      else f"{self.settings.host}:{self.settings.port}"],
             "workers": self.settings.workers,
             "worker_class": Worker,
-            "graceful_timeout": self.settings.shutdown_timeout + GRACEFUL_MARGIN_SECONDS,
+            "graceful_timeout": math.ceil(self.settings.shutdown_timeout) + GRACEFUL_MARGIN_SECONDS,
             "logger_class": Logger,
             "proc_name": "ticket-allocation",
             # gunicorn's runtime-control socket (in ~/.gunicorn): nothing here uses it.
