@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 
-# ---- builder: build the project into a self-contained virtualenv ----------
+# ---- builder: build the wheel, install it into a self-contained virtualenv --
 FROM python:3.12-slim AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -11,11 +11,15 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:$PATH"
 
-# Only what the package build needs. Runtime deps only: no extras
+# Only what the package build needs: the wheel carries service/, sql/,
+# migrations/ and the OpenAPI document. Runtime deps only: no extras
 # (`embedded` is for running without DATABASE_URL, `test` is dev-only).
 COPY pyproject.toml README.md ./
 COPY service/ ./service/
-RUN pip install --no-cache-dir .
+COPY sql/ ./sql/
+COPY migrations/ ./migrations/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && pip install --no-cache-dir /wheels/*.whl
 
 # ---- runtime ----------------------------------------------------------------
 FROM python:3.12-slim AS runtime
@@ -23,22 +27,15 @@ FROM python:3.12-slim AS runtime
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONPATH=/app \
     HOST=0.0.0.0 \
     PORT=3000
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /app app
 
+# The installed wheel is the whole application: no sources are copied here.
 COPY --from=builder /opt/venv /opt/venv
-
-# The code finds sql/ and migrations/ next to service/ (the repo-root layout),
-# so keep that layout under /app and run from there.
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY service/ ./service/
-COPY sql/ ./sql/
-COPY migrations/ ./migrations/
 
 # Numeric so Kubernetes runAsNonRoot and the host can resolve it.
 USER 10001:10001

@@ -4,13 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: run test migrate psql clean bench
+.PHONY: run test test-fast migrate psql clean bench
 
 run: $(STAMP)  ## serve the API on http://127.0.0.1:3000 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/python -m service serve
 
 test: $(STAMP)  ## run the whole test suite (embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the inner loop: the tests marked neither slow, process nor browser (see pyproject.toml)
+	$(BIN)/python -m pytest -m "not slow and not process and not browser" $(PYTEST_ARGS)
 
 migrate: $(STAMP)  ## apply migrations and re-create the sql/ functions
 	$(BIN)/python -m service migrate

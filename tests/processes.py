@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -38,12 +39,13 @@ def request(port, method, path, payload=None, headers=None):
 
 
 class Server:
-    def __init__(self, env: dict, log_path):
+    def __init__(self, env: dict, log_path, command=(sys.executable, "-m", "service"), cwd=PROJECT_ROOT):
+        """`command serve` (the checkout's code unless told otherwise), listening on a free port."""
         self.port = free_port()
         self.log_path = log_path
         env = {**env, "PORT": str(self.port)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"], cwd=PROJECT_ROOT, env=env,
+            [*command, "serve"], cwd=cwd, env=env,
             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"),
         )
         deadline = time.monotonic() + 90
@@ -84,3 +86,26 @@ def served_env(database_url, api_database_url, **extra) -> dict:
         **base_env(), "DATABASE_URL": api_database_url, "ADMIN_DATABASE_URL": admin_url_of(api_database_url),
         "MIGRATE_DATABASE_URL": database_url, **extra,
     }
+
+
+def children(pid: int) -> list[int]:
+    """The pids of `pid`'s live child processes (a server's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":  # a zombie is a worker that died, not yet reaped
+            found.append(int(stat.parent.name))
+    return found
+
+
+def live_workers(server: Server, count: int) -> list[int]:
+    """The server's worker pids, once there are `count` of them serving (bounded wait)."""
+    for _ in range(100):
+        workers = children(server.process.pid)
+        if len(workers) == count and request(server.port, "GET", "/healthz")[0] == 200:
+            return workers
+        time.sleep(0.1)
+    pytest.fail(f"not {count} workers: {workers}\n{server.log()}")

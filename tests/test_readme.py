@@ -3,6 +3,8 @@
 import re
 import subprocess
 
+import pytest
+
 from service import embedded
 from service.config import PROJECT_ROOT
 
@@ -29,6 +31,7 @@ def expected_outputs(block: str) -> list[re.Pattern]:
     return [re.compile(".*?".join(re.escape(part) for part in text.split("…"))) for text in shown]
 
 
+@pytest.mark.process
 def test_curl_examples(database_url, api_database_url, tmp_path):
     block = code_block("sh", "option=$(curl")
     server = Server(served_env(database_url, api_database_url), tmp_path / "server.log")

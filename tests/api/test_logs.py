@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+import pytest
 from aiohttp import web
 
 from service.config import PROJECT_ROOT
@@ -28,6 +29,7 @@ def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict]:
         return error.code, dict(error.headers)
 
 
+@pytest.mark.process
 def test_every_line_is_json_with_one_line_per_request_and_no_password(database_url, api_database_url, tmp_path):
     password = urlsplit(api_database_url).password
     server = Server(served_env(database_url, api_database_url, WORKERS="1"), tmp_path / "server.log")
@@ -58,6 +60,7 @@ def test_every_line_is_json_with_one_line_per_request_and_no_password(database_u
     assert all(r["remote"] == "127.0.0.1" and r["duration_ms"] >= 0 for r in requests)
 
 
+@pytest.mark.process
 def test_text_format_for_humans(database_url, api_database_url, tmp_path):
     server = Server(served_env(database_url, api_database_url, WORKERS="1", LOG_FORMAT="text"), tmp_path / "server.log")
     try:

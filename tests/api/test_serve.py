@@ -1,12 +1,18 @@
 """`python -m service serve` as a user runs it: start, serve, stop on SIGTERM."""
 
 import json
-import os
-import signal
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..processes import Server, base_env, request, served_env
+import pytest
+
+from service.config import PROJECT_ROOT
+
+from ..processes import Server, base_env, children, live_workers, request, served_env
+
+pytestmark = pytest.mark.process
 
 
 def test_serves_with_database_url_and_never_logs_the_password(database_url, api_database_url, tmp_path):
@@ -39,6 +45,7 @@ def test_serving_as_a_role_that_can_write_tables_is_warned_about(database_url, t
     assert "can write the tables directly" in server.log()
 
 
+@pytest.mark.slow
 def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
     pgdata = tmp_path / "pgdata"
     env = {**base_env(), "EMBEDDED_PGDATA": str(pgdata)}
@@ -62,24 +69,11 @@ def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
     assert not (pgdata / "postmaster.pid").exists()
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def test_workers_share_the_port_and_stop_together(database_url, api_database_url, tmp_path):
     env = served_env(database_url, api_database_url, WORKERS="2", ADMIN_TOKEN="t0ken")
     server = Server(env, tmp_path / "server.log")
     try:
-        workers = children(server.process.pid)
-        assert len(workers) == 2
+        workers = live_workers(server, 2)
         status, _ = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 50})
         assert status == 401
         status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 50},
@@ -94,10 +88,24 @@ def test_workers_share_the_port_and_stop_together(database_url, api_database_url
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_a_dying_worker_stops_the_service_with_an_error(database_url, api_database_url, tmp_path):
-    server = Server(served_env(database_url, api_database_url, WORKERS="2"), tmp_path / "server.log")
-    workers = children(server.process.pid)
-    os.kill(workers[0], signal.SIGKILL)
-    assert server.process.wait(timeout=60) == 1
-    assert "exited unexpectedly" in server.log()
-    assert not Path(f"/proc/{workers[1]}").exists() or Path(f"/proc/{workers[1]}/stat").read_text().split()[2] == "Z"
+def test_a_taken_port_fails_at_once_with_a_clear_message(database_url, api_database_url, tmp_path):
+    server = Server(served_env(database_url, api_database_url, WORKERS="1"), tmp_path / "server.log")
+    try:
+        env = {**served_env(database_url, api_database_url), "PORT": str(server.port)}
+        result = subprocess.run([sys.executable, "-m", "service", "serve", "--no-migrate"], cwd=PROJECT_ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        assert server.stop() == 0
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use; set PORT" in result.stderr
+    assert "Retrying" not in result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_its_message(database_url, api_database_url):
+    """Not started again and again: gunicorn would, for any exit but its boot-error code."""
+    env = served_env(database_url, api_database_url, WORKERS="2", DB_LOCK_TIMEOUT="bogus")
+    result = subprocess.run([sys.executable, "-m", "service", "serve", "--no-migrate"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "a database setting of the service is invalid: invalid value for parameter" in result.stderr
+    assert "Worker failed to boot" in result.stderr

@@ -17,10 +17,10 @@ from service.app import create_app
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
-)
+)]
 
 CHROMIUM_FLAGS = (
     "--headless",

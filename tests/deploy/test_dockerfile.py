@@ -111,10 +111,17 @@ def test_exposes_3000_and_binds_all_interfaces():
     assert re.search(r"\bHOST=0\.0\.0\.0\b", env), env
 
 
-@pytest.mark.parametrize("path", ["service/", "sql/", "migrations/"])
-def test_final_stage_keeps_repo_layout(path):
+def test_builder_installs_the_wheel_it_builds():
+    runs = " ".join(args for word, args in instructions()[:len(instructions()) - len(final_stage())] if word == "RUN")
+    assert re.search(r"pip wheel .*--wheel-dir /wheels", runs), runs
+    assert re.search(r"pip install [^&]*/wheels/\*\.whl", runs), runs
+
+
+def test_final_stage_holds_the_installed_wheel_and_no_sources():
     copies = [args for word, args in final_stage() if word == "COPY"]
-    assert any(args.split()[0] == path and "--from" not in args for args in copies), copies
+    assert copies == ["--from=builder /opt/venv /opt/venv"], copies
+    env = " ".join(args for word, args in final_stage() if word == "ENV")
+    assert "PYTHONPATH" not in env, env
 
 
 def test_healthcheck_asks_readyz():

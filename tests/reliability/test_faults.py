@@ -12,8 +12,12 @@ import struct
 import time
 import uuid
 
+import pytest
+
 from ..processes import Server, request, served_env
 from .books import Attempt, purchase_load, reconcile, retry_with_same_keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 INITIAL = 1_000_000
 

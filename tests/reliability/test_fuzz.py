@@ -21,6 +21,8 @@ from schemathesis.checks import (
 
 from ..processes import Server, request, served_env
 
+pytestmark = [pytest.mark.slow, pytest.mark.process]
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

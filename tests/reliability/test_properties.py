@@ -4,6 +4,7 @@ import uuid
 
 import hypothesis.strategies as st
 import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule, run_state_machine_as_test
 
@@ -84,6 +85,7 @@ def books_machine(owner_url: str, api_url: str):
     return Books
 
 
+@pytest.mark.slow
 def test_random_sequences_keep_the_books_balanced(database_url, api_database_url):
     run_state_machine_as_test(
         books_machine(database_url, api_database_url),

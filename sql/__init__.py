@@ -1,0 +1,1 @@
+"""sql/ ships inside the package as service.sql (see pyproject.toml); its files are data, read with importlib.resources."""
