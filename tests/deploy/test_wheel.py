@@ -11,7 +11,7 @@ import pytest
 
 from service.config import PROJECT_ROOT
 
-from ..conftest import api_url
+from ..conftest import admin_url, api_url
 from ..processes import Server, base_env, request
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
@@ -52,7 +52,8 @@ def test_the_installed_wheel_migrates_serves_and_sells(installed, server_url, em
     env = {
         # Nothing of the checkout: not its folder, not its packages.
         **{k: v for k, v in base_env().items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
-        "DATABASE_URL": api_url(server_url, database), "MIGRATE_DATABASE_URL": empty_database_url, "WORKERS": "1",
+        "DATABASE_URL": api_url(server_url, database), "ADMIN_DATABASE_URL": admin_url(server_url, database),
+        "MIGRATE_DATABASE_URL": empty_database_url, "WORKERS": "1",
     }
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
