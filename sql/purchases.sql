@@ -165,10 +165,14 @@ BEGIN
         HAVING count(*) > 0;
     END IF;
 
+    -- One primary-key lookup per request, never a join of the receipts view
+    -- against the requests: joined, its ticket_ids (a subquery per purchase)
+    -- is computed below the join, so a hash join (what a cached generic plan
+    -- picks for a set of unknown size) ran it for EVERY purchase of the table.
+    -- A scalar subquery is run per output row, with equality on the key.
     RETURN QUERY
-        SELECT o, refusals[o], r
+        SELECT o, refusals[o], (SELECT r FROM purchase_receipts r WHERE r.id = purchase_ids[o])
         FROM generate_series(1, requests) AS o
-        LEFT JOIN purchase_receipts r ON r.id = purchase_ids[o]
         ORDER BY o;
 END;
 $$;
@@ -262,14 +266,29 @@ BEGIN
         p_before_created_at := 'infinity';
         p_before_id := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
     END IF;
-    RETURN QUERY
-        SELECT r.*
-        FROM purchase_receipts r
-        WHERE r.ticket_option_id = p_ticket_option_id
-          AND (p_user_id IS NULL OR r.user_id = p_user_id)
-          AND (r.created_at, r.id) < (p_before_created_at, p_before_id)
-        ORDER BY r.created_at DESC, r.id DESC
-        LIMIT p_limit;
+    -- One statement per shape of the filter, never `p_user_id IS NULL OR ...`:
+    -- PL/pgSQL caches one plan per statement, and a generic plan made for
+    -- one shape (all users) would serve the other (one user) by reading the
+    -- whole option. Each statement below walks the index that matches it,
+    -- in the order of its ORDER BY, and stops after p_limit rows.
+    IF p_user_id IS NULL THEN
+        RETURN QUERY
+            SELECT r.*
+            FROM purchase_receipts r
+            WHERE r.ticket_option_id = p_ticket_option_id
+              AND (r.created_at, r.id) < (p_before_created_at, p_before_id)
+            ORDER BY r.created_at DESC, r.id DESC
+            LIMIT p_limit;
+    ELSE
+        RETURN QUERY
+            SELECT r.*
+            FROM purchase_receipts r
+            WHERE r.ticket_option_id = p_ticket_option_id
+              AND r.user_id = p_user_id
+              AND (r.created_at, r.id) < (p_before_created_at, p_before_id)
+            ORDER BY r.created_at DESC, r.id DESC
+            LIMIT p_limit;
+    END IF;
 END;
 $$;
 

@@ -1,0 +1,44 @@
+"""Databases with a large sales history, in the three states of statistics a planner can face."""
+
+import os
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import create_database, drop_database, owner_url
+
+from .history import GROWTH_SQL, HISTORY_SQL
+
+
+def copy_database(server_url: str, name: str, template: str) -> None:
+    # FILE_COPY: copying a few hundred MB through the WAL would take longer.
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)))
+
+
+def run_script(url: str, script: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(script)
+
+
+@pytest.fixture(scope="session")
+def history_databases(server_url, template_database):
+    """{state: database name}, each holding the history of tests/sql/history.py:
+    'never_analysed' (no statistics at all), 'analysed' (fresh statistics) and
+    'stale' (analysed, then grown by a new hot option the statistics know nothing of).
+    The tests add to them, as callers of the API would."""
+    prefix = f"ticket_allocation_history_{os.getpid()}"
+    names = {state: f"{prefix}_{state}" for state in ("never_analysed", "analysed", "stale")}
+    for name in names.values():
+        drop_database(server_url, name)
+    create_database(server_url, names["never_analysed"], template=template_database)
+    run_script(owner_url(server_url, names["never_analysed"]), HISTORY_SQL)
+    copy_database(server_url, names["analysed"], names["never_analysed"])
+    run_script(owner_url(server_url, names["analysed"]), "ANALYZE")
+    copy_database(server_url, names["stale"], names["analysed"])
+    run_script(owner_url(server_url, names["stale"]), GROWTH_SQL)
+    yield names
+    for name in names.values():
+        drop_database(server_url, name)
