@@ -20,6 +20,7 @@ DATABASE_SETTINGS = web.AppKey("database_settings", dict)
 
 # Expired idempotency keys are already ignored; purging only bounds the table.
 PURGE_INTERVAL_SECONDS = 600
+PURGE_CHUNK = 10_000  # what purge_expired_idempotency_keys() deletes at most per call
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,22 @@ async def purge_expired_idempotency_keys(pool: asyncpg.Pool, stopping: asyncio.E
             await asyncio.wait_for(stopping.wait(), timeout=PURGE_INTERVAL_SECONDS)
             return
         try:
-            purged = await pool.fetchval("SELECT purge_expired_idempotency_keys()")
+            purged = await purge_backlog(pool, stopping)
             if purged:
                 log.info("purged %d expired idempotency keys", purged)
         except (asyncpg.PostgresError, OSError) as error:
             log.warning("could not purge expired idempotency keys (will retry): %s", error)
+
+
+async def purge_backlog(pool: asyncpg.Pool, stopping: asyncio.Event | None = None) -> int:
+    """Every expired key, in the SQL function's bounded chunks (one transaction each)."""
+    total = 0
+    while stopping is None or not stopping.is_set():
+        purged = await pool.fetchval("SELECT purge_expired_idempotency_keys()")
+        total += purged
+        if purged < PURGE_CHUNK:
+            break
+    return total
 
 
 async def call(request: web.Request, query: str, *args) -> asyncpg.Record:

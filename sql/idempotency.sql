@@ -83,13 +83,31 @@ AS $$
 $$;
 
 -- purge_expired_idempotency_keys() RETURNS integer
--- Deletes expired keys (they are already ignored) and returns how many.
+-- Deletes at most 10,000 expired keys (they are already ignored), oldest
+-- first, and returns how many. Call it again, each call in its own
+-- transaction, until it returns less than 10,000: a backlog of millions is
+-- purged in bounded steps, none near statement_timeout, each holding its
+-- locks briefly. The keys are picked through the expires_at index and
+-- deleted by primary key (= ANY of an array: no join whose plan could scan
+-- the table); SKIP LOCKED lets two purgers share a backlog.
+-- Errors: none.
 CREATE OR REPLACE FUNCTION purge_expired_idempotency_keys()
 RETURNS integer
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
-    WITH purged AS (DELETE FROM idempotency_keys WHERE expires_at <= now() RETURNING 1)
+    WITH purged AS (
+        DELETE FROM idempotency_keys
+        WHERE key = ANY (ARRAY(
+            SELECT key FROM idempotency_keys
+            WHERE expires_at <= now()
+            ORDER BY expires_at
+            LIMIT 10000
+            FOR UPDATE SKIP LOCKED))
+          AND expires_at <= now()
+        RETURNING 1)
     SELECT count(*)::integer FROM purged
 $$;

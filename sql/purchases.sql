@@ -31,6 +31,8 @@ RETURNS SETOF purchase_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     requests constant integer := coalesce(cardinality(p_user_ids), 0);
@@ -199,6 +201,8 @@ RETURNS purchase_receipts
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     outcome purchase_outcome;
@@ -221,6 +225,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     receipt purchase_receipts;
@@ -252,6 +258,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 500 THEN
@@ -302,6 +310,8 @@ RETURNS purchase_receipts
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     option_id uuid;

@@ -19,6 +19,8 @@ RETURNS ticket_options
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
@@ -74,6 +76,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = public, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     found_option ticket_options;
