@@ -37,7 +37,10 @@ async def pool_context(app: web.Application):
     async with pool:
         await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
-        app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT])
+        from .metrics import METRICS  # here: metrics imports this module
+
+        metrics = app.get(METRICS)
+        app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT], metrics.purchase_batch_sent if metrics else None)
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(pool, stopping))
         yield

@@ -77,8 +77,9 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "57P02": DATABASE_UNAVAILABLE,  # crash_shutdown
     "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now
 }
-# Whole classes: 08 = connection exception.
-SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE}
+# Whole classes: 08 = connection exception; 53 = insufficient resources
+# (53200 out of shared memory: the lock table; 53100 disk full; 53300 above).
+SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE, "53": DATABASE_UNAVAILABLE}
 
 RETRY_AFTER_SECONDS = "1"
 

@@ -1,11 +1,12 @@
 """Routes: each maps a request to one SQL function call (see sql/)."""
 
+import asyncpg
 from aiohttp import web
 
 from .auth import require_admin
-from .coalescing import Refused
+from .coalescing import Overloaded, Refused
 from .db import PURCHASES, call, call_many
-from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
+from .errors import DATABASE_UNAVAILABLE, PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND, Problem
 from .inputs import Field, path_uuid, read_json_object, read_query
 from .metrics import METRICS
 from .openapi import OPENAPI_JSON
@@ -93,6 +94,13 @@ async def purchase_tickets(request: web.Request) -> web.Response:
     except Refused as refusal:
         request.app[METRICS].purchase_refused(refusal.sqlstate)
         raise
+    except asyncpg.PostgresError as error:
+        if (error.sqlstate or "").startswith("TA"):  # refused for the whole batch (e.g. unknown option)
+            request.app[METRICS].purchase_refused(error.sqlstate)
+        raise
+    except Overloaded as overloaded:
+        request.app[METRICS].purchase_shed()
+        raise Problem(DATABASE_UNAVAILABLE, f"{overloaded}; retry shortly. Nothing was changed.") from None
     request.app[METRICS].purchased(body["quantity"])
     purchase = purchase_json(receipt)
     location = request.app.router["purchase"].url_for(id=purchase["id"])
