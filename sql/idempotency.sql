@@ -19,6 +19,8 @@ AS $$
 $$;
 
 -- claim_idempotency_key(p_key text, p_request jsonb, OUT refused refusal, OUT earlier idempotency_keys)
+-- (Two composite OUT parameters, which plpgsql_check's extra warnings flag:
+-- the caller reads both, as claim.refused and claim.earlier.)
 -- Takes the key for this transaction. `earlier` is the key's unexpired
 -- outcome for the same request, if any (else a row of nulls). `refused`,
 -- when not null, says why the request must be refused:

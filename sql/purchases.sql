@@ -38,13 +38,13 @@ DECLARE
     requests constant integer := coalesce(cardinality(p_user_ids), 0);
     locked ticket_options;
     remaining integer;
-    refusals refusal[] := '{}';        -- by ordinal; null when the request is answered by a purchase
-    purchase_ids uuid[] := '{}';       -- by ordinal: the purchase answering it, new or earlier
-    repeats integer[] := '{}';         -- by ordinal: the earlier ordinal with the same key and request
-    buying integer[] := '{}';          -- ordinals that buy now
-    undecided integer := 0;            -- requests left to decide under the lock
-    requests_by_key jsonb := '{}';     -- key -> {"ordinal", "request"} of its first use in this batch
-    held_by_user jsonb := '{}';        -- user -> tickets held in active purchases, this batch included
+    refusals refusal[] := '{}'::refusal[]; -- by ordinal; null when the request is answered by a purchase
+    purchase_ids uuid[] := '{}'::uuid[];   -- by ordinal: the purchase answering it, new or earlier
+    repeats integer[] := '{}'::integer[];  -- by ordinal: the earlier ordinal with the same key and request
+    buying integer[] := '{}'::integer[];   -- ordinals that buy now
+    undecided integer := 0;                -- requests left to decide under the lock
+    requests_by_key jsonb := '{}'::jsonb;  -- key -> {"ordinal", "request"} of its first use in this batch
+    held_by_user jsonb := '{}'::jsonb;     -- user -> tickets held in active purchases, this batch included
     claim record;
     first_use jsonb;
     request jsonb;
@@ -118,13 +118,13 @@ BEGIN
         IF remaining < wanted THEN
             refusals[i] := ROW('TA003',
                 format('not enough tickets left: %s requested, %s remaining', wanted, remaining),
-                format('remaining: %s', remaining), 'Ask for at most the remaining number of tickets.', NULL);
+                format('remaining: %s', remaining), 'Ask for at most the remaining number of tickets.', NULL)::refusal;
             CONTINUE;
         END IF;
         IF locked.max_per_user IS NOT NULL THEN
             held := (held_by_user ->> buyer::text)::integer;
             IF held IS NULL THEN
-                SELECT coalesce(sum(p.quantity), 0) INTO held
+                SELECT coalesce(sum(p.quantity), 0)::integer INTO held
                 FROM purchases p
                 WHERE p.ticket_option_id = p_ticket_option_id AND p.user_id = buyer
                   AND p.status = 'active';
@@ -134,7 +134,7 @@ BEGIN
                     format('user %s may hold at most %s tickets of this option and holds %s; %s more would exceed it',
                            buyer, locked.max_per_user, held, wanted),
                     format('max_per_user: %s, held: %s', locked.max_per_user, held),
-                    'Ask for fewer tickets; cancelled purchases do not count.', NULL);
+                    'Ask for fewer tickets; cancelled purchases do not count.', NULL)::refusal;
                 CONTINUE;
             END IF;
             held_by_user := held_by_user || jsonb_build_object(buyer::text, held + wanted);

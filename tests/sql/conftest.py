@@ -11,6 +11,21 @@ from tests.conftest import create_database, drop_database, owner_url
 from .history import NO_AUTOVACUUM_SQL, history_sql
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "plpgsql_check: needs a server with plpgsql_check; runs only with REQUIRE_PLPGSQL_CHECK=1 (.ci/run)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without REQUIRE_PLPGSQL_CHECK=1 the lint is deselected (reported as such), never skipped."""
+    if os.environ.get("REQUIRE_PLPGSQL_CHECK") == "1":
+        return
+    lint = [item for item in items if item.get_closest_marker("plpgsql_check")]
+    if lint:
+        config.hook.pytest_deselected(items=lint)
+        items[:] = [item for item in items if not item.get_closest_marker("plpgsql_check")]
+
+
 def copy_database(server_url: str, name: str, template: str) -> None:
     # FILE_COPY: copying a few hundred MB through the WAL would take longer.
     with psycopg.connect(server_url, autocommit=True) as conn:
