@@ -61,7 +61,24 @@ def create_template(databases, name: str, purchases: int, options: int) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(history_sql(purchases, options))
         conn.execute("VACUUM ANALYZE")
+    databases.admin("CHECKPOINT")  # the load's dirty pages written now, not during the measurements
     return database
+
+
+GROWING = ("purchases", "tickets", "idempotency_keys")
+
+
+def table_reads(url: str) -> dict:
+    """Sequential scans and rows read (heap and index) so far on the tables that grow with sales.
+    The service's backends flush their counters about once a second under load (up to 10 s when
+    idle), so a window's difference is its reads within about a second."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("""
+            SELECT coalesce(sum(t.seq_scan), 0), coalesce(sum(t.seq_tup_read + coalesce(t.idx_tup_fetch, 0)), 0)
+                   + (SELECT coalesce(sum(i.idx_tup_read), 0) FROM pg_stat_user_indexes i
+                      WHERE i.relname = ANY(%(tables)s))
+            FROM pg_stat_user_tables t WHERE t.relname = ANY(%(tables)s)""", {"tables": list(GROWING)}).fetchone()
+    return {"seq_scans": int(row[0]), "rows_read": int(row[1])}
 
 
 def read_paths(url: str, hot_option: str, path: Path) -> None:

@@ -721,6 +721,19 @@ def wrk_summary(result: dict) -> dict:
         "5xx": result["status"]["5xx"], "2xx": result["status"]["2xx"]}
 
 
+def measured(db_url: str, run) -> dict:
+    """run()'s wrk summary, with the sequential scans and rows read per request on the growing tables."""
+    from bench import history
+
+    before = history.table_reads(db_url)
+    result = wrk_summary(run())
+    time.sleep(1.5)  # the service's last counters reach the shared statistics
+    after = history.table_reads(db_url)
+    result["seq_scans"] = after["seq_scans"] - before["seq_scans"]
+    result["rows_read_per_request"] = (after["rows_read"] - before["rows_read"]) / max(result["requests"], 1)
+    return result
+
+
 def run_history(wrk: str, databases: "Databases", options_file: Path, work: Path, quick: bool) -> dict:
     from bench import history
 
@@ -736,17 +749,19 @@ def run_history(wrk: str, databases: "Databases", options_file: Path, work: Path
         history.read_paths(db_url, hot, work / f"paths-{label}")
         service = Service(db_url, work / f"service-history-{label}.log")
         try:
-            point = {"hot": wrk_summary(run_wrk(wrk, service, "hot", history.HOT_CONCURRENCY, duration,
-                                                 options_file, work))}
+            point = {"hot": measured(db_url, lambda: run_wrk(
+                wrk, service, "hot", history.HOT_CONCURRENCY, duration, options_file, work))}
             for what in ("purchases", "lists"):
-                point[what] = wrk_summary(run_wrk(wrk, service, "paths", history.READ_CONCURRENCY, duration,
-                                                  (work / f"paths-{label}").with_suffix(f".{what}"), work))
+                paths = (work / f"paths-{label}").with_suffix(f".{what}")
+                point[what] = measured(db_url, lambda paths=paths: run_wrk(
+                    wrk, service, "paths", history.READ_CONCURRENCY, duration, paths, work))
             if label == "large":
                 for n in range(windows):
-                    result = wrk_summary(run_wrk(wrk, service, "hot", history.HOT_CONCURRENCY, window,
-                                                 options_file, work))
+                    result = measured(db_url, lambda: run_wrk(
+                        wrk, service, "hot", history.HOT_CONCURRENCY, window, options_file, work))
                     log(f"history: sustained window {n + 1}/{windows}: {result['rps']:.0f} req/s, "
-                        f"p99 {result['p99_ms']:.1f} ms")
+                        f"p99 {result['p99_ms']:.1f} ms, {result['seq_scans']} seq scans, "
+                        f"{result['rows_read_per_request']:.1f} rows read per request")
                     results["sustained"].append(result)
         finally:
             service.stop()
@@ -779,19 +794,27 @@ def history_markdown(history: dict) -> list[str]:
         "hot option at 64 connections; GET purchase and user list (`?user_id=…&limit=10` on the hot option) "
         "at 32, over 1,000 random ids / users.",
         "",
-        "| point | small req/s | small p99 | large req/s | large p99 | large ÷ small | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "Rows read = heap and index rows read on purchases, tickets and idempotency_keys per request "
+        "(pg_stat_user_tables/indexes differences; they must not grow with the history); seq = sequential scans.",
+        "",
+        "| point | small req/s | small p99 | small rows read | large req/s | large p99 | large rows read | "
+        "seq | large ÷ small | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key, name, target in (("hot", "hot @ 64", ">= 0.9"), ("purchases", "GET /purchases/{id} @ 32", ">= 0.9"),
                               ("lists", "user-filtered list @ 32", ">= 0.9")):
         lines.append(f"| {name} | {fmt(small[key]['rps'])} | {fmt(small[key]['p99_ms'], 1)} | "
+                     f"{fmt(small[key]['rows_read_per_request'], 1)} | "
                      f"{fmt(large[key]['rps'])} | {fmt(large[key]['p99_ms'], 1)} | "
+                     f"{fmt(large[key]['rows_read_per_request'], 1)} | {small[key]['seq_scans'] + large[key]['seq_scans']} | "
                      f"{fmt(large[key]['rps'] / small[key]['rps'], 2)} | {target} |")
     lines += ["", "Sustained hot run on the large database (64 connections, consecutive windows, one service):", "",
-              "| window | req/s | p99 ms | 5xx | ÷ first |", "|---:|---:|---:|---:|---:|"]
+              "| window | req/s | p99 ms | 5xx | rows read per request | seq scans | ÷ first |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
     first = history["sustained"][0]["rps"]
     for n, w in enumerate(history["sustained"], 1):
-        lines.append(f"| {n} | {fmt(w['rps'])} | {fmt(w['p99_ms'], 1)} | {fmt(w['5xx'])} | {fmt(w['rps'] / first, 2)} |")
+        lines.append(f"| {n} | {fmt(w['rps'])} | {fmt(w['p99_ms'], 1)} | {fmt(w['5xx'])} | "
+                     f"{fmt(w['rows_read_per_request'], 1)} | {w['seq_scans']} | {fmt(w['rps'] / first, 2)} |")
     lines += ["", f"Worst window ÷ first: {r['worst_window_vs_first']:.2f} (target >= 0.9); worst p99 "
               f"{r['worst_window_p99_ms']:.1f} ms (target < 50 ms).", "", "![sustained run](sustained.png)", ""]
     return lines
