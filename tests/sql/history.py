@@ -27,7 +27,7 @@ def history_sql(first: int = 1, last: int = PURCHASES) -> str:
     purchase = "md5('purchase' || i)::uuid"
     return f"""
 SET synchronous_commit = off;
-INSERT INTO ticket_options (id, name, allocation, total, max_per_user)
+INSERT INTO ticket_options (id, name, remaining, total, max_per_user)
 SELECT md5('option' || o)::uuid, 'Option ' || o, 10000000, 10000000,
        CASE WHEN o % 2 = 0 THEN 1000000 END  -- the hot option has a per-user limit
 FROM generate_series(0, {OPTIONS - 1}) AS o
@@ -49,8 +49,8 @@ FROM generate_series({first}, {last}) AS i
 JOIN purchases p ON p.id = {purchase}, generate_series(1, p.quantity);
 
 -- A key for every fourth purchase; one in sixty of them expired (a purge's backlog).
-INSERT INTO idempotency_keys (key, request, purchase_id, created_at, expires_at)
-SELECT 'key-' || i,
+INSERT INTO idempotency_keys (scope, key, request, purchase_id, created_at, expires_at)
+SELECT format('|purchase|%s|%s', p.ticket_option_id, p.user_id), 'key-' || i,
        jsonb_build_object('purchase_tickets', jsonb_build_object(
            'ticket_option_id', p.ticket_option_id, 'user_id', p.user_id, 'quantity', p.quantity)),
        p.id, p.created_at,
@@ -60,7 +60,7 @@ JOIN purchases p ON p.id = {purchase}
 WHERE i % 4 = 1;
 
 UPDATE ticket_options o
-SET sold = a.quantity, allocation = o.total - a.quantity
+SET sold = a.quantity, remaining = o.total - a.quantity
 FROM (SELECT ticket_option_id, sum(quantity)::integer AS quantity FROM purchases
       WHERE status = 'active' GROUP BY ticket_option_id) a
 WHERE a.ticket_option_id = o.id;

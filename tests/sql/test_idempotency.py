@@ -141,15 +141,15 @@ async def test_a_large_backlog_of_expired_keys_is_purged_in_bounded_chunks(datab
         async with pool.acquire() as conn:
             option_id = await create_option(conn, 10)
             await conn.execute(
-                """INSERT INTO idempotency_keys (key, request, ticket_option_id, created_at, expires_at)
-                   SELECT 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
+                """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
+                   SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
                    FROM generate_series(1, 25000) AS i""", option_id)
             await conn.execute("SET statement_timeout = '20s'")
             chunks = [await conn.fetchval("SELECT purge_expired_idempotency_keys()") for _ in range(3)]
             assert chunks == [10_000, 10_000, 5_000]
             await conn.execute(
-                """INSERT INTO idempotency_keys (key, request, ticket_option_id, created_at, expires_at)
-                   SELECT 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
+                """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
+                   SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
                    FROM generate_series(1, 25000) AS i""", option_id)
         # The server's purge loops over the chunks until the backlog is gone.
         assert await db.purge_backlog(pool) == 25_000

@@ -30,7 +30,7 @@ SELECT p.proname, c.lineno, c.level, c.message, c.detail
 FROM pg_proc p,
      plpgsql_check_function_tb(p.oid, performance_warnings := true, extra_warnings := true,
                                security_warnings := true) AS c
-WHERE p.pronamespace = 'public'::regnamespace
+WHERE p.pronamespace IN ('api'::regnamespace, 'ticket_allocation'::regnamespace)
   AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
 ORDER BY p.proname, c.lineno
 """
