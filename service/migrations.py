@@ -5,6 +5,7 @@ import logging
 from yoyo import get_backend, read_migrations
 
 from .config import PROJECT_ROOT
+from .failover import primary_url
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
@@ -26,7 +27,7 @@ def migrate(database_url: str) -> list[str]:
     Unlike `yoyo apply`, the post-apply step runs even when nothing was pending,
     so an edited function in sql/ is updated by the next migrate.
     """
-    backend = get_backend(yoyo_url(database_url))
+    backend = get_backend(yoyo_url(primary_url(database_url)))  # yoyo takes one host: the primary
     migrations = read_migrations(str(MIGRATIONS_DIR))
     try:
         with backend.lock():
