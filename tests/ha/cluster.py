@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's: pg_autoctl calls pg_ctl, initdb, pg_basebackup by name
 INSTALL_HINT = (
@@ -167,7 +168,7 @@ class Cluster:
     def _create_node(self, node: Node) -> None:
         self.run("create", "postgres", "--pgdata", str(node.pgdata), "--pgport", str(node.port),
                  "--name", node.name, "--hostname", "127.0.0.1", "--listen", "127.0.0.1",
-                 "--dbname", DATABASE, "--monitor", self.monitor_url(), "--auth", "trust", "--no-ssl",
+                 "--monitor", self.monitor_url(), "--auth", "trust", "--no-ssl",
                  timeout=300)
         self._tune_postgres(node)
         # Local trial and test cluster on 127.0.0.1 only: trust, so the service's roles need no password here.
@@ -238,11 +239,15 @@ class Cluster:
         hosts = ",".join(node.address for node in self.nodes)
         return f"postgresql://{credentials}@{hosts}/{DATABASE}?target_session_attrs=read-write"
 
-    def setup_roles(self, roles_sql: str) -> None:
-        primary = self.primary()
-        with psycopg.connect(self.admin_url(primary), autocommit=True) as conn:
+    def setup_roles(self, roles_sql: str, password: str) -> None:
+        """The service's roles (sql/server/roles.sql) with `password`, and their database. Not pg_autoctl's
+        --dbname: it installs pg_stat_statements there, which the owner's REVOKEs (sql/privileges.sql) cannot touch."""
+        with psycopg.connect(self.admin_url(self.primary(), "postgres"), autocommit=True) as conn:
             conn.execute(roles_sql)
-            conn.execute(f"ALTER DATABASE {DATABASE} OWNER TO ticket_allocation_owner")
+            for role in ("ticket_allocation_owner", "ticket_allocation_api"):
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            if not conn.execute("SELECT FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
+                conn.execute(f"CREATE DATABASE {DATABASE} OWNER ticket_allocation_owner")
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -260,6 +265,9 @@ class Cluster:
 
     def freeze(self, node: Node) -> None:
         self.signal_tree(node, signal.SIGSTOP)
+
+    def thaw(self, node: Node) -> None:
+        self.signal_tree(node, signal.SIGCONT)
 
     def kill(self, node: Node) -> None:
         tree = process_tree(node.process.pid)
