@@ -79,6 +79,9 @@ async def check_books(cluster: Cluster, service, load: Load, running: asyncio.Ta
     assert all("Idempotency-Key" in p.detail for p in unknown), {p.detail for p in unknown}
 
     books = reconcile(url, load.option_id, INITIAL, load.purchases)  # nothing acknowledged lost, nothing made up
+    seconds = load.recovered_at(fault_at, checkpoint) - fault_at  # before the retries below overwrite the answers
+    failed = [p.sent_at - fault_at for p in load.purchases if p.status != 201]
+    window = f"sent {min(failed):+.1f} s to {max(failed):+.1f} s from the fault" if failed else "none"
     cut = [p.key for p in load.purchases if p.status != 201]
     await retry_with_same_keys(service.port, load.option_id, load.purchases, cut)
     assert {p.status for p in load.purchases} == {201}, "a cut purchase, retried with its key, was refused"
@@ -87,12 +90,9 @@ async def check_books(cluster: Cluster, service, load: Load, running: asyncio.Ta
     status, ready = request(service.port, "GET", "/readyz")
     assert (status, ready.get("writes_to")) == (200, primary.address), ready
 
-    seconds = load.recovered_at(fault_at, checkpoint) - fault_at
-    failed = sorted(round(p.sent_at - fault_at, 1) for p in load.purchases if p.status != 201 and p.sent_at)
-    print(f"\nDEBUG failures sent at {failed[:5]}..{failed[-5:]}; details {set(p.detail for p in load.purchases if p.status != 201)}")
     print(f"\n{fault}: 201 again {seconds:.1f} s after the fault (now writing to {primary.address}); "
           f"{books.sent} purchases sent, {books.acknowledged} acknowledged, 0 acknowledged lost; "
-          f"{len(cut)} cut or refused 503 ({len(unknown)} with outcome unknown), "
+          f"{len(cut)} cut or refused 503 ({len(unknown)} with outcome unknown; {window}), "
           f"{len(books.committed_without_answer)} of them had committed, each resolved once by its key; "
           f"{len(load.cancels)} cancels, all stored")
 
