@@ -4,10 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: run test migrate psql clean bench
+.PHONY: run run-ha test migrate psql clean bench bench-ha
 
 run: $(STAMP)  ## serve the API on http://127.0.0.1:3000 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/python -m service serve
+
+run-ha: $(STAMP)  ## the HA topology to try: pg_auto_failover monitor + 2 nodes in .ha/, the service on them
+	$(BIN)/python -m tests.ha.run
 
 test: $(STAMP)  ## run the whole test suite (embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
