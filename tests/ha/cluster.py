@@ -124,9 +124,9 @@ class Cluster:
 
     # -- building the cluster ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Creates (first time) and starts the monitor and both nodes; returns when node1 is primary
-        and node2 its synchronous standby."""
+    def start(self, standby: bool = True) -> None:
+        """Creates (first time) and starts the monitor and the nodes; returns when node1 is primary and node2
+        its synchronous standby (or, with standby=False, node1 runs alone: pg_auto_failover's "single")."""
         for folder in ("xdg/config", "xdg/data", "xdg/run"):
             (self.folder / folder).mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder / "xdg" / "run", 0o700)
@@ -138,12 +138,22 @@ class Cluster:
             self._create_monitor()
         self._spawn(self.monitor)
         self._tune_monitor()
-        for node in self.nodes:
-            if not node.pgdata.exists():
-                self._create_node(node)
-            self._spawn(node)
-            self.wait_until(lambda: self._node_joined(node), f"{node.name} to join")
+        self._start_node(self.nodes[0])
+        if standby:
+            self.add_standby()
+        else:
+            self.wait_until(lambda: self._states() == [("single", "single")], "node1 to run alone")
+
+    def add_standby(self) -> None:
+        """Starts node2 (created from the primary the first time); returns when it is the synchronous standby."""
+        self._start_node(self.nodes[1])
         self.wait_until(self.is_healthy, "a primary with its synchronous standby")
+
+    def _start_node(self, node: Node) -> None:
+        if not node.pgdata.exists():
+            self._create_node(node)
+        self._spawn(node)
+        self.wait_until(lambda: self._node_joined(node), f"{node.name} to join")
 
     def _create_monitor(self) -> None:
         self.run("create", "monitor", "--pgdata", str(self.monitor.pgdata), "--pgport", str(self.monitor.port),
@@ -191,10 +201,12 @@ class Cluster:
         row = self.state().get(node.name)
         return row is not None and row["current_group_state"] in ("single", "primary", "secondary", "wait_primary")
 
+    def _states(self) -> list[tuple[str, str]]:
+        return sorted((row["current_group_state"], row["assigned_group_state"]) for row in self.state().values())
+
     def is_healthy(self) -> bool:
         """A primary and a secondary, both where the monitor wants them."""
-        states = sorted((row["current_group_state"], row["assigned_group_state"]) for row in self.state().values())
-        return states == [("primary", "primary"), ("secondary", "secondary")]
+        return self._states() == [("primary", "primary"), ("secondary", "secondary")]
 
     def primary(self) -> Node | None:
         """The node the monitor has as primary (alone or with its standby), if any."""
