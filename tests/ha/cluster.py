@@ -146,6 +146,10 @@ class Cluster:
 
     def add_standby(self) -> None:
         """Starts node2 (created from the primary the first time); returns when it is the synchronous standby."""
+        if not self.nodes[1].pgdata.exists():
+            # pg_basebackup starts with a spread checkpoint: after writes, minutes; after this one, a moment.
+            with psycopg.connect(self.admin_url(self.nodes[0], "postgres"), autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
         self._start_node(self.nodes[1])
         self.wait_until(self.is_healthy, "a primary with its synchronous standby")
 
@@ -154,6 +158,15 @@ class Cluster:
             self._create_node(node)
         self._spawn(node)
         self.wait_until(lambda: self._node_joined(node), f"{node.name} to join")
+        # The monitor has the state pg_autoctl create reported; `run` restarts PostgreSQL after it.
+        self.wait_until(lambda: self._accepts_connections(node), f"{node.name} to accept connections")
+
+    def _accepts_connections(self, node: Node) -> bool:
+        try:
+            psycopg.connect(self.admin_url(node, "postgres"), connect_timeout=2).close()
+        except psycopg.OperationalError as error:
+            raise RuntimeError(str(error)) from None
+        return True
 
     def _create_monitor(self) -> None:
         self.run("create", "monitor", "--pgdata", str(self.monitor.pgdata), "--pgport", str(self.monitor.port),
