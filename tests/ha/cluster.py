@@ -217,6 +217,10 @@ class Cluster:
     def _states(self) -> list[tuple[str, str]]:
         return sorted((row["current_group_state"], row["assigned_group_state"]) for row in self.state().values())
 
+    def runs_alone(self) -> bool:
+        """The primary writes without a standby (wait_primary: synchronous replication off)."""
+        return ("wait_primary", "wait_primary") in self._states()
+
     def is_healthy(self) -> bool:
         """A primary and a secondary, both where the monitor wants them."""
         return self._states() == [("primary", "primary"), ("secondary", "secondary")]
@@ -310,18 +314,22 @@ class Cluster:
     def stop(self) -> None:
         """Stops everything (thawing frozen processes first); the folder stays."""
         for node in [*self.nodes, self.monitor]:
-            if node.process is None or node.process.poll() is not None:
-                continue
-            self.signal_tree(node, signal.SIGCONT)
-            # pg_autoctl itself (runuser's child when we are root) stops its services and PostgreSQL cleanly.
-            tree = process_tree(node.process.pid)
-            autoctl = tree[1] if self.as_postgres and len(tree) > 1 else tree[0]
-            with _ignoring_gone():
-                os.kill(autoctl, signal.SIGTERM)
-            try:
-                node.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill(node)
+            self.stop_node(node)
+
+    def stop_node(self, node: Node) -> None:
+        """A clean stop of one node (pg_autoctl stops PostgreSQL); killed if it takes over 30 s."""
+        if node.process is None or node.process.poll() is not None:
+            return
+        self.signal_tree(node, signal.SIGCONT)
+        # pg_autoctl itself (runuser's child when we are root) stops its services and PostgreSQL cleanly.
+        tree = process_tree(node.process.pid)
+        autoctl = tree[1] if self.as_postgres and len(tree) > 1 else tree[0]
+        with _ignoring_gone():
+            os.kill(autoctl, signal.SIGTERM)
+        try:
+            node.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill(node)
 
 
 class _ignoring_gone:
