@@ -15,6 +15,7 @@ connection is dropped and the call reported as cut mid-flight (outcome unknown, 
 import asyncio
 import functools
 import logging
+import weakref
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -88,6 +89,7 @@ class PrimaryLocator:
         self.hosts = hosts
         self.last_good = 0  # index of the host that was read-write last time: tried first
         self.writing_to: str | None = None
+        self._connections: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
     async def connect(self, *args, **kwargs) -> asyncpg.Connection:
         """asyncpg's pool `connect` hook. The search runs as a task of its own: when the request waiting
@@ -112,6 +114,7 @@ class PrimaryLocator:
                 failures.append(f"{host.address}: read-only (a standby)")
                 continue
             self._remember(host)
+            self._connections.add(conn)
             return conn
         raise NoReadWriteHost(
             "no read-write PostgreSQL among the hosts of DATABASE_URL (a failover in progress, or all down): "
@@ -121,6 +124,7 @@ class PrimaryLocator:
     async def _connect_if_read_write(self, host: Host, kwargs: dict) -> asyncpg.Connection | None:
         conn = await asyncpg.connect(host.url, timeout=HOST_CONNECT_TIMEOUT_SECONDS, **kwargs)
         conn.address = host.address
+        conn.locator = self
         try:
             writable = await conn.fetchval(READ_WRITE_CHECK, timeout=HOST_CONNECT_TIMEOUT_SECONDS)
         except BaseException:
@@ -136,6 +140,28 @@ class PrimaryLocator:
         if self.writing_to != host.address:
             log.warning("writing to the primary at %s (was: %s)", host.address, self.writing_to or "none yet")
             self.writing_to = host.address
+            self._drop_connections_to_other_hosts(host)
+
+    def _drop_connections_to_other_hosts(self, primary: Host) -> None:
+        # The old primary is dead, frozen or demoted: its idle connections would fail or hang the next
+        # calls, and calls in flight there wait on a node that no longer decides (they get "outcome
+        # unknown"). Dropped now, the pool refills on the new primary.
+        self._drop_connections(lambda address: address != primary.address, "the old primary")
+
+    def host_stopped_answering(self, address: str) -> None:
+        """A call timed out on `address`: its other connections would hang just as long, one call after
+        another (the pool reuses idle connections without connecting, so nothing else would notice).
+        Drop them all, and look for the primary elsewhere first."""
+        if self.hosts[self.last_good].address == address:
+            self.last_good = (self.last_good + 1) % len(self.hosts)
+        self._drop_connections(lambda other: other == address, f"{address}, which stopped answering")
+
+    def _drop_connections(self, matches, what: str) -> None:
+        stale = [conn for conn in self._connections if matches(conn.address) and not conn.is_closed()]
+        for conn in stale:
+            conn.terminate()
+        if stale:
+            log.warning("dropped %d connection(s) to %s", len(stale), what)
 
 
 def _drop_unclaimed(search: asyncio.Future) -> None:
@@ -151,6 +177,8 @@ def _cut_on_timeout_or_read_only(method):
         except asyncio.TimeoutError:
             # The host stopped answering; asyncpg would otherwise wait on it to cancel the query.
             self.terminate()
+            if self.locator is not None:
+                self.locator.host_stopped_answering(self.address)
             raise CallTimedOut(f"{self.address} did not answer within the call timeout; "
                                "the call may or may not have been applied") from None
         except asyncpg.ReadOnlySQLTransactionError:
@@ -164,6 +192,7 @@ class HAConnection(asyncpg.Connection):
     """A pool connection in multi-host mode: knows its node, and never hangs on one that stopped answering."""
 
     address: str | None = None
+    locator: PrimaryLocator | None = None
     execute = _cut_on_timeout_or_read_only(asyncpg.Connection.execute)
     fetch = _cut_on_timeout_or_read_only(asyncpg.Connection.fetch)
     fetchrow = _cut_on_timeout_or_read_only(asyncpg.Connection.fetchrow)

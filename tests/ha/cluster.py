@@ -11,6 +11,7 @@ the folder (but the Unix sockets in /var/run/postgresql) and nothing listens
 beyond 127.0.0.1.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -124,9 +125,9 @@ class Cluster:
 
     # -- building the cluster ------------------------------------------------------------------
 
-    def start(self, standby: bool = True) -> None:
+    def start(self) -> None:
         """Creates (first time) and starts the monitor and the nodes; returns when node1 is primary and node2
-        its synchronous standby (or, with standby=False, node1 runs alone: pg_auto_failover's "single")."""
+        its synchronous standby."""
         for folder in ("xdg/config", "xdg/data", "xdg/run"):
             (self.folder / folder).mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder / "xdg" / "run", 0o700)
@@ -139,10 +140,7 @@ class Cluster:
         self._spawn(self.monitor)
         self._tune_monitor()
         self._start_node(self.nodes[0])
-        if standby:
-            self.add_standby()
-        else:
-            self.wait_until(lambda: self._states() == [("single", "single")], "node1 to run alone")
+        self.add_standby()
 
     def add_standby(self) -> None:
         """Starts node2 (created from the primary the first time); returns when it is the synchronous standby."""
@@ -287,10 +285,8 @@ class Cluster:
     def signal_tree(self, node: Node, sig: int) -> None:
         """Sends `sig` to every process of the node: pg_autoctl, its services, PostgreSQL and its backends."""
         for pid in process_tree(node.process.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def freeze(self, node: Node) -> None:
         self.signal_tree(node, signal.SIGSTOP)
@@ -324,20 +320,12 @@ class Cluster:
         # pg_autoctl itself (runuser's child when we are root) stops its services and PostgreSQL cleanly.
         tree = process_tree(node.process.pid)
         autoctl = tree[1] if self.as_postgres and len(tree) > 1 else tree[0]
-        with _ignoring_gone():
+        with contextlib.suppress(ProcessLookupError):
             os.kill(autoctl, signal.SIGTERM)
         try:
             node.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill(node)
-
-
-class _ignoring_gone:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        return kind in (ProcessLookupError, PermissionError)
 
 
 def is_alive(pid: int) -> bool:
