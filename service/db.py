@@ -11,6 +11,7 @@ import logging
 import asyncpg
 from aiohttp import web
 
+from . import failover
 from .coalescing import PurchaseCoalescer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 async def pool_context(app: web.Application):
     try:
         pool = await asyncpg.create_pool(
-            app[DATABASE_URL], min_size=1, max_size=app[POOL_SIZE],
+            **failover.pool_options(app[DATABASE_URL]), min_size=1, max_size=app[POOL_SIZE],
             server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
         )
         admin_pool = await asyncpg.create_pool(

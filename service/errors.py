@@ -87,7 +87,15 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "57P01": DATABASE_UNAVAILABLE,  # admin_shutdown
     "57P02": DATABASE_UNAVAILABLE,  # crash_shutdown
     "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now
+    "25006": DATABASE_UNAVAILABLE,  # read_only_sql_transaction: a node demoted by a failover
 }
+# The session ended while the call was in flight (connection lost, server shut down or crashed, host
+# stopped answering): the call may have committed, even if its answer never came back.
+CUT_MID_CALL_SQLSTATES = {"08003", "08006", "57P01", "57P02"}
+CUT_MID_CALL_DETAIL = (
+    "The connection to the database was lost during the call: it may or may not have been applied. "
+    "Retry with the same Idempotency-Key to get its outcome exactly once."
+)
 # Whole classes: 08 = connection exception; 22 = data exception, a value the database cannot take
 # (also asyncpg's "invalid input for query argument", raised before anything is sent); 53 =
 # insufficient resources (53200 out of shared memory: the lock table; 53100 disk full; 53300 above).
@@ -144,6 +152,8 @@ def from_sqlstate(sqlstate: str, message: str, field: str | None = None) -> Prob
         log.error("the service's database session is misconfigured (SQLSTATE %s): %s", sqlstate, message)
     if problem_type is DATABASE_UNAVAILABLE:
         log.warning("database unavailable (SQLSTATE %s): %s", sqlstate, message)
+        if sqlstate in CUT_MID_CALL_SQLSTATES:
+            return Problem(problem_type, CUT_MID_CALL_DETAIL)
         return Problem(problem_type, "The database could not serve the request in time; nothing was changed.")
     errors = [{"field": field, "message": message}] if problem_type is INVALID_ARGUMENT and field else None
     return Problem(problem_type, message, errors)

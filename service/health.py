@@ -12,7 +12,7 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from . import db
+from . import db, failover
 from .errors import DATABASE_UNAVAILABLE, MIGRATIONS_PENDING, Problem
 from .migrations import shipped_migrations
 
@@ -37,6 +37,7 @@ async def readyz(request: web.Request) -> web.Response:
         async with request.app[db.DB_POOL].acquire(timeout=request.app[db.POOL_TIMEOUT]) as conn:
             # The API role may not read yoyo's table; this SECURITY DEFINER function reads it.
             applied = {row[0] for row in await conn.fetch("SELECT * FROM api.applied_migrations()")}
+            writes_to = failover.writes_to(conn)  # host:port of the primary, with a multi-host DATABASE_URL
     except asyncpg.UndefinedFunctionError:
         raise Problem(
             MIGRATIONS_PENDING, "The database lacks applied_migrations(): it was never migrated by this version."
@@ -51,4 +52,4 @@ async def readyz(request: web.Request) -> web.Response:
             MIGRATIONS_PENDING,
             f"{len(pending)} migration(s) pending: {', '.join(pending)}; run `python -m service migrate`.",
         )
-    return web.json_response({"status": "ready"})
+    return web.json_response({"status": "ready", **({"writes_to": writes_to} if writes_to else {})})

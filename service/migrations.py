@@ -6,6 +6,8 @@ from importlib.resources import files
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import MigrationList
 
+from .failover import primary_url
+
 # The package's copy of migrations/ (the checkout's folder in an editable install).
 MIGRATIONS_DIR = files("service.schema_migrations")
 # What makes the folder a package; yoyo would take it for a migration.
@@ -35,7 +37,7 @@ def migrate(database_url: str) -> list[str]:
     Unlike `yoyo apply`, the post-apply step runs even when nothing was pending,
     so an edited function in sql/ is updated by the next migrate.
     """
-    backend = get_backend(yoyo_url(database_url))
+    backend = get_backend(yoyo_url(primary_url(database_url)))  # yoyo takes one host: the primary
     migrations = shipped_migrations()
     try:
         with backend.lock():
