@@ -109,6 +109,7 @@ def main(argv=None) -> int:
         work.mkdir()
         files = seed_options(owner_url, work)
         os.environ["MIGRATE_DATABASE_URL"] = owner_url  # the service serves as the API role, migrates as the owner
+        os.environ["ADMIN_DATABASE_URL"] = cluster.url(embedded.ADMIN_ROLE, PASSWORD)  # and administers as admin
         service = Service(cluster.url(embedded.API_ROLE, PASSWORD), work / "service.log")
         results = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
                    "concurrency": args.concurrency, "duration_s": args.duration, "single": {}, "ha": {}}

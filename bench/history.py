@@ -39,12 +39,12 @@ SELECT md5('purchase' || i)::uuid, {hot_or_spread}, md5('user' || i % {USERS})::
 FROM generate_series(1, {purchases}) AS i;
 INSERT INTO tickets (ticket_option_id, purchase_id, created_at, voided_at)
 SELECT p.ticket_option_id, p.id, p.created_at, p.cancelled_at FROM purchases p, generate_series(1, p.quantity);
-INSERT INTO idempotency_keys (key, request, purchase_id, created_at, expires_at)
-SELECT 'key-' || md5(p.id::text), jsonb_build_object('purchase_tickets', jsonb_build_object(
+INSERT INTO idempotency_keys (scope, key, request, purchase_id, created_at, expires_at)
+SELECT format('|purchase|%s|%s', p.ticket_option_id, p.user_id), 'key-' || md5(p.id::text), jsonb_build_object('purchase_tickets', jsonb_build_object(
            'ticket_option_id', p.ticket_option_id, 'user_id', p.user_id, 'quantity', p.quantity)),
        p.id, p.created_at, now() + interval '1 day'
 FROM purchases p WHERE get_byte(decode(md5(p.id::text), 'hex'), 0) < 64;
-UPDATE ticket_options o SET sold = a.quantity, allocation = o.total - a.quantity
+UPDATE ticket_options o SET sold = a.quantity, remaining = o.total - a.quantity
 FROM (SELECT ticket_option_id, sum(quantity)::integer AS quantity FROM purchases
       WHERE status = 'active' GROUP BY ticket_option_id) a
 WHERE a.ticket_option_id = o.id;

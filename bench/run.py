@@ -312,8 +312,8 @@ WITH active AS (
     SELECT ticket_option_id, count(*) AS tickets FROM tickets WHERE voided_at IS NULL GROUP BY ticket_option_id
 )
 SELECT
-    count(*) FILTER (WHERE o.allocation < 0),
-    count(*) FILTER (WHERE o.allocation + o.sold <> o.total),
+    count(*) FILTER (WHERE o.remaining < 0),
+    count(*) FILTER (WHERE o.remaining + o.sold <> o.total),
     count(*) FILTER (WHERE o.sold <> coalesce(a.quantity, 0)),
     count(*) FILTER (WHERE o.sold <> coalesce(t.tickets, 0)),
     (SELECT count(*) FROM purchases),
@@ -876,6 +876,9 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # The bench's own connections (psycopg, pgbench: libpq reads PGOPTIONS) reach the tables and the
+    # SQL API unqualified; the service qualifies its calls (api.*) and needs nothing.
+    os.environ["PGOPTIONS"] = "-c search_path=ticket_allocation,api,public"
     started = time.monotonic()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)

@@ -41,7 +41,7 @@ async def pool_context(app: web.Application):
             server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
         )
         admin_pool = await asyncpg.create_pool(
-            app[ADMIN_DATABASE_URL], min_size=0, max_size=ADMIN_POOL_SIZE,
+            **failover.pool_options(app[ADMIN_DATABASE_URL]), min_size=0, max_size=ADMIN_POOL_SIZE,
             server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
         )
     except asyncpg.InvalidParameterValueError as error:

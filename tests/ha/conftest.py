@@ -40,6 +40,7 @@ def cluster():
 def service(cluster, tmp_path_factory):
     env = {**base_env(), "WORKERS": "1", "LOG_FORMAT": "text",
            "DATABASE_URL": cluster.url(embedded.API_ROLE, ROLE_PASSWORD),
+           "ADMIN_DATABASE_URL": cluster.url(embedded.ADMIN_ROLE, ROLE_PASSWORD),
            "MIGRATE_DATABASE_URL": cluster.url(embedded.OWNER_ROLE, ROLE_PASSWORD)}
     server = Server(env, tmp_path_factory.mktemp("ha") / "service.log")
     yield server

@@ -44,6 +44,7 @@ def main() -> int:
         migrate(cluster.url(embedded.OWNER_ROLE, PASSWORD))
         write_wrapper(cluster)
         env = {**os.environ, "DATABASE_URL": cluster.url(embedded.API_ROLE, PASSWORD),
+               "ADMIN_DATABASE_URL": cluster.url(embedded.ADMIN_ROLE, PASSWORD),
                "MIGRATE_DATABASE_URL": cluster.url(embedded.OWNER_ROLE, PASSWORD), "LOG_FORMAT": "text"}
         service = subprocess.Popen([sys.executable, "-m", "service", "serve", "--no-migrate"], env=env)
         port = env.get("PORT", "3000")
