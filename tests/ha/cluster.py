@@ -260,6 +260,10 @@ class Cluster:
     def admin_url(self, node: Node, database: str = DATABASE) -> str:
         return f"postgresql://postgres@127.0.0.1:{node.port}/{database}?sslmode=disable"
 
+    def books_url(self, node: Node) -> str:
+        """The superuser on the service's database of `node`, finding its tables and API by name."""
+        return self.admin_url(node) + "&options=-c%20search_path%3Dticket_allocation%2Capi%2Cpublic"
+
     def url(self, role: str, password: str | None = None) -> str:
         """A multi-host URL on both nodes that always lands on the read-write one."""
         credentials = f"{role}:{password}" if password else role

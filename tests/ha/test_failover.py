@@ -68,7 +68,7 @@ async def check_books(cluster: Cluster, service, load: Load, running: asyncio.Ta
     load.stopping.set()
     await running
     primary = cluster.primary()
-    url = cluster.admin_url(primary)
+    url = cluster.books_url(primary)
     committed = committed_keys(url, load.option_id)
 
     # Honest 503s: "nothing was changed" means it; the others said the outcome is unknown.
