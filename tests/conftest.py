@@ -127,5 +127,37 @@ async def conn(database_url):
 
 
 @pytest.fixture
+async def owner_pool(database_url):
+    """20 owner connections to the test's database, for calls that must run at once."""
+    pool = await asyncpg.create_pool(database_url, min_size=20, max_size=20)
+    yield pool
+    await pool.close()
+
+
+async def read_books(conn, option_id) -> dict:
+    """{"remaining", "sold", "total"} of the option as get_ticket_option tells them, after asserting
+    that check_consistency() finds no broken invariant anywhere in the books."""
+    violations = [dict(row) for row in await conn.fetch("SELECT * FROM check_consistency()")]
+    assert violations == [], violations
+    row = await conn.fetchrow("SELECT remaining, sold, total FROM get_ticket_option($1)", uuid.UUID(str(option_id)))
+    return dict(row)
+
+
+def read_books_sync(conn, option_id) -> dict:
+    """read_books on a psycopg connection (the tests that drive server processes)."""
+    violations = conn.execute("SELECT * FROM check_consistency()").fetchall()
+    assert violations == [], violations
+    remaining, sold, total = conn.execute(
+        "SELECT remaining, sold, total FROM get_ticket_option(%s)", (str(option_id),)).fetchone()
+    return {"remaining": remaining, "sold": sold, "total": total}
+
+
+@pytest.fixture
+def books(conn):
+    """books(option_id): read_books on the test's owner connection (`conn`)."""
+    return lambda option_id: read_books(conn, option_id)
+
+
+@pytest.fixture
 async def client(aiohttp_client, api_database_url, admin_database_url):
     return await aiohttp_client(create_app(api_database_url, admin_database_url))

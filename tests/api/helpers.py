@@ -5,8 +5,6 @@ import uuid
 
 import asyncpg
 
-USER = "123e4567-e89b-12d3-a456-426614174000"
-
 
 async def create_option(client, allocation=100, name="Gig", desc="Main hall"):
     response = await client.post("/ticket_options", json={"name": name, "desc": desc, "allocation": allocation})

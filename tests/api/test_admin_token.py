@@ -2,7 +2,8 @@
 
 import pytest
 
-from .helpers import USER, assert_problem, raw_request
+from ..people import USER
+from .helpers import assert_problem, raw_request
 
 TOKEN = "s3cret-admin-token"
 

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from .helpers import USER, assert_problem, raw_request
+from ..people import USER
+from .helpers import assert_problem, raw_request
 
 TOKENS = ("integrator-one-token", "integrator-two-token")
 ADMIN_TOKEN = "s3cret-admin-token"

@@ -8,7 +8,8 @@ import asyncio
 
 from service.app import create_app
 
-from .helpers import USER, HeldOptionLock, assert_problem, create_option
+from ..people import USER
+from .helpers import HeldOptionLock, assert_problem, create_option
 
 
 async def test_a_purchase_that_cannot_get_its_lock_is_503_after_lock_timeout(client, database_url):

@@ -5,7 +5,8 @@ import json
 import asyncpg
 import pytest
 
-from .helpers import USER, assert_problem, create_option
+from ..people import USER
+from .helpers import assert_problem, create_option
 
 JSON = {"Content-Type": "application/json"}
 

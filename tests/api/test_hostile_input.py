@@ -10,7 +10,8 @@ import pytest
 
 from service.db import PURCHASES
 
-from .helpers import USER, assert_problem, create_option, raw_request
+from ..people import USER
+from .helpers import assert_problem, create_option, raw_request
 
 # user_id spellings uuid.UUID() takes and asyncpg cannot encode.
 NON_CANONICAL_UUIDS = [f"{{{USER}}}", f"urn:uuid:{USER}", f"{USER}-", USER.replace("-", "")]

@@ -9,7 +9,8 @@ import asyncpg
 from service import db
 from service.app import create_app
 
-from .helpers import USER, assert_problem, create_option
+from ..people import USER
+from .helpers import assert_problem, create_option
 
 
 async def buy(client, option_id, key, quantity=1, user_id=USER):

@@ -17,7 +17,6 @@ from service.logs import REQUEST_ID_HEADER, JsonFormatter, request_id_middleware
 
 from ..processes import Server, request, served_env
 
-USER = "123e4567-e89b-12d3-a456-426614174000"
 
 
 def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict]:

@@ -7,8 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.db import DB_POOL
 
 from ..conftest import owner_url
+from ..people import USER
 
-USER = "123e4567-e89b-12d3-a456-426614174000"
 PURCHASES_ROUTE = "/ticket_options/{id}/purchases"
 
 

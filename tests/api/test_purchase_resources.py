@@ -6,7 +6,8 @@ import uuid
 
 import aiohttp
 
-from .helpers import USER, assert_problem, create_option
+from ..people import USER
+from .helpers import assert_problem, create_option
 
 
 async def buy(client, option_id, quantity=1, user_id=USER, headers=None):

@@ -7,7 +7,8 @@ import uuid
 import aiohttp
 import asyncpg
 
-from .helpers import USER, assert_problem, create_option
+from ..people import USER
+from .helpers import assert_problem, create_option
 
 
 async def buy(client, option_id, quantity, user_id=USER):

@@ -11,7 +11,8 @@ import urllib.request
 import pytest
 
 from ..processes import Server, request, served_env
-from .helpers import USER, create_option
+from ..people import USER
+from .helpers import create_option
 
 PARTIAL_BODY = b'{"quantity": 1, "user_id": "' + USER.encode()  # the rest never comes
 

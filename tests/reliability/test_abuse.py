@@ -11,9 +11,9 @@ import uuid
 
 import psycopg
 
+from ..people import USER
 from ..processes import Server, request, served_env
 
-USER = "123e4567-e89b-12d3-a456-426614174000"
 ALLOCATION = 300
 VALID = 400  # purchases of 1..3 tickets: more asked for than there is
 

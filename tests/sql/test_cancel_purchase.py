@@ -7,10 +7,10 @@ import uuid
 import asyncpg
 import pytest
 
-from .helpers import assert_consistent, create_option, option_state, purchase
+from .helpers import create_option, purchase
 
 
-async def test_cancel_marks_voids_and_returns_the_tickets(conn):
+async def test_cancel_marks_voids_and_returns_the_tickets(conn, books):
     option_id = await create_option(conn, 10)
     bought = await purchase(conn, option_id, 4)
     cancelled = await conn.fetchrow("SELECT * FROM cancel_purchase($1)", bought["id"])
@@ -19,27 +19,25 @@ async def test_cancel_marks_voids_and_returns_the_tickets(conn):
     assert cancelled["ticket_ids"] == bought["ticket_ids"]  # history stays
     assert await conn.fetchval(
         "SELECT count(*) FROM tickets WHERE purchase_id = $1 AND voided_at IS NOT NULL", bought["id"]) == 4
-    state = await option_state(conn, option_id)
-    assert (state["remaining"], state["sold"]) == (10, 0)
-    assert_consistent(state, 10)
+    assert await books(option_id) == {"remaining": 10, "sold": 0, "total": 10}
 
 
-async def test_cancelling_twice_returns_the_tickets_once(conn):
+async def test_cancelling_twice_returns_the_tickets_once(conn, books):
     option_id = await create_option(conn, 10)
     bought = await purchase(conn, option_id, 4)
     first = await conn.fetchrow("SELECT * FROM cancel_purchase($1)", bought["id"])
     second = await conn.fetchrow("SELECT * FROM cancel_purchase($1)", bought["id"])
     assert dict(first) == dict(second)
-    assert (await option_state(conn, option_id))["remaining"] == 10
+    assert (await books(option_id))["remaining"] == 10
 
 
-async def test_cancelled_tickets_can_be_bought_again(conn):
+async def test_cancelled_tickets_can_be_bought_again(conn, books):
     option_id = await create_option(conn, 3)
     bought = await purchase(conn, option_id, 3)
     await conn.execute("SELECT cancel_purchase($1)", bought["id"])
     again = await purchase(conn, option_id, 3)
     assert again["status"] == "active"
-    assert_consistent(await option_state(conn, option_id), 3)
+    assert (await books(option_id))["total"] == 3
 
 
 async def test_unknown_purchase_raises_TA004(conn):
@@ -51,28 +49,24 @@ async def test_unknown_purchase_raises_TA004(conn):
     assert raised.value.sqlstate == "TA001"
 
 
-async def test_cancels_racing_purchases_keep_the_books_balanced(conn, database_url):
+async def test_cancels_racing_purchases_keep_the_books_balanced(conn, owner_pool, books):
     option_id = await create_option(conn, 40)
     first_buyers = [await purchase(conn, option_id, 2, uuid.uuid4()) for _ in range(10)]
-    pool = await asyncpg.create_pool(database_url, min_size=20, max_size=20)
-    try:
-        async def buy():
-            try:
-                return await pool.fetchrow(
-                    "SELECT * FROM purchase_tickets($1, $2, $3)", option_id, uuid.uuid4(), random.randint(1, 3))
-            except asyncpg.PostgresError as error:
-                assert error.sqlstate == "TA003", error
-                return None
 
-        async def cancel(purchase_id):
-            return await pool.fetchrow("SELECT * FROM cancel_purchase($1)", purchase_id)
+    async def buy():
+        try:
+            return await owner_pool.fetchrow(
+                "SELECT * FROM purchase_tickets($1, $2, $3)", option_id, uuid.uuid4(), random.randint(1, 3))
+        except asyncpg.PostgresError as error:
+            assert error.sqlstate == "TA003", error
+            return None
 
-        # Each early purchase is cancelled twice, while 60 new purchases compete.
-        jobs = [buy() for _ in range(60)] + [cancel(p["id"]) for p in first_buyers for _ in range(2)]
-        random.shuffle(jobs)
-        await asyncio.wait_for(asyncio.gather(*jobs), timeout=120)
-    finally:
-        await pool.close()
-    state = await option_state(conn, option_id)
-    assert_consistent(state, 40)
+    async def cancel(purchase_id):
+        return await owner_pool.fetchrow("SELECT * FROM cancel_purchase($1)", purchase_id)
+
+    # Each early purchase is cancelled twice, while 60 new purchases compete.
+    jobs = [buy() for _ in range(60)] + [cancel(p["id"]) for p in first_buyers for _ in range(2)]
+    random.shuffle(jobs)
+    await asyncio.wait_for(asyncio.gather(*jobs), timeout=120)
+    assert (await books(option_id))["total"] == 40
     assert await conn.fetchval("SELECT count(*) FROM purchases WHERE status = 'cancelled'") == 10

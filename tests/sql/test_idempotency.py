@@ -8,43 +8,45 @@ import pytest
 
 from service import db
 
-from .helpers import USER, create_option, option_state, purchase
+from tests.people import USER_ID
+
+from .helpers import create_option, purchase
 
 
-async def test_same_key_and_request_returns_the_first_purchase(conn):
+async def test_same_key_and_request_returns_the_first_purchase(conn, books):
     option_id = await create_option(conn, 10)
     first = await purchase(conn, option_id, 2, key="order-42")
     again = await purchase(conn, option_id, 2, key="order-42")
     assert dict(again) == dict(first)
-    assert (await option_state(conn, option_id))["sold"] == 2
+    assert (await books(option_id))["sold"] == 2
     assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
 
 
-async def test_same_key_for_a_different_request_raises_TA005(conn):
+async def test_same_key_for_a_different_request_raises_TA005(conn, books):
     option_id = await create_option(conn, 10)
     await purchase(conn, option_id, 2, key="order-42")
     with pytest.raises(asyncpg.PostgresError) as raised:
         await purchase(conn, option_id, 3, key="order-42")
     assert raised.value.sqlstate == "TA005"
     assert "order-42" in raised.value.message
-    assert (await option_state(conn, option_id))["sold"] == 2
+    assert (await books(option_id))["sold"] == 2
 
 
-async def test_a_key_belongs_to_its_caller_option_and_user(conn):
+async def test_a_key_belongs_to_its_caller_option_and_user(conn, books):
     """Another user, another option, another caller, or creating an option: each its own key space."""
     option_id, other_option_id = await create_option(conn, 10), await create_option(conn, 10)
     first = await purchase(conn, option_id, 2, key="order-7f3a")
     others = [
         await purchase(conn, option_id, 3, uuid.uuid4(), key="order-7f3a"),
         await purchase(conn, other_option_id, 3, key="order-7f3a"),
-        await conn.fetchrow("SELECT * FROM purchase_tickets($1, $2, 3, 'order-7f3a', 'integrator-2')", option_id, USER),
+        await conn.fetchrow("SELECT * FROM purchase_tickets($1, $2, 3, 'order-7f3a', 'integrator-2')", option_id, USER_ID),
     ]
     await conn.execute("SELECT create_ticket_option('Gig', '', 5, NULL, 'order-7f3a')")
     assert len({first["id"], *(row["id"] for row in others)}) == 4
-    assert (await option_state(conn, option_id))["sold"] == 8
+    assert (await books(option_id))["sold"] == 8
     # Each replays only in its own scope.
     replayed = await conn.fetchrow("SELECT * FROM purchase_tickets($1, $2, 3, 'order-7f3a', 'integrator-2')",
-                                   option_id, USER)
+                                   option_id, USER_ID)
     assert replayed["id"] == others[2]["id"]
     assert (await purchase(conn, option_id, 2, key="order-7f3a"))["id"] == first["id"]
 
@@ -115,44 +117,37 @@ async def test_create_ticket_option_with_a_key(conn):
     assert raised.value.sqlstate == "TA005"
 
 
-async def test_concurrent_retries_with_one_key_buy_once(conn, database_url):
+async def test_concurrent_retries_with_one_key_buy_once(conn, owner_pool, books):
     option_id = await create_option(conn, 100)
-    pool = await asyncpg.create_pool(database_url, min_size=20, max_size=20)
-    try:
-        async def attempt():
-            try:
-                return (await purchase(pool, option_id, 3, key="same-order"))["id"]
-            except asyncpg.PostgresError as error:
-                return error.sqlstate
 
-        outcomes = await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(50))), timeout=120)
-    finally:
-        await pool.close()
+    async def attempt():
+        try:
+            return (await purchase(owner_pool, option_id, 3, key="same-order"))["id"]
+        except asyncpg.PostgresError as error:
+            return error.sqlstate
+
+    outcomes = await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(50))), timeout=120)
     purchase_ids = {o for o in outcomes if isinstance(o, uuid.UUID)}
     assert len(purchase_ids) == 1
     assert set(outcomes) - purchase_ids <= {"TA006"}
     assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
-    assert (await option_state(conn, option_id))["sold"] == 3
+    assert (await books(option_id))["sold"] == 3
 
 
-async def test_a_large_backlog_of_expired_keys_is_purged_in_bounded_chunks(database_url):
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            option_id = await create_option(conn, 10)
-            await conn.execute(
-                """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
-                   SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
-                   FROM generate_series(1, 25000) AS i""", option_id)
-            await conn.execute("SET statement_timeout = '20s'")
-            chunks = [await conn.fetchval("SELECT purge_expired_idempotency_keys()") for _ in range(3)]
-            assert chunks == [10_000, 10_000, 5_000]
-            await conn.execute(
-                """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
-                   SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
-                   FROM generate_series(1, 25000) AS i""", option_id)
-        # The server's purge loops over the chunks until the backlog is gone.
-        assert await db.purge_backlog(pool) == 25_000
-        assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
-    finally:
-        await pool.close()
+async def test_a_large_backlog_of_expired_keys_is_purged_in_bounded_chunks(owner_pool):
+    async with owner_pool.acquire() as conn:
+        option_id = await create_option(conn, 10)
+        await conn.execute(
+            """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
+               SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
+               FROM generate_series(1, 25000) AS i""", option_id)
+        await conn.execute("SET statement_timeout = '20s'")
+        chunks = [await conn.fetchval("SELECT purge_expired_idempotency_keys()") for _ in range(3)]
+        assert chunks == [10_000, 10_000, 5_000]
+        await conn.execute(
+            """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
+               SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
+               FROM generate_series(1, 25000) AS i""", option_id)
+    # The server's purge loops over the chunks until the backlog is gone.
+    assert await db.purge_backlog(owner_pool) == 25_000
+    assert await owner_pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0

@@ -6,7 +6,9 @@ import uuid
 import asyncpg
 import pytest
 
-from .helpers import USER, create_option, purchase
+from tests.people import USER_ID
+
+from .helpers import create_option, purchase
 
 
 async def test_get_purchase_returns_it_with_its_tickets(conn):
@@ -32,30 +34,26 @@ async def page(conn, option_id, limit, user_id=None, before=None):
 async def test_list_is_newest_first_and_filters_by_user(conn):
     option_id = await create_option(conn, 100)
     other = uuid.uuid4()
-    ids = [(await purchase(conn, option_id, 1, USER if i % 2 else other))["id"] for i in range(6)]
+    ids = [(await purchase(conn, option_id, 1, USER_ID if i % 2 else other))["id"] for i in range(6)]
     listed = await page(conn, option_id, 50)
     assert [row["id"] for row in listed] == ids[::-1]
-    mine = await page(conn, option_id, 50, USER)
+    mine = await page(conn, option_id, 50, USER_ID)
     assert [row["id"] for row in mine] == ids[1::2][::-1]
 
 
-async def test_pages_list_each_purchase_once_while_new_ones_arrive(conn, database_url):
+async def test_pages_list_each_purchase_once_while_new_ones_arrive(conn, owner_pool):
     option_id = await create_option(conn, 1000)
     existing = {(await purchase(conn, option_id, 1, uuid.uuid4()))["id"] for _ in range(30)}
-    pool = await asyncpg.create_pool(database_url, min_size=5, max_size=5)
     seen, before = [], None
-    try:
-        while True:
-            # New purchases land between (and while) pages are read.
-            arrivals = asyncio.gather(*(purchase(pool, option_id, 1, uuid.uuid4()) for _ in range(5)))
-            rows = await page(conn, option_id, 7, before=before)
-            await arrivals
-            seen += [row["id"] for row in rows]
-            if len(rows) < 7:
-                break
-            before = (rows[-1]["created_at"], rows[-1]["id"])
-    finally:
-        await pool.close()
+    while True:
+        # New purchases land between (and while) pages are read.
+        arrivals = asyncio.gather(*(purchase(owner_pool, option_id, 1, uuid.uuid4()) for _ in range(5)))
+        rows = await page(conn, option_id, 7, before=before)
+        await arrivals
+        seen += [row["id"] for row in rows]
+        if len(rows) < 7:
+            break
+        before = (rows[-1]["created_at"], rows[-1]["id"])
     assert len(seen) == len(set(seen))
     assert existing <= set(seen)
 

@@ -6,10 +6,12 @@ import uuid
 import asyncpg
 import pytest
 
-from .helpers import USER, assert_consistent, create_option, option_state, purchase
+from tests.people import USER_ID
+
+from .helpers import create_option, purchase
 
 
-async def test_limit_refuses_the_purchase_that_would_exceed_it(conn):
+async def test_limit_refuses_the_purchase_that_would_exceed_it(conn, books):
     option_id = await create_option(conn, 100, max_per_user=3)
     await purchase(conn, option_id, 2)
     await purchase(conn, option_id, 1)
@@ -20,7 +22,7 @@ async def test_limit_refuses_the_purchase_that_would_exceed_it(conn):
     assert raised.value.detail == "max_per_user: 3, held: 3"
     # Other users are not affected, and nothing was bought by the refusal.
     await purchase(conn, option_id, 3, uuid.uuid4())
-    assert (await option_state(conn, option_id))["sold"] == 6
+    assert (await books(option_id))["sold"] == 6
 
 
 async def test_cancelled_purchases_do_not_count(conn):
@@ -44,20 +46,17 @@ async def test_limit_must_be_positive(conn, max_per_user):
     assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "max_per_user")
 
 
-async def test_limit_holds_under_concurrent_purchases_by_one_user(conn, database_url):
+async def test_limit_holds_under_concurrent_purchases_by_one_user(conn, owner_pool, books):
     option_id = await create_option(conn, 100, max_per_user=5)
-    pool = await asyncpg.create_pool(database_url, min_size=20, max_size=20)
-    try:
-        async def attempt():
-            try:
-                await pool.fetchrow("SELECT * FROM purchase_tickets($1, $2, 1)", option_id, USER)
-                return "bought"
-            except asyncpg.PostgresError as error:
-                return error.sqlstate
 
-        outcomes = await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(50))), timeout=120)
-    finally:
-        await pool.close()
+    async def attempt():
+        try:
+            await owner_pool.fetchrow("SELECT * FROM purchase_tickets($1, $2, 1)", option_id, USER_ID)
+            return "bought"
+        except asyncpg.PostgresError as error:
+            return error.sqlstate
+
+    outcomes = await asyncio.wait_for(asyncio.gather(*(attempt() for _ in range(50))), timeout=120)
     assert outcomes.count("bought") == 5
     assert outcomes.count("TA007") == 45
-    assert_consistent(await option_state(conn, option_id), 100)
+    assert (await books(option_id))["total"] == 100

@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from .helpers import assert_consistent, create_option, option_state
+from .helpers import create_option
 
 U1, U2, U3 = (uuid.uuid4() for _ in range(3))
 
@@ -22,7 +22,7 @@ async def batch(conn, option_id, requests):
     return [(row["refusal"]["sqlstate"] if row["refusal"] else None, row["receipt"]) for row in rows]
 
 
-async def test_each_request_is_decided_alone_in_arrival_order(conn):
+async def test_each_request_is_decided_alone_in_arrival_order(conn, books):
     option_id = await create_option(conn, 5, max_per_user=3)
     outcomes = await batch(conn, option_id, [
         (U1, 2, None),      # bought: 3 left
@@ -36,9 +36,7 @@ async def test_each_request_is_decided_alone_in_arrival_order(conn):
     assert [sqlstate for sqlstate, _ in outcomes] == [None, "TA007", None, "TA003", "TA001", "TA001", "TA001"]
     assert [receipt["quantity"] for sqlstate, receipt in outcomes if sqlstate is None] == [2, 3]
     assert all(receipt is None for sqlstate, receipt in outcomes if sqlstate)
-    state = await option_state(conn, option_id)
-    assert (state["remaining"], state["sold"]) == (0, 5)
-    assert_consistent(state, 5)
+    assert await books(option_id) == {"remaining": 0, "sold": 5, "total": 5}
 
 
 async def test_refusals_carry_what_purchase_tickets_would_raise(conn):
@@ -54,16 +52,16 @@ async def test_refusals_carry_what_purchase_tickets_would_raise(conn):
         insufficient["sqlstate"], insufficient["message"], insufficient["detail"])
 
 
-async def test_duplicate_keys_in_one_batch_buy_once(conn):
+async def test_duplicate_keys_in_one_batch_buy_once(conn, books):
     option_id = await create_option(conn, 10)
     outcomes = await batch(conn, option_id, [(U1, 1, "k"), (U1, 1, "k"), (U1, 2, "k"), (U2, 1, "other")])
     assert [sqlstate for sqlstate, _ in outcomes] == [None, None, "TA005", None]
     assert outcomes[0][1]["id"] == outcomes[1][1]["id"]
-    assert (await option_state(conn, option_id))["sold"] == 2
+    assert (await books(option_id))["sold"] == 2
     # And in a later batch the key still answers with the same purchase.
     later = await batch(conn, option_id, [(U1, 1, "k")])
     assert later[0][1]["id"] == outcomes[0][1]["id"]
-    assert (await option_state(conn, option_id))["sold"] == 2
+    assert (await books(option_id))["sold"] == 2
 
 
 async def test_a_refused_first_use_of_a_key_answers_its_repeat_the_same(conn):
@@ -72,7 +70,7 @@ async def test_a_refused_first_use_of_a_key_answers_its_repeat_the_same(conn):
     assert [sqlstate for sqlstate, _ in outcomes] == ["TA003", "TA003", None]
 
 
-async def test_whole_batch_errors_buy_nothing(conn):
+async def test_whole_batch_errors_buy_nothing(conn, books):
     option_id = await create_option(conn, 10)
     with pytest.raises(asyncpg.PostgresError) as raised:
         await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", uuid.uuid4(), [U1], [1])
@@ -80,7 +78,7 @@ async def test_whole_batch_errors_buy_nothing(conn):
     with pytest.raises(asyncpg.PostgresError) as raised:
         await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", option_id, [U1, U2], [1])
     assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "requests")
-    assert (await option_state(conn, option_id))["sold"] == 0
+    assert (await books(option_id))["sold"] == 0
 
 
 async def test_an_empty_batch_answers_nothing(conn):
@@ -88,19 +86,16 @@ async def test_an_empty_batch_answers_nothing(conn):
     assert await batch(conn, option_id, []) == []
 
 
-async def test_concurrent_batches_never_oversell(conn, database_url):
+async def test_concurrent_batches_never_oversell(conn, owner_pool, books):
     option_id = await create_option(conn, 300)
-    pool = await asyncpg.create_pool(database_url, min_size=10, max_size=10)
-    try:
-        async def one_batch():
-            size = random.randint(1, 30)
-            return await batch(pool, option_id, [(uuid.uuid4(), random.randint(1, 4), None) for _ in range(size)])
-        results = await asyncio.wait_for(asyncio.gather(*(one_batch() for _ in range(40))), timeout=120)
-    finally:
-        await pool.close()
+
+    async def one_batch():
+        size = random.randint(1, 30)
+        return await batch(owner_pool, option_id, [(uuid.uuid4(), random.randint(1, 4), None) for _ in range(size)])
+    results = await asyncio.wait_for(asyncio.gather(*(one_batch() for _ in range(40))), timeout=120)
     outcomes = [outcome for result in results for outcome in result]
     assert {sqlstate for sqlstate, _ in outcomes} <= {None, "TA003"}
     bought = sum(receipt["quantity"] for sqlstate, receipt in outcomes if sqlstate is None)
-    state = await option_state(conn, option_id)
+    state = await books(option_id)
     assert state["sold"] == bought
-    assert_consistent(state, 300)
+    assert state["total"] == 300

@@ -7,46 +7,36 @@ import uuid
 import asyncpg
 import pytest
 
-USER = uuid.UUID("123e4567-e89b-12d3-a456-426614174000")
+from tests.people import USER_ID
 
 
 async def create_option(conn, allocation):
     return await conn.fetchval("SELECT id FROM create_ticket_option('Gig', '', $1)", allocation)
 
 
-async def purchase(conn, option_id, quantity, user_id=USER):
+async def purchase(conn, option_id, quantity, user_id=USER_ID):
     return await conn.fetchrow("SELECT * FROM purchase_tickets($1, $2, $3)", option_id, user_id, quantity)
 
 
-async def counts(conn, option_id):
-    return await conn.fetchrow(
-        """SELECT o.remaining,
-                  (SELECT coalesce(sum(quantity), 0) FROM purchases WHERE ticket_option_id = o.id) AS sold,
-                  (SELECT count(*) FROM tickets WHERE ticket_option_id = o.id) AS tickets
-           FROM ticket_options o WHERE o.id = $1""",
-        option_id,
-    )
-
-
-async def test_purchase_returns_the_purchase_with_its_tickets(conn):
+async def test_purchase_returns_the_purchase_with_its_tickets(conn, books):
     option_id = await create_option(conn, 10)
     bought = await purchase(conn, option_id, 3)
     assert bought["ticket_option_id"] == option_id
-    assert bought["user_id"] == USER
+    assert bought["user_id"] == USER_ID
     assert bought["quantity"] == 3
     assert len(set(bought["ticket_ids"])) == 3
     stored = await conn.fetch("SELECT id FROM tickets WHERE purchase_id = $1", bought["id"])
     assert {row["id"] for row in stored} == set(bought["ticket_ids"])
-    assert dict(await counts(conn, option_id)) == {"remaining": 7, "sold": 3, "tickets": 3}
+    assert await books(option_id) == {"remaining": 7, "sold": 3, "total": 10}
 
 
-async def test_buying_exactly_what_remains_sells_out(conn):
+async def test_buying_exactly_what_remains_sells_out(conn, books):
     option_id = await create_option(conn, 5)
     await purchase(conn, option_id, 5)
-    assert (await counts(conn, option_id))["remaining"] == 0
+    assert (await books(option_id))["remaining"] == 0
 
 
-async def test_asking_more_than_remains_raises_TA003_and_buys_nothing(conn):
+async def test_asking_more_than_remains_raises_TA003_and_buys_nothing(conn, books):
     option_id = await create_option(conn, 4)
     await purchase(conn, option_id, 3)
     with pytest.raises(asyncpg.PostgresError) as raised:
@@ -54,7 +44,7 @@ async def test_asking_more_than_remains_raises_TA003_and_buys_nothing(conn):
     assert raised.value.sqlstate == "TA003"
     assert "2 requested, 1 remaining" in raised.value.message
     assert raised.value.detail == "remaining: 1"
-    assert dict(await counts(conn, option_id)) == {"remaining": 1, "sold": 3, "tickets": 3}
+    assert await books(option_id) == {"remaining": 1, "sold": 3, "total": 4}
 
 
 async def test_unknown_option_raises_TA002(conn):
@@ -66,16 +56,16 @@ async def test_unknown_option_raises_TA002(conn):
 
 @pytest.mark.parametrize(
     ("quantity", "user_id", "field"),
-    [(0, USER, "quantity"), (-1, USER, "quantity"), (1001, USER, "quantity"), (None, USER, "quantity"),
+    [(0, USER_ID, "quantity"), (-1, USER_ID, "quantity"), (1001, USER_ID, "quantity"), (None, USER_ID, "quantity"),
      (1, None, "user_id")],
 )
-async def test_invalid_arguments_raise_TA001(conn, quantity, user_id, field):
+async def test_invalid_arguments_raise_TA001(conn, quantity, user_id, field, books):
     option_id = await create_option(conn, 2000)
     with pytest.raises(asyncpg.PostgresError) as raised:
         await purchase(conn, option_id, quantity, user_id)
     assert raised.value.sqlstate == "TA001"
     assert raised.value.column_name == field
-    assert dict(await counts(conn, option_id)) == {"remaining": 2000, "sold": 0, "tickets": 0}
+    assert await books(option_id) == {"remaining": 2000, "sold": 0, "total": 2000}
 
 
 async def test_null_option_id_raises_TA001(conn):
@@ -84,11 +74,11 @@ async def test_null_option_id_raises_TA001(conn):
     assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "ticket_option_id")
 
 
-async def test_largest_purchase_inserts_all_its_tickets(conn):
+async def test_largest_purchase_inserts_all_its_tickets(conn, books):
     option_id = await create_option(conn, 1000)
     bought = await purchase(conn, option_id, 1000)
     assert len(bought["ticket_ids"]) == 1000
-    assert dict(await counts(conn, option_id)) == {"remaining": 0, "sold": 1000, "tickets": 1000}
+    assert await books(option_id) == {"remaining": 0, "sold": 1000, "total": 1000}
 
 
 async def test_a_ticket_cannot_point_at_another_options_purchase(conn):
@@ -100,41 +90,37 @@ async def test_a_ticket_cannot_point_at_another_options_purchase(conn):
         )
 
 
-async def run_concurrently(database_url, option_id, quantities):
-    """Each quantity bought on its own connection, all at once; returns (successes, TA003 refusals)."""
-    pool = await asyncpg.create_pool(database_url, min_size=20, max_size=20)
-    try:
-        async def attempt(quantity):
-            try:
-                return await pool.fetchrow(
-                    "SELECT * FROM purchase_tickets($1, $2, $3)", option_id, uuid.uuid4(), quantity
-                )
-            except asyncpg.PostgresError as error:
-                assert error.sqlstate == "TA003", error
-                return None
+async def run_concurrently(pool, option_id, quantities):
+    """Each quantity bought on a connection of the pool, all at once; returns (successes, TA003 refusals)."""
+    async def attempt(quantity):
+        try:
+            return await pool.fetchrow(
+                "SELECT * FROM purchase_tickets($1, $2, $3)", option_id, uuid.uuid4(), quantity
+            )
+        except asyncpg.PostgresError as error:
+            assert error.sqlstate == "TA003", error
+            return None
 
-        results = await asyncio.gather(*(attempt(q) for q in quantities))
-    finally:
-        await pool.close()
+    results = await asyncio.gather(*(attempt(q) for q in quantities))
     return [r for r in results if r is not None], sum(r is None for r in results)
 
 
-async def test_concurrent_purchases_never_oversell(conn, database_url):
+async def test_concurrent_purchases_never_oversell(conn, owner_pool, books):
     option_id = await create_option(conn, 50)
-    successes, refused = await run_concurrently(database_url, option_id, [1] * 200)
+    successes, refused = await run_concurrently(owner_pool, option_id, [1] * 200)
     assert (len(successes), refused) == (50, 150)
-    assert dict(await counts(conn, option_id)) == {"remaining": 0, "sold": 50, "tickets": 50}
+    assert await books(option_id) == {"remaining": 0, "sold": 50, "total": 50}
     all_tickets = [t for s in successes for t in s["ticket_ids"]]
     assert len(set(all_tickets)) == 50
 
 
-async def test_concurrent_mixed_quantities_account_for_every_ticket(conn, database_url):
+async def test_concurrent_mixed_quantities_account_for_every_ticket(conn, owner_pool, books):
     option_id = await create_option(conn, 100)
     quantities = [random.randint(1, 5) for _ in range(100)]  # about 3x the supply
-    successes, _ = await run_concurrently(database_url, option_id, quantities)
-    state = await counts(conn, option_id)
+    successes, _ = await run_concurrently(owner_pool, option_id, quantities)
+    state = await books(option_id)  # tickets: check_consistency() matches them to the purchases
     bought = sum(s["quantity"] for s in successes)
-    assert state["sold"] == bought == state["tickets"]
-    assert state["sold"] + state["remaining"] == 100
+    assert state["sold"] == bought
+    assert state["sold"] + state["remaining"] == state["total"] == 100
     # Demand exceeds supply, so what is left is less than the smallest ask that was refused.
     assert state["remaining"] < 5
