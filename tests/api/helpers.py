@@ -5,11 +5,21 @@ import uuid
 
 import asyncpg
 
+from tests.people import USER
+
 
 async def create_option(client, allocation=100, name="Gig", desc="Main hall"):
     response = await client.post("/ticket_options", json={"name": name, "desc": desc, "allocation": allocation})
     assert response.status == 201, await response.text()
     return await response.json()
+
+
+async def buy(client, option_id, quantity=1, *, user_id=USER, key=None, headers=None):
+    """POST /ticket_options/{option_id}/purchases for `user_id`; `key` (when not None) goes in the
+    Idempotency-Key header, `headers` besides. Returns the response."""
+    headers = {**(headers or {}), **({"Idempotency-Key": key} if key is not None else {})}
+    return await client.post(f"/ticket_options/{option_id}/purchases",
+                             json={"quantity": quantity, "user_id": str(user_id)}, headers=headers)
 
 
 async def assert_problem(response, status, problem_type=None):

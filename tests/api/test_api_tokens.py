@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from ..people import USER
-from .helpers import assert_problem, raw_request
+from .helpers import assert_problem, buy, raw_request
 
 TOKENS = ("integrator-one-token", "integrator-two-token")
 ADMIN_TOKEN = "s3cret-admin-token"
@@ -33,8 +33,7 @@ async def create_option(client, allocation=100):
 
 async def test_every_api_route_needs_a_token(client):
     option = await create_option(client)
-    bought = await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER},
-                               headers=ONE)
+    bought = await buy(client, option["id"], headers=ONE)
     assert bought.status == 201
     purchase = await bought.json()
     routes = [  # with a good token: this status
@@ -79,16 +78,14 @@ async def test_two_callers_cannot_collide_on_an_idempotency_key(client):
     option = await create_option(client)
     other_user = str(uuid.uuid4())
 
-    async def buy(headers, user_id, quantity):
-        response = await client.post(f"/ticket_options/{option['id']}/purchases",
-                                     json={"quantity": quantity, "user_id": user_id},
-                                     headers={**headers, "Idempotency-Key": "order-7f3a"})
+    async def buy_as(headers, user_id, quantity):
+        response = await buy(client, option["id"], quantity, user_id=user_id, key="order-7f3a", headers=headers)
         return response.status, await response.json()
 
     # Concurrently, as two integrators' backends would; none waits for or sees the others.
-    outcomes = await asyncio.gather(buy(ONE, USER, 1), buy(TWO, USER, 2), buy(ONE, other_user, 3))
+    outcomes = await asyncio.gather(buy_as(ONE, USER, 1), buy_as(TWO, USER, 2), buy_as(ONE, other_user, 3))
     assert [status for status, _ in outcomes] == [201, 201, 201]
     assert len({purchase["id"] for _, purchase in outcomes}) == 3
     # Each caller's retry replays its own purchase.
-    assert (await buy(TWO, USER, 2))[1]["id"] == outcomes[1][1]["id"]
-    assert (await buy(ONE, USER, 1))[1]["id"] == outcomes[0][1]["id"]
+    assert (await buy_as(TWO, USER, 2))[1]["id"] == outcomes[1][1]["id"]
+    assert (await buy_as(ONE, USER, 1))[1]["id"] == outcomes[0][1]["id"]

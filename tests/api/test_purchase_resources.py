@@ -7,14 +7,7 @@ import uuid
 import aiohttp
 
 from ..people import USER
-from .helpers import assert_problem, create_option
-
-
-async def buy(client, option_id, quantity=1, user_id=USER, headers=None):
-    return await client.post(
-        f"/ticket_options/{option_id}/purchases", json={"quantity": quantity, "user_id": str(user_id)},
-        headers=headers,
-    )
+from .helpers import assert_problem, buy, create_option
 
 
 async def test_a_purchase_can_be_read_back_from_its_location(client):
@@ -69,7 +62,7 @@ async def test_a_page_is_bounded_by_the_tickets_it_carries(client, conn):
     still lists each purchase once."""
     budget = await conn.fetchval("SELECT list_purchases_ticket_budget()")
     option = await create_option(client, 5 * budget + 20)
-    ids = [(await (await buy(client, option["id"], q, uuid.uuid4())).json())["id"]
+    ids = [(await (await buy(client, option["id"], q, user_id=uuid.uuid4())).json())["id"]
            for q in [budget // 2, budget // 2, budget, 7, 13, budget, budget // 2, budget]]
     seen, cursor, pages = [], None, 0
     while pages < 20:
@@ -145,7 +138,7 @@ async def test_per_user_limit_holds_under_concurrent_requests(client):
 
 async def test_cancels_racing_purchases_over_http_keep_the_books(client):
     option = await create_option(client, 30)
-    early = [await (await buy(client, option["id"], 2, uuid.uuid4())).json() for _ in range(10)]
+    early = [await (await buy(client, option["id"], 2, user_id=uuid.uuid4())).json() for _ in range(10)]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
         async def post(path, payload=None):
             async with session.post(client.make_url(path), json=payload) as response:
