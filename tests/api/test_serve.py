@@ -10,6 +10,7 @@ import pytest
 
 from service.config import PROJECT_ROOT
 
+from ..people import USER
 from ..processes import Server, base_env, children, live_workers, request, served_env
 
 pytestmark = pytest.mark.process
@@ -23,7 +24,7 @@ def test_serves_with_database_url_and_never_logs_the_password(database_url, api_
         status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 2})
         assert status == 201
         status, _ = request(server.port, "POST", f"/ticket_options/{option['id']}/purchases",
-                            {"quantity": 3, "user_id": "123e4567-e89b-12d3-a456-426614174000"})
+                            {"quantity": 3, "user_id": USER})
         assert status == 409
     finally:
         assert server.stop() == 0
@@ -54,7 +55,7 @@ def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
         status, option = request(first.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 5})
         assert status == 201
         status, _ = request(first.port, "POST", f"/ticket_options/{option['id']}/purchases",
-                            {"quantity": 2, "user_id": "123e4567-e89b-12d3-a456-426614174000"})
+                            {"quantity": 2, "user_id": USER})
         assert status == 201
     finally:
         assert first.stop() == 0

@@ -12,6 +12,7 @@ import pytest
 from service.config import PROJECT_ROOT
 
 from ..conftest import admin_url, api_url
+from ..people import USER
 from ..processes import Server, base_env, request
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
@@ -70,7 +71,7 @@ def test_the_installed_wheel_migrates_serves_and_sells(installed, server_url, em
         status, option = request(server.port, "POST", "/ticket_options", {"name": "Gig", "allocation": 5})
         assert status == 201, option
         status, purchase = request(server.port, "POST", f"/ticket_options/{option['id']}/purchases",
-                                   {"quantity": 2, "user_id": "123e4567-e89b-12d3-a456-426614174000"})
+                                   {"quantity": 2, "user_id": USER})
         assert status == 201, purchase
         assert request(server.port, "GET", "/openapi.json")[0] == 200
     finally:

@@ -19,6 +19,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from ..people import USER
 from ..processes import Server, request, served_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
@@ -40,7 +41,7 @@ def served(own_postgres, tmp_path_factory):
     status, option = request(server.port, "POST", "/ticket_options", {"name": "Fuzzed", "allocation": 10_000})
     assert status == 201
     request(server.port, "POST", f"/ticket_options/{option['id']}/purchases",
-            {"quantity": 1, "user_id": "123e4567-e89b-12d3-a456-426614174000"})
+            {"quantity": 1, "user_id": USER})
     yield server
     assert server.stop() == 0
     assert "Traceback" not in server.log()
@@ -81,7 +82,7 @@ def test_the_api_keeps_its_contract(served):
 
 OPTION = "option-id"  # replaced by the served option's id
 TOKEN = "fuzz-api-token"
-UUID = "123e4567-e89b-12d3-a456-426614174000"
+UUID = USER  # well-formed
 # Spellings of a UUID that uuid.UUID() or a careless parser might take.
 UUID_FORMS = st.sampled_from([
     UUID, UUID.upper(), f"{{{UUID}}}", f"urn:uuid:{UUID}", f"{UUID}-", UUID.replace("-", ""), f" {UUID}",

@@ -9,6 +9,7 @@ from yoyo import get_backend, read_migrations
 
 from service import embedded
 from service.migrations import MIGRATIONS_DIR, migrate, yoyo_url
+from tests.people import USER
 
 VERSIONED = sorted(p.stem for p in MIGRATIONS_DIR.glob("0*.sql"))
 
@@ -91,7 +92,7 @@ def test_0004_keeps_the_keys_remembered_before_it(empty_database_url):
     with backend.lock():
         backend.apply_migrations_only(backend.to_apply(before))
     backend.connection.close()
-    user = "123e4567-e89b-12d3-a456-426614174000"
+    user = USER
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         option = conn.execute("INSERT INTO ticket_options (name, allocation, sold, total) VALUES ('Gig', 8, 2, 10) "
                               "RETURNING id").fetchone()[0]

@@ -3,6 +3,7 @@
 import subprocess
 
 from service import embedded
+from tests.people import USER
 
 
 def psql(database_url, command):
@@ -19,8 +20,7 @@ def test_create_purchase_and_read_through_psql(database_url):
 
     bought = psql(
         database_url,
-        f"SELECT quantity, cardinality(ticket_ids) FROM purchase_tickets('{option_id}', "
-        "'123e4567-e89b-12d3-a456-426614174000', 2)",
+        f"SELECT quantity, cardinality(ticket_ids) FROM purchase_tickets('{option_id}', '{USER}', 2)",
     )
     assert bought.returncode == 0, bought.stderr
     assert bought.stdout.strip() == "2|2"
@@ -33,7 +33,7 @@ def test_psql_user_sees_a_clear_error_with_its_sqlstate(database_url):
     option_id = psql(database_url, "SELECT id FROM create_ticket_option('Gig', '', 1)").stdout.strip()
     refused = subprocess.run(
         [str(embedded.psql_path()), database_url, "-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
-         "-c", f"SELECT * FROM purchase_tickets('{option_id}', '123e4567-e89b-12d3-a456-426614174000', 2)"],
+         "-c", f"SELECT * FROM purchase_tickets('{option_id}', '{USER}', 2)"],
         capture_output=True, text=True, timeout=30,
     )
     assert refused.returncode != 0
