@@ -13,6 +13,7 @@ run-ha: $(STAMP)  ## the HA topology to try: pg_auto_failover monitor + 2 nodes 
 	$(BIN)/python -m tests.ha.run
 
 test: $(STAMP)  ## run the whole test suite (embedded PostgreSQL unless TEST_DATABASE_URL is set)
+	@bash .ci/system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the inner loop: the tests marked neither slow, process, browser nor ha (see pyproject.toml)

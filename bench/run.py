@@ -65,6 +65,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/run.py`
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
+from bench import SEARCH_PATH  # noqa: E402
 
 BENCH_DIR = ROOT / "bench"
 WRK_DIR = BENCH_DIR / "wrk"
@@ -233,7 +234,7 @@ class Databases:
         migrate(url)
         # Options created through the SQL API, then given ids pgbench can compute (option_id).
         # No ANALYZE: fresh copies keep "never analyzed" statistics, as a new database has.
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(url, options=SEARCH_PATH) as conn:
             for n in range(1, N_OPTIONS + 1):
                 (created,) = conn.execute(
                     "SELECT id FROM create_ticket_option(%s, %s, %s)",
@@ -326,7 +327,7 @@ LEFT JOIN valid_tickets t ON t.ticket_option_id = o.id
 
 def check_database(url: str, expected_purchases: int, slack: int) -> dict:
     """The invariants, and purchases in [expected, expected + slack]; problems listed in 'failures'."""
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, options=SEARCH_PATH) as conn:
         negative, total_off, sold_vs_purchases, sold_vs_tickets, purchases, sold = conn.execute(
             CHECK_QUERY
         ).fetchone()
@@ -507,7 +508,7 @@ def run_pgbench(pgbench: str, database_url: str, workload: str, concurrency: int
     cmd = [pgbench, "-n", "-M", "prepared", "-c", str(concurrency), "-j", str(min(2, concurrency)),
            "-T", str(duration), "-D", f"noptions={n_options}", *scripts,
            "-l", "--log-prefix", str(logs / "log"), database_url]
-    code, cpu, output = run_measured(cmd, dict(os.environ), work / f"pgbench-{workload}-{concurrency}.out",
+    code, cpu, output = run_measured(cmd, dict(os.environ, PGOPTIONS=SEARCH_PATH), work / f"pgbench-{workload}-{concurrency}.out",
                                      duration + 120)
     tps = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", output, re.M)
     if code != 0 or not tps:
@@ -876,9 +877,6 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # The bench's own connections (psycopg, pgbench: libpq reads PGOPTIONS) reach the tables and the
-    # SQL API unqualified; the service qualifies its calls (api.*) and needs nothing.
-    os.environ["PGOPTIONS"] = "-c search_path=ticket_allocation,api,public"
     started = time.monotonic()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
