@@ -175,6 +175,9 @@ BEGIN
         FROM unnest(buying) AS b
         WHERE p_idempotency_keys[b] IS NOT NULL
         HAVING count(*) > 0;
+        -- Events (sql/events.sql): the new purchases, then the option's sold_out if it is.
+        PERFORM append_purchase_events('purchase.created', (SELECT array_agg(purchase_ids[b]) FROM unnest(buying) AS b),
+                                       ticket_option_resource(locked));
     END IF;
 
     RETURN QUERY
@@ -320,6 +323,7 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     option_id uuid;
+    locked ticket_options;
     target purchases;
 BEGIN
     PERFORM assert_session_limits();
@@ -331,7 +335,7 @@ BEGIN
         PERFORM raise_refusal(purchase_not_found(p_id));
     END IF;
 
-    PERFORM 1 FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE;
+    SELECT * INTO locked FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE;
     SELECT * INTO target FROM purchases WHERE id = p_id FOR UPDATE;
     IF target.status = 'active' THEN
         UPDATE purchases SET status = 'cancelled', cancelled_at = now() WHERE id = p_id;
@@ -339,6 +343,8 @@ BEGIN
         UPDATE ticket_options
         SET remaining = remaining + target.quantity, sold = sold - target.quantity, updated_at = now()
         WHERE id = option_id;
+        -- Events (sql/events.sql): the cancellation, then the option's back_on_sale if it is.
+        PERFORM append_purchase_events('purchase.cancelled', ARRAY[p_id], ticket_option_resource(locked));
     END IF;
     RETURN get_purchase(p_id);
 END;
