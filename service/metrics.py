@@ -64,6 +64,30 @@ class Metrics:
             registry=self.registry, multiprocess_mode="livesum",
         )
 
+        self.webhook_deliveries = Counter(
+            "ticket_allocation_webhook_deliveries", "Webhook delivery attempts, by outcome (delivered, failed, gone)",
+            ("outcome", "worker"), registry=self.registry,
+        )
+        # max: every worker refreshes them from the database; any one's values will do.
+        self.webhook_lag = Gauge(
+            "ticket_allocation_webhook_delivery_lag_seconds",
+            "Per subscription, the age of its oldest event not yet delivered (0: up to date)",
+            ("webhook", "worker"), registry=self.registry, multiprocess_mode="max",
+        )
+        self.events_written = Gauge(
+            "ticket_allocation_events_written", "Events written to the outbox so far (its last id)",
+            ("worker",), registry=self.registry, multiprocess_mode="max",
+        )
+
+    def webhook_delivered(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome, self.worker).inc()
+
+    def webhook_lag_observed(self, rows) -> None:
+        self.webhook_lag.clear()
+        for row in rows:
+            self.webhook_lag.labels(str(row["webhook_id"]), self.worker).set(row["lag_seconds"])
+            self.events_written.labels(self.worker).set(row["events_written"])
+
     def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status), self.worker)
         self.requests.labels(*labels).inc()
