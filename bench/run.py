@@ -258,6 +258,17 @@ class Databases:
         self.created.append(database)
         return with_database(self.admin_url, database)
 
+    def url_of(self, database: str) -> str:
+        return with_database(self.admin_url, database)
+
+    def fresh_from(self, name: str, template: str) -> str:
+        """A new database copied from another template (see bench/history.py); its URL."""
+        database = f"{self.prefix}_{name}"
+        self.admin(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(database), sql.Identifier(template)))
+        self.created.append(database)
+        return self.url_of(database)
+
     def drop(self, url_or_name: str) -> None:
         name = urlsplit(url_or_name).path.lstrip("/") if "://" in url_or_name else url_or_name
         self.admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -451,7 +462,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 def run_wrk(wrk: str, service: Service, workload: str, concurrency: int, duration: int, options_file: Path,
             work: Path) -> dict:
-    _, read_percent = WORKLOADS[workload]
+    _, read_percent = WORKLOADS.get(workload, (0, 0))  # "paths": bench/history.py
     threads = min(2, concurrency)
     cmd = [wrk, "-t", str(threads), "-c", str(concurrency), "-d", f"{duration}s", "--latency",
            "--timeout", "10s", "-s", str(WRK_DIR / f"{workload}.lua"), service.url]
@@ -647,6 +658,8 @@ def write_markdown(results: dict, path: Path) -> None:
                 for msg in p[side]["failures"]]
     if failures:
         lines += ["## Failed checks", "", *failures, ""]
+    if "history" in results:
+        lines += history_markdown(results["history"])
     lines += ["![throughput and p99 latency](throughput.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -700,6 +713,144 @@ def write_plot(results: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# History: the same calls on a database that has sold a million times (bench/history.py)
+
+
+def wrk_summary(result: dict) -> dict:
+    return {k: result[k] for k in ("requests", "rps", "p50_ms", "p99_ms", "max_ms", "socket_errors")} | {
+        "5xx": result["status"]["5xx"], "2xx": result["status"]["2xx"]}
+
+
+def measured(db_url: str, run) -> dict:
+    """run()'s wrk summary, with the sequential scans and rows read per request on the growing tables."""
+    from bench import history
+
+    before = history.table_reads(db_url)
+    result = wrk_summary(run())
+    time.sleep(1.5)  # the service's last counters reach the shared statistics
+    after = history.table_reads(db_url)
+    result["seq_scans"] = after["seq_scans"] - before["seq_scans"]
+    result["rows_read_per_request"] = (after["rows_read"] - before["rows_read"]) / max(result["requests"], 1)
+    return result
+
+
+def run_history(wrk: str, databases: "Databases", options_file: Path, work: Path, quick: bool) -> dict:
+    from bench import history
+
+    size = 20_000 if quick else history.HISTORY
+    window, windows = (3, 2) if quick else (history.WINDOW, history.WINDOWS)
+    duration = 2 if quick else 6
+    hot = option_id(1)
+    results = {"history_purchases": size, "points": {}, "sustained": []}
+    for label, purchases in (("small", history.SMALL), ("large", size)):
+        log(f"history: loading {purchases:,} purchases set-based")
+        template = history.create_template(databases, f"history_{label}", purchases, N_OPTIONS)
+        db_url = databases.fresh_from(f"history_{label}_run", template)
+        history.read_paths(db_url, hot, work / f"paths-{label}")
+        service = Service(db_url, work / f"service-history-{label}.log")
+        try:
+            point = {"hot": measured(db_url, lambda: run_wrk(
+                wrk, service, "hot", history.HOT_CONCURRENCY, duration, options_file, work))}
+            for what in ("purchases", "lists"):
+                paths = (work / f"paths-{label}").with_suffix(f".{what}")
+                point[what] = measured(db_url, lambda paths=paths: run_wrk(
+                    wrk, service, "paths", history.READ_CONCURRENCY, duration, paths, work))
+            if label == "large":
+                for n in range(windows):
+                    result = measured(db_url, lambda: run_wrk(
+                        wrk, service, "hot", history.HOT_CONCURRENCY, window, options_file, work))
+                    log(f"history: sustained window {n + 1}/{windows}: {result['rps']:.0f} req/s, "
+                        f"p99 {result['p99_ms']:.1f} ms, {result['seq_scans']} seq scans, "
+                        f"{result['rows_read_per_request']:.1f} rows read per request")
+                    results["sustained"].append(result)
+        finally:
+            service.stop()
+        results["points"][label] = point
+        log(f"history ({label}, {purchases:,} purchases): hot@64 {point['hot']['rps']:.0f} req/s "
+            f"p99 {point['hot']['p99_ms']:.1f} ms; GET purchase {point['purchases']['rps']:.0f} req/s; "
+            f"user list {point['lists']['rps']:.0f} req/s")
+        databases.drop(db_url)
+        databases.drop(template)
+    small, large = results["points"]["small"], results["points"]["large"]
+    first = results["sustained"][0]["rps"] if results["sustained"] else float("nan")
+    results["ratios"] = {
+        "hot_large_vs_small": large["hot"]["rps"] / small["hot"]["rps"],
+        "get_purchase_large_vs_small": large["purchases"]["rps"] / small["purchases"]["rps"],
+        "user_list_large_vs_small": large["lists"]["rps"] / small["lists"]["rps"],
+        "worst_window_vs_first": min(w["rps"] for w in results["sustained"]) / first,
+        "worst_window_p99_ms": max(w["p99_ms"] for w in results["sustained"]),
+    }
+    return results
+
+
+def history_markdown(history: dict) -> list[str]:
+    small, large = history["points"]["small"], history["points"]["large"]
+    r = history["ratios"]
+    lines = [
+        "## history",
+        "",
+        f"The same service on a database pre-loaded set-based with {history['history_purchases']:,} purchases "
+        "(half on the hot option) and on one with 1,000; ANALYZEd after loading. hot: POST purchases of the "
+        "hot option at 64 connections; GET purchase and user list (`?user_id=…&limit=10` on the hot option) "
+        "at 32, over 1,000 random ids / users.",
+        "",
+        "Rows read = heap and index rows read on purchases, tickets and idempotency_keys per request "
+        "(pg_stat_user_tables/indexes differences; they must not grow with the history); seq = sequential scans.",
+        "",
+        "| point | small req/s | small p99 | small rows read | large req/s | large p99 | large rows read | "
+        "seq | large ÷ small | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, name, target in (("hot", "hot @ 64", ">= 0.9"), ("purchases", "GET /purchases/{id} @ 32", ">= 0.9"),
+                              ("lists", "user-filtered list @ 32", ">= 0.9")):
+        lines.append(f"| {name} | {fmt(small[key]['rps'])} | {fmt(small[key]['p99_ms'], 1)} | "
+                     f"{fmt(small[key]['rows_read_per_request'], 1)} | "
+                     f"{fmt(large[key]['rps'])} | {fmt(large[key]['p99_ms'], 1)} | "
+                     f"{fmt(large[key]['rows_read_per_request'], 1)} | {small[key]['seq_scans'] + large[key]['seq_scans']} | "
+                     f"{fmt(large[key]['rps'] / small[key]['rps'], 2)} | {target} |")
+    lines += ["", "Sustained hot run on the large database (64 connections, consecutive windows, one service):", "",
+              "| window | req/s | p99 ms | 5xx | rows read per request | seq scans | ÷ first |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    first = history["sustained"][0]["rps"]
+    for n, w in enumerate(history["sustained"], 1):
+        lines.append(f"| {n} | {fmt(w['rps'])} | {fmt(w['p99_ms'], 1)} | {fmt(w['5xx'])} | "
+                     f"{fmt(w['rows_read_per_request'], 1)} | {w['seq_scans']} | {fmt(w['rps'] / first, 2)} |")
+    lines += ["", f"Worst window ÷ first: {r['worst_window_vs_first']:.2f} (target >= 0.9); worst p99 "
+              f"{r['worst_window_p99_ms']:.1f} ms (target < 50 ms).", "", "![sustained run](sustained.png)", ""]
+    return lines
+
+
+def write_sustained_plot(history: dict, path: Path, window: int) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    windows = history["sustained"]
+    xs = [window * (n + 1) for n in range(len(windows))]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
+    top.plot(xs, [w["rps"] for w in windows], "o-")
+    top.axhline(0.9 * windows[0]["rps"], linestyle=":", color="grey", label="0.9 × first window")
+    top.set_ylabel("req/s")
+    top.set_ylim(bottom=0)
+    top.legend(fontsize="small")
+    top.set_title(f"sustained hot run, 64 connections, {history['history_purchases']:,} purchases before it")
+    bottom.plot(xs, [w["p99_ms"] for w in windows], "o-")
+    bottom.axhline(50, linestyle=":", color="grey", label="50 ms")
+    bottom.set_ylabel("p99 (ms)")
+    bottom.set_xlabel("seconds into the run (end of window)")
+    bottom.set_ylim(bottom=0)
+    bottom.legend(fontsize="small")
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
@@ -708,6 +859,8 @@ def parse_args(argv):
                         f"{QUICK_DURATION} with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: short points, concurrency 1 and 32 only")
     parser.add_argument("--workloads", default="hot,spread,read", help="comma-separated subset of hot,spread,read")
+    parser.add_argument("--no-history", action="store_true",
+                        help="skip the history points (1,000,000 purchases pre-loaded; a 60 s sustained run)")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results", help="folder for the results")
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -796,6 +949,9 @@ def main(argv=None) -> int:
                     log(f"warning: {workload} @ C={c}: {h['status']['5xx']} 5xx, {h['socket_errors']} socket errors")
                 results["points"].append(point)
 
+        if "hot" in args.workloads and not args.no_history:
+            results["history"] = run_history(wrk, databases, options_files["hot"], work, args.quick)
+
         results["meta"] = {
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
@@ -817,6 +973,8 @@ def main(argv=None) -> int:
         (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         write_markdown(results, args.output / "results.md")
         write_plot(results, args.output / "throughput.png")
+        if "history" in results:
+            write_sustained_plot(results["history"], args.output / "sustained.png", 3 if args.quick else 10)
         log(f"results in {args.output} ({results['meta']['elapsed_s']:.0f} s)")
         if not results["ok"]:
             log("!!! SOME CORRECTNESS CHECKS FAILED: see results.md")

@@ -102,6 +102,12 @@ CREATE TYPE api.purchase AS (
     created_at        timestamptz,
     cancelled_at      timestamptz
 );
+-- A page of purchases, and the cursor of the next one (null: this is the last).
+CREATE TYPE api.purchase_page AS (
+    purchases               api.purchase[],
+    next_before_created_at  timestamptz,
+    next_before_id          uuid
+);
 -- The answer to one request of a batch: a refusal, or the purchase.
 CREATE TYPE api.purchase_outcome AS (
     ordinal  integer,

@@ -8,16 +8,37 @@ when the call returns they go to PostgreSQL together as ONE call of
 purchase_tickets_batch (one lock, one commit), still decided one by one, in
 arrival order, each all or nothing. At low load a batch is one request, so
 nothing waits.
+
+Bounds, so that load cannot turn into failures: a batch is capped by its
+purchases, by the tickets it inserts (a long transaction would meet
+statement_timeout and fail every buyer in it) and by its keyed requests
+(each takes an advisory lock in PostgreSQL's shared lock table); and the
+queue of an option is capped: beyond it a purchase is refused at once
+(Overloaded: 503 + Retry-After) rather than waiting longer than a client
+would.
 """
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 
-# More than this waits for the next call: bounds one transaction's length.
+# More than these waits for the next call: bounds one transaction's length.
 MAX_BATCH = 256
+# 256 purchases of 1,000 tickets would insert 256,000 rows in one transaction.
+MAX_BATCH_TICKETS = 4_000
+# The lock table holds max_locks_per_transaction (64 by default) x connections;
+# a batch of 256 keys could exhaust it (SQLSTATE 53200) when several run at once.
+MAX_BATCH_KEYS = 32
+# Purchases waiting for one option in this worker; more are shed (Overloaded).
+# At the measured ~5 batches of 256 per second, the last would wait about a second.
+MAX_QUEUE = 1_024
+
+
+class Overloaded(Exception):
+    """Too many purchases of the option wait already: retry shortly, nothing was done."""
 
 
 class Refused(Exception):
@@ -39,21 +60,46 @@ class PendingPurchase:
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+def take_batch(waiting: list[PendingPurchase]) -> list[PendingPurchase]:
+    """The longest head of the queue within the bounds (never empty: one purchase always fits)."""
+    tickets = keys = 0
+    size = 0
+    for pending in waiting[:MAX_BATCH]:
+        keyed = pending.idempotency_key is not None
+        if size and (tickets + pending.quantity > MAX_BATCH_TICKETS or keys + keyed > MAX_BATCH_KEYS):
+            break  # in arrival order: the rest go in the next call
+        tickets += pending.quantity
+        keys += keyed
+        size += 1
+    batch = waiting[:size]
+    del waiting[:size]
+    return batch
+
+
 class PurchaseCoalescer:
-    def __init__(self, pool: asyncpg.Pool, pool_timeout: float):
+    def __init__(self, pool: asyncpg.Pool, pool_timeout: float,
+                 batch_sent: Callable[[int], None] | None = None, max_queue: int = MAX_QUEUE):
         self._pool = pool
         self._pool_timeout = pool_timeout
+        self._batch_sent = batch_sent  # metrics: called with each batch's size
+        self._max_queue = max_queue
         self._waiting: dict[uuid.UUID, list[PendingPurchase]] = {}
         self._senders: set[asyncio.Task] = set()
+
+    def queue_depth(self) -> int:
+        """Purchases waiting in this worker for their option's call in flight."""
+        return sum(len(waiting) for waiting in self._waiting.values())
 
     async def purchase(
         self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None,
         caller: str | None = None,
     ):
-        """The purchase's receipt; raises Refused, or the database error that failed its batch."""
+        """The purchase's receipt; raises Refused, Overloaded, or the database error that failed its batch."""
         pending = PendingPurchase(user_id, quantity, idempotency_key, caller)
         waiting = self._waiting.get(option_id)
         if waiting is not None:  # a call for this option is in flight: ride the next one
+            if len(waiting) >= self._max_queue:
+                raise Overloaded(f"{len(waiting)} purchases of this option are waiting already")
             waiting.append(pending)
         else:
             self._waiting[option_id] = [pending]
@@ -66,8 +112,9 @@ class PurchaseCoalescer:
         waiting = self._waiting[option_id]
         try:
             while waiting:
-                batch = waiting[:MAX_BATCH]
-                del waiting[:MAX_BATCH]
+                batch = take_batch(waiting)
+                if self._batch_sent:
+                    self._batch_sent(len(batch))
                 await self._send(option_id, batch)
         finally:
             del self._waiting[option_id]

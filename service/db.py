@@ -12,13 +12,10 @@ import asyncpg
 from aiohttp import web
 
 from .coalescing import PurchaseCoalescer
-from .metrics import METRICS
 from .webhooks import WEBHOOK_SETTINGS, Deliverer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)
-# The most tickets a page of list_purchases carries (its SQL constant), read once.
-LIST_TICKET_BUDGET = web.AppKey("list_ticket_budget", int)
 PURCHASES = web.AppKey("purchases", PurchaseCoalescer)
 DATABASE_URL = web.AppKey("database_url", str)
 ADMIN_DATABASE_URL = web.AppKey("admin_database_url", str)
@@ -32,6 +29,7 @@ DATABASE_SETTINGS = web.AppKey("database_settings", dict)
 
 # Expired idempotency keys are already ignored; purging only bounds the table.
 PURGE_INTERVAL_SECONDS = 600
+PURGE_CHUNK = 10_000  # what purge_expired_idempotency_keys() deletes at most per call
 EVENT_PURGE_CHUNK = 10_000
 PURGE_MAX_CHUNKS = 100
 
@@ -54,8 +52,10 @@ async def pool_context(app: web.Application):
         await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
         app[ADMIN_POOL] = admin_pool
-        app[LIST_TICKET_BUDGET] = await pool.fetchval("SELECT api.list_purchases_ticket_budget()")
-        app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT])
+        from .metrics import METRICS  # here: metrics imports this module
+
+        metrics = app.get(METRICS)
+        app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT], metrics.purchase_batch_sent if metrics else None)
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
         deliverer = start_deliverer(app, stopping)
@@ -72,6 +72,8 @@ def start_deliverer(app: web.Application, stopping: asyncio.Event) -> asyncio.Ta
     settings = app[WEBHOOK_SETTINGS]
     if not settings.enabled:
         return None
+    from .metrics import METRICS  # here: metrics imports this module
+
     deliverer = Deliverer(app[ADMIN_DATABASE_URL], settings, app[METRICS], app[DATABASE_SETTINGS])
     return asyncio.create_task(deliverer.run(stopping))
 
@@ -102,7 +104,7 @@ async def purge_expired_idempotency_keys(pool: asyncpg.Pool, stopping: asyncio.E
             await asyncio.wait_for(stopping.wait(), timeout=PURGE_INTERVAL_SECONDS)
             return
         try:
-            purged = await pool.fetchval("SELECT api.purge_expired_idempotency_keys()")
+            purged = await purge_backlog(pool, stopping)
             if purged:
                 log.info("purged %d expired idempotency keys", purged)
             await purge_old_events(pool)
@@ -124,6 +126,17 @@ async def purge_old_events(pool: asyncpg.Pool) -> None:
 # An argument left out of a call, so that the SQL function's default applies:
 # defaults live in the function signatures only.
 OMITTED = object()
+
+
+async def purge_backlog(pool: asyncpg.Pool, stopping: asyncio.Event | None = None) -> int:
+    """Every expired key, in the SQL function's bounded chunks (one transaction each)."""
+    total = 0
+    while stopping is None or not stopping.is_set():
+        purged = await pool.fetchval("SELECT api.purge_expired_idempotency_keys()")
+        total += purged
+        if purged < PURGE_CHUNK:
+            break
+    return total
 
 
 def function_call(function: str, arguments: dict) -> tuple[str, list]:

@@ -91,8 +91,11 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now
 }
 # Whole classes: 08 = connection exception; 22 = data exception, a value the database cannot take
-# (also asyncpg's "invalid input for query argument", raised before anything is sent).
-SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {"08": DATABASE_UNAVAILABLE, "22": INVALID_ARGUMENT}
+# (also asyncpg's "invalid input for query argument", raised before anything is sent); 53 =
+# insufficient resources (53200 out of shared memory: the lock table; 53100 disk full; 53300 above).
+SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {
+    "08": DATABASE_UNAVAILABLE, "22": INVALID_ARGUMENT, "53": DATABASE_UNAVAILABLE,
+}
 
 RETRY_AFTER_SECONDS = "1"
 

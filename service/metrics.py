@@ -54,6 +54,18 @@ class Metrics:
             "ticket_allocation_client_disconnects", "Clients that hung up before sending their whole request",
             ("worker",), registry=self.registry,
         )
+        self.purchases_shed = Counter(
+            "ticket_allocation_purchases_shed", "Purchases answered 503 at once: their option's queue was full",
+            ("worker",), registry=self.registry,
+        )
+        self.purchase_batch_size = Histogram(
+            "ticket_allocation_purchase_batch_size", "Purchases decided per purchase_tickets_batch call",
+            ("worker",), buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.purchase_queue_depth = Gauge(
+            "ticket_allocation_purchase_queue_depth", "Purchases waiting for their option's call in flight",
+            ("worker",), registry=self.registry, multiprocess_mode="livesum",
+        )
         # livesum: a worker's gauges leave the multiprocess files when it exits.
         self.pool_connections = Gauge(
             "ticket_allocation_db_pool_connections", "Open connections in the pool", ("worker",),
@@ -104,12 +116,20 @@ class Metrics:
     def client_disconnected(self) -> None:
         self.client_disconnects.labels(self.worker).inc()
 
+    def purchase_batch_sent(self, size: int) -> None:
+        self.purchase_batch_size.labels(self.worker).observe(size)
+
+    def purchase_shed(self) -> None:
+        self.purchases_shed.labels(self.worker).inc()
+
     def pool_observed(self, pool) -> None:
         size = pool.get_size()
         self.pool_connections.labels(self.worker).set(size)
         self.pool_connections_in_use.labels(self.worker).set(size - pool.get_idle_size())
 
-    def exposition(self, pool) -> bytes:
+    def exposition(self, pool, purchases=None) -> bytes:
+        if purchases is not None:
+            self.purchase_queue_depth.labels(self.worker).set(purchases.queue_depth())
         self.pool_observed(pool)
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
@@ -137,5 +157,5 @@ async def metrics_middleware(request: web.Request, handler):
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition(request.app[db.DB_POOL])
+    body = request.app[METRICS].exposition(request.app[db.DB_POOL], request.app.get(db.PURCHASES))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

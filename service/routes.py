@@ -9,12 +9,13 @@ import time
 import uuid
 from datetime import datetime
 
+import asyncpg
 from aiohttp import web
 
 from .auth import CALLER, require_admin
-from .coalescing import Refused
-from .db import LIST_TICKET_BUDGET, OMITTED, PURCHASES, call, call_many
-from .errors import PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND
+from .coalescing import Overloaded, Refused
+from .db import OMITTED, PURCHASES, call
+from .errors import DATABASE_UNAVAILABLE, PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND, Problem
 from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_query
 from .metrics import METRICS
 from .openapi import OPENAPI_JSON
@@ -42,7 +43,7 @@ PURCHASE_FIELDS = (
 # Routes that take no query parameters still refuse them (e.g. ?dry_run=true), as documented.
 NO_QUERY: tuple[Field, ...] = ()
 LIST_PURCHASES_QUERY = (
-    Field("limit", "integer", default=50),  # TODO(merge with issue 9's page bound): the SQL default only
+    Field("limit", "integer", default=OMITTED),
     Field("cursor", "string"),
     Field("user_id", "uuid", default=OMITTED),
 )
@@ -105,6 +106,13 @@ async def purchase_tickets(request: web.Request) -> web.Response:
     except Refused as refusal:
         request.app[METRICS].purchase_refused(refusal.sqlstate)
         raise
+    except asyncpg.PostgresError as error:
+        if (error.sqlstate or "").startswith("TA"):  # refused for the whole batch (e.g. unknown option)
+            request.app[METRICS].purchase_refused(error.sqlstate)
+        raise
+    except Overloaded as overloaded:
+        request.app[METRICS].purchase_shed()
+        raise Problem(DATABASE_UNAVAILABLE, f"{overloaded}; retry shortly. Nothing was changed.") from None
     request.app[METRICS].purchased(body["quantity"])
     purchase = resource_json(receipt)
     location = request.app.router["purchase"].url_for(id=purchase["id"])
@@ -128,17 +136,15 @@ async def list_purchases(request: web.Request) -> web.Response:
 
 async def list_page(request: web.Request, option_id, query: dict, before: tuple) -> web.Response:
     before_created_at, before_id = before
-    rows = await call_many(
-        request, "list_purchases",
+    page = await call(
+        request, "list_purchases_page",
         p_ticket_option_id=option_id, p_limit=query["limit"], p_user_id=query["user_id"],
         p_before_created_at=before_created_at, p_before_id=before_id,
     )
-    # A full page (limit purchases, or the ticket budget reached) may have a next one; the last
-    # page is the first that is not full.
-    budget = request.app[LIST_TICKET_BUDGET]
-    full = rows and (len(rows) == query["limit"] or sum(row["quantity"] for row in rows) >= budget)
-    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if full else None
-    return web.json_response({"purchases": [resource_json(row) for row in rows], "next_cursor": next_cursor})
+    # The SQL function says whether a next page may follow (a full page), and where it starts.
+    next_cursor = page["next_before_id"] and encode_cursor(page["next_before_created_at"], page["next_before_id"])
+    purchases = [resource_json(row) for row in page["purchases"]]
+    return web.json_response({"purchases": purchases, "next_cursor": next_cursor})
 
 
 @routes.get("/purchases/{id}", name="purchase")

@@ -131,6 +131,8 @@ $$;
 -- raise_refusal(p_refusal api.refusal) RETURNS void
 -- Raises the refusal as an error: its SQLSTATE, message, and whichever of
 -- DETAIL, HINT and COLUMN it has.
+-- VOLATILE on purpose (plpgsql_check suggests IMMUTABLE): an IMMUTABLE call
+-- with constant arguments may be run by the planner, raising while planning.
 CREATE OR REPLACE FUNCTION ticket_allocation.raise_refusal(p_refusal api.refusal)
 RETURNS void
 LANGUAGE plpgsql

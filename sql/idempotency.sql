@@ -39,6 +39,8 @@ $$;
 
 -- claim_idempotency_key(p_scope text, p_key text, p_request jsonb, OUT refused refusal,
 --                       OUT earlier idempotency_keys)
+-- (Two composite OUT parameters, which plpgsql_check's extra warnings flag:
+-- the caller reads both, as claim.refused and claim.earlier.)
 -- Takes the key of the scope for this transaction. `earlier` is the key's unexpired
 -- outcome for the same request, if any (else a row of nulls). `refused`,
 -- when not null, says why the request must be refused:
@@ -93,13 +95,31 @@ AS $$
 $$;
 
 -- api.purge_expired_idempotency_keys() RETURNS integer
--- Admin. Deletes expired keys (they are already ignored) and returns how many.
+-- Admin. Deletes at most 10,000 expired keys (they are already ignored),
+-- oldest first, and returns how many. Call it again, each call in its own
+-- transaction, until it returns less than 10,000: a backlog of millions is
+-- purged in bounded steps, none near statement_timeout, each holding its
+-- locks briefly. The keys are picked through the expires_at index and
+-- deleted by row address (= ANY of an array of ctids: no join whose plan
+-- could scan the table); SKIP LOCKED lets two purgers share a backlog.
+-- Errors: none.
 CREATE OR REPLACE FUNCTION api.purge_expired_idempotency_keys()
 RETURNS integer
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
-    WITH purged AS (DELETE FROM idempotency_keys WHERE expires_at <= now() RETURNING 1)
+    WITH purged AS (
+        DELETE FROM idempotency_keys
+        WHERE ctid = ANY (ARRAY(
+            SELECT ctid FROM idempotency_keys
+            WHERE expires_at <= now()
+            ORDER BY expires_at
+            LIMIT 10000
+            FOR UPDATE SKIP LOCKED))
+          AND expires_at <= now()
+        RETURNING 1)
     SELECT count(*)::integer FROM purged
 $$;

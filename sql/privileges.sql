@@ -16,7 +16,7 @@ DO $$
 DECLARE
     buying_and_reading constant text[] := ARRAY[
         'get_ticket_option', 'purchase_tickets', 'purchase_tickets_batch', 'get_purchase', 'list_purchases',
-        'list_purchases_ticket_budget',
+        'list_purchases_page',
         'idempotency_key_ttl', 'applied_migrations'];
     admin constant text[] := ARRAY[
         'create_ticket_option', 'cancel_purchase', 'purge_expired_idempotency_keys', 'check_consistency',

@@ -45,19 +45,21 @@ RETURNS SETOF api.purchase_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     requests constant integer := coalesce(cardinality(p_user_ids), 0);
     locked ticket_options;
     batch_remaining integer;
-    refusals api.refusal[] := '{}';        -- by ordinal; null when the request is answered by a purchase
-    purchase_ids uuid[] := '{}';       -- by ordinal: the purchase answering it, new or earlier
-    repeats integer[] := '{}';         -- by ordinal: the earlier ordinal with the same key and request
-    buying integer[] := '{}';          -- ordinals that buy now
+    refusals api.refusal[] := '{}'::api.refusal[]; -- by ordinal; null when the request is answered by a purchase
+    purchase_ids uuid[] := '{}'::uuid[];   -- by ordinal: the purchase answering it, new or earlier
+    repeats integer[] := '{}'::integer[];  -- by ordinal: the earlier ordinal with the same key and request
+    buying integer[] := '{}'::integer[];   -- ordinals that buy now
     undecided integer := 0;            -- requests left to decide under the lock
-    scopes text[] := '{}';             -- by ordinal: the scope of its key
-    requests_by_key jsonb := '{}';     -- [scope, key] -> {"ordinal", "request"} of its first use in this batch
-    held_by_user jsonb := '{}';        -- user -> tickets held in active purchases, this batch included
+    scopes text[] := '{}'::text[];         -- by ordinal: the scope of its key
+    requests_by_key jsonb := '{}'::jsonb;  -- [scope, key] -> {"ordinal", "request"} of its first use in this batch
+    held_by_user jsonb := '{}'::jsonb;     -- user -> tickets held in active purchases, this batch included
     claim record;
     first_use jsonb;
     request jsonb;
@@ -137,7 +139,7 @@ BEGIN
         IF locked.max_per_user IS NOT NULL THEN
             held := (held_by_user ->> buyer::text)::integer;
             IF held IS NULL THEN
-                SELECT coalesce(sum(p.quantity), 0) INTO held
+                SELECT coalesce(sum(p.quantity), 0)::integer INTO held
                 FROM purchases p
                 WHERE p.ticket_option_id = p_ticket_option_id AND p.user_id = buyer
                   AND p.status = 'active';
@@ -180,6 +182,10 @@ BEGIN
                                        ticket_option_resource(locked));
     END IF;
 
+    -- One primary-key lookup per request, never a join of the receipts view
+    -- against the requests: joined, its ticket_ids (a subquery per purchase)
+    -- is computed below the join, so a hash join (what a cached generic plan
+    -- picks for a set of unknown size) ran it for EVERY purchase of the table.
     RETURN QUERY
         SELECT o, refusals[o], purchase_resource(purchase_ids[o])
         FROM generate_series(1, requests) AS o
@@ -210,6 +216,8 @@ RETURNS api.purchase
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     outcome api.purchase_outcome;
@@ -233,6 +241,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     receipt api.purchase;
@@ -245,26 +255,34 @@ BEGIN
 END;
 $$;
 
--- api.list_purchases(p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
---                p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
---     RETURNS SETOF api.purchase
--- The option's purchases, newest first (created_at, then id, descending), at
--- most p_limit of them, only p_user_id's when given, and no more than fit in
--- api.list_purchases_ticket_budget() tickets (a page ends with the purchase that
--- reaches it; a page is always at least one purchase). Keyset pagination: pass
--- the created_at and id of the last row of a page to get the next one; each
--- purchase is listed once even while new ones are being made.
+-- api.list_purchases_page(p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
+--                         p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
+--     RETURNS api.purchase_page
+-- A page of the option's purchases, newest first (created_at, then id,
+-- descending): at most p_limit of them, only p_user_id's when given, and no
+-- more than fit in list_purchases_ticket_budget() tickets (a page ends with
+-- the purchase that reaches it; a page is always at least one purchase).
+-- next_before_created_at / next_before_id: the cursor of the next page when
+-- this one is full (p_limit purchases, or the budget reached), else null.
+-- Keyset pagination: pass them back as p_before_*; each purchase is listed
+-- once even while new ones are being made.
 -- Errors: TA001 when p_limit is outside 1..500 or only one of the two
 --         p_before_* is given; TA002 when the ticket option does not exist.
-CREATE OR REPLACE FUNCTION api.list_purchases(
+CREATE OR REPLACE FUNCTION api.list_purchases_page(
     p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
     p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
-RETURNS SETOF api.purchase
+RETURNS api.purchase_page
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
+DECLARE
+    listed uuid[];
+    tickets integer;
+    page api.purchase_page;
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 500 THEN
         PERFORM raise_invalid_argument('limit', 'must be a whole number from 1 to 500');
@@ -278,30 +296,72 @@ BEGIN
         p_before_created_at := 'infinity';
         p_before_id := 'ffffffff-ffff-ffff-ffff-ffffffffffff';
     END IF;
-    RETURN QUERY
-        WITH page AS (
-            SELECT p.id, p.created_at,
-                   sum(p.quantity) OVER (ORDER BY p.created_at DESC, p.id DESC) - p.quantity AS tickets_before
-            FROM purchases p
-            WHERE p.ticket_option_id = p_ticket_option_id
-              AND (p_user_id IS NULL OR p.user_id = p_user_id)
-              AND (p.created_at, p.id) < (p_before_created_at, p_before_id)
-            ORDER BY p.created_at DESC, p.id DESC
-            LIMIT p_limit
-        )
-        SELECT r.*
-        FROM page JOIN purchase_receipts r ON r.id = page.id
-        WHERE page.tickets_before < list_purchases_ticket_budget()
-        ORDER BY page.created_at DESC, page.id DESC;
+    -- One statement per shape of the filter, never `p_user_id IS NULL OR ...`:
+    -- PL/pgSQL caches one plan per statement, and a generic plan made for
+    -- one shape (all users) would serve the other (one user) by reading the
+    -- whole option. Each walks the index that matches it, in the order of
+    -- its ORDER BY, and stops after p_limit rows.
+    IF p_user_id IS NULL THEN
+        SELECT array_agg(id ORDER BY created_at DESC, id DESC), sum(quantity)::integer INTO listed, tickets
+        FROM (SELECT p.id, p.created_at, p.quantity,
+                     sum(p.quantity) OVER (ORDER BY p.created_at DESC, p.id DESC) - p.quantity AS tickets_before
+              FROM purchases p
+              WHERE p.ticket_option_id = p_ticket_option_id
+                AND (p.created_at, p.id) < (p_before_created_at, p_before_id)
+              ORDER BY p.created_at DESC, p.id DESC
+              LIMIT p_limit) AS newest
+        WHERE tickets_before < list_purchases_ticket_budget();
+    ELSE
+        SELECT array_agg(id ORDER BY created_at DESC, id DESC), sum(quantity)::integer INTO listed, tickets
+        FROM (SELECT p.id, p.created_at, p.quantity,
+                     sum(p.quantity) OVER (ORDER BY p.created_at DESC, p.id DESC) - p.quantity AS tickets_before
+              FROM purchases p
+              WHERE p.ticket_option_id = p_ticket_option_id
+                AND p.user_id = p_user_id
+                AND (p.created_at, p.id) < (p_before_created_at, p_before_id)
+              ORDER BY p.created_at DESC, p.id DESC
+              LIMIT p_limit) AS newest
+        WHERE tickets_before < list_purchases_ticket_budget();
+    END IF;
+
+    -- The receipts, one primary-key lookup each, in the page's order.
+    page.purchases := ARRAY(
+        SELECT purchase_resource(listed_id) FROM unnest(listed) WITH ORDINALITY AS l (listed_id, n) ORDER BY n);
+    IF cardinality(listed) = p_limit OR tickets >= list_purchases_ticket_budget() THEN
+        page.next_before_created_at := (page.purchases[cardinality(listed)]).created_at;
+        page.next_before_id := listed[cardinality(listed)];
+    END IF;
+    RETURN page;
 END;
 $$;
 
--- api.list_purchases_ticket_budget() RETURNS integer
+-- api.list_purchases(p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
+--                    p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
+--     RETURNS SETOF api.purchase
+-- The purchases of list_purchases_page, as rows (for psql); for the next
+-- page pass the last row's created_at and id as p_before_created_at,
+-- p_before_id (a page shorter than p_limit may still have one: see the
+-- ticket budget there). Errors: those of list_purchases_page.
+CREATE OR REPLACE FUNCTION api.list_purchases(
+    p_ticket_option_id uuid, p_limit integer DEFAULT 50, p_user_id uuid DEFAULT NULL,
+    p_before_created_at timestamptz DEFAULT NULL, p_before_id uuid DEFAULT NULL)
+RETURNS SETOF api.purchase
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+ROWS 50
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT listed.*
+    FROM unnest((list_purchases_page(p_ticket_option_id, p_limit, p_user_id, p_before_created_at, p_before_id))
+                .purchases) AS listed
+$$;
+
+-- list_purchases_ticket_budget() RETURNS integer
 -- The tickets a page of list_purchases carries at most, but for its last
 -- purchase: with up to 1,000 tickets a purchase, a page of 500 could
--- otherwise carry 500,000 ticket ids (8 MB of JSON) for one request. A page
--- that reaches it may have a next one.
-CREATE OR REPLACE FUNCTION api.list_purchases_ticket_budget()
+-- otherwise carry 500,000 ticket ids (8 MB of JSON) for one request.
+CREATE OR REPLACE FUNCTION ticket_allocation.list_purchases_ticket_budget()
 RETURNS integer
 LANGUAGE sql
 IMMUTABLE
@@ -320,6 +380,8 @@ RETURNS api.purchase
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     option_id uuid;

@@ -37,6 +37,8 @@ RETURNS api.ticket_option
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
@@ -97,6 +99,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     found_option ticket_options;

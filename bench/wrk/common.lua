@@ -16,7 +16,7 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local ids = {}
+ids = {}  -- global: paths.lua reads it
 local read_percent = 0
 local json_headers = {["Content-Type"] = "application/json"}
 

@@ -6,6 +6,7 @@ import uuid
 import asyncpg
 import pytest
 
+from service import coalescing
 from service.db import PURCHASES
 
 from .helpers import HeldOptionLock, assert_problem, create_option
@@ -126,3 +127,74 @@ async def test_unknown_option_fails_its_batch_as_404(client):
     status, _, body = await post_purchase(client, uuid.uuid4(), 1)
     assert (status, body["type"]) == (404, "/problems/ticket-option-not-found")
     await assert_problem(await client.get(f"/ticket_options/{uuid.uuid4()}"), 404)
+
+
+async def calls_made(database_url) -> int:
+    """purchase_tickets_batch calls that bought something: one transaction start (created_at) each."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval("SELECT count(DISTINCT created_at) FROM purchases")
+    finally:
+        await conn.close()
+
+
+async def test_a_batch_is_capped_by_the_tickets_it_inserts(client, database_url):
+    option = await create_option(client, 20_000)
+    quantity = 1000
+    requests = [(quantity,)] * 10
+    leader, followers = await run_as_one_batch(client, database_url, option["id"], requests)
+    assert leader[0] == 201 and [f[0] for f in followers] == [201] * 10
+    per_call = coalescing.MAX_BATCH_TICKETS // quantity
+    assert await calls_made(database_url) == 1 + -(-len(requests) // per_call)
+
+
+async def test_a_batch_is_capped_by_its_keyed_requests(client, database_url):
+    option = await create_option(client, 1000)
+    requests = [(1, None, f"key-{n}") for n in range(coalescing.MAX_BATCH_KEYS + 3)]
+    leader, followers = await run_as_one_batch(client, database_url, option["id"], requests)
+    assert leader[0] == 201 and {f[0] for f in followers} == {201}
+    assert await calls_made(database_url) == 1 + 2
+
+
+async def test_the_keyed_cap_is_well_within_the_lock_table(conn):
+    # Each key of a batch holds an advisory lock until commit; the shared lock
+    # table holds max_locks_per_transaction per connection (on average).
+    per_connection = int(await conn.fetchval("SHOW max_locks_per_transaction"))
+    assert coalescing.MAX_BATCH_KEYS <= per_connection // 2
+
+
+async def test_a_full_queue_sheds_purchases_at_once_with_503(client, database_url):
+    option = await create_option(client, 100)
+    client.app[PURCHASES]._max_queue = 3  # test-only: a small queue
+    async with HeldOptionLock(database_url, option["id"]) as held:
+        leader = asyncio.create_task(post_purchase(client, option["id"], 1))
+
+        async def leader_blocked():
+            return await held.blocked_calls() == 1
+        await wait_until(leader_blocked)
+        followers = [asyncio.create_task(post_purchase(client, option["id"], 1)) for _ in range(3)]
+
+        async def all_queued():
+            return queued(client, option["id"]) == 3
+        await wait_until(all_queued)
+        metrics = await (await client.get("/metrics")).text()
+        assert 'ticket_allocation_purchase_queue_depth{worker="' in metrics
+        assert any(line.startswith("ticket_allocation_purchase_queue_depth{") and line.endswith(" 3.0")
+                   for line in metrics.splitlines())
+        # Answered while the lock is still held: the service did not wait for it.
+        status, retry_after, body = await post_purchase(client, option["id"], 1)
+        assert (status, body["type"], retry_after) == (503, "/problems/database-unavailable", "1")
+    assert (await leader)[0] == 201 and [(await f)[0] for f in followers] == [201] * 3
+    metrics = await (await client.get("/metrics")).text()
+    assert any(line.startswith("ticket_allocation_purchases_shed_total{") and line.endswith(" 1.0")
+               for line in metrics.splitlines())
+    assert any(line.startswith("ticket_allocation_purchase_batch_size_count{") and line.endswith(" 2.0")
+               for line in metrics.splitlines())  # the leader's call, then the three queued as one
+
+
+async def test_a_whole_batch_refusal_is_counted_as_a_refusal(client):
+    status, _, _ = await post_purchase(client, uuid.uuid4(), 1)
+    assert status == 404
+    metrics = await (await client.get("/metrics")).text()
+    assert any(line.startswith('ticket_allocation_purchases_refused_total{reason="ticket-option-not-found"')
+               and line.endswith(" 1.0") for line in metrics.splitlines())

@@ -6,6 +6,8 @@ import uuid
 import asyncpg
 import pytest
 
+from service import db
+
 from .helpers import USER, create_option, option_state, purchase
 
 
@@ -131,3 +133,26 @@ async def test_concurrent_retries_with_one_key_buy_once(conn, database_url):
     assert set(outcomes) - purchase_ids <= {"TA006"}
     assert await conn.fetchval("SELECT count(*) FROM purchases") == 1
     assert (await option_state(conn, option_id))["sold"] == 3
+
+
+async def test_a_large_backlog_of_expired_keys_is_purged_in_bounded_chunks(database_url):
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            option_id = await create_option(conn, 10)
+            await conn.execute(
+                """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
+                   SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
+                   FROM generate_series(1, 25000) AS i""", option_id)
+            await conn.execute("SET statement_timeout = '20s'")
+            chunks = [await conn.fetchval("SELECT purge_expired_idempotency_keys()") for _ in range(3)]
+            assert chunks == [10_000, 10_000, 5_000]
+            await conn.execute(
+                """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
+                   SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
+                   FROM generate_series(1, 25000) AS i""", option_id)
+        # The server's purge loops over the chunks until the backlog is gone.
+        assert await db.purge_backlog(pool) == 25_000
+        assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+    finally:
+        await pool.close()

@@ -1,0 +1,67 @@
+"""A large sales history, loaded set-based: the data the plan-stability tests run on.
+
+history_sql() fills a migrated database with PURCHASES purchases (half on
+one hot option, the rest spread over the others; many users, some
+cancelled) with their tickets and idempotency keys, in one statement per
+table; in parts, when asked (first..last), for a database that grows. The
+books stay consistent (sold = active quantities, total = remaining + sold).
+"""
+
+PURCHASES = 200_000
+OPTIONS = 20
+USERS = 20_000
+YOUNG = 200  # purchases of a database whose statistics and plans predate its growth
+
+NO_AUTOVACUUM_SQL = """
+-- Statistics are the tests' variable: nothing may take them behind their back.
+ALTER TABLE purchases SET (autovacuum_enabled = false);
+ALTER TABLE tickets SET (autovacuum_enabled = false);
+ALTER TABLE idempotency_keys SET (autovacuum_enabled = false);
+ALTER TABLE ticket_options SET (autovacuum_enabled = false);
+"""
+
+
+def history_sql(first: int = 1, last: int = PURCHASES) -> str:
+    """Purchases first..last of the history (ids: md5 of 'purchase' || i, 'user' || u,
+    'option' || o, o = 0 being the hot option), with their tickets and keys."""
+    purchase = "md5('purchase' || i)::uuid"
+    return f"""
+SET synchronous_commit = off;
+INSERT INTO ticket_options (id, name, remaining, total, max_per_user)
+SELECT md5('option' || o)::uuid, 'Option ' || o, 10000000, 10000000,
+       CASE WHEN o % 2 = 0 THEN 1000000 END  -- the hot option has a per-user limit
+FROM generate_series(0, {OPTIONS - 1}) AS o
+ON CONFLICT (id) DO NOTHING;
+
+INSERT INTO purchases (id, ticket_option_id, user_id, quantity, created_at, status, cancelled_at)
+SELECT {purchase},
+       md5('option' || CASE WHEN i % 2 = 0 THEN 0 ELSE 1 + i % {OPTIONS - 1} END)::uuid,
+       md5('user' || i % {USERS})::uuid,
+       1 + (i % 4 = 0)::integer,
+       now() - interval '1 hour' - ({PURCHASES} - i) * interval '1 second',
+       CASE WHEN i % 10 = 3 THEN 'cancelled' ELSE 'active' END,
+       CASE WHEN i % 10 = 3 THEN now() - interval '1 hour' END
+FROM generate_series({first}, {last}) AS i;
+
+INSERT INTO tickets (ticket_option_id, purchase_id, created_at, voided_at)
+SELECT p.ticket_option_id, p.id, p.created_at, p.cancelled_at
+FROM generate_series({first}, {last}) AS i
+JOIN purchases p ON p.id = {purchase}, generate_series(1, p.quantity);
+
+-- A key for every fourth purchase; one in sixty of them expired (a purge's backlog).
+INSERT INTO idempotency_keys (scope, key, request, purchase_id, created_at, expires_at)
+SELECT format('|purchase|%s|%s', p.ticket_option_id, p.user_id), 'key-' || i,
+       jsonb_build_object('purchase_tickets', jsonb_build_object(
+           'ticket_option_id', p.ticket_option_id, 'user_id', p.user_id, 'quantity', p.quantity)),
+       p.id, p.created_at,
+       CASE WHEN i % 240 = 1 THEN now() - interval '1 minute' ELSE now() + interval '1 day' END
+FROM generate_series({first}, {last}) AS i
+JOIN purchases p ON p.id = {purchase}
+WHERE i % 4 = 1;
+
+UPDATE ticket_options o
+SET sold = a.quantity, remaining = o.total - a.quantity
+FROM (SELECT ticket_option_id, sum(quantity)::integer AS quantity FROM purchases
+      WHERE status = 'active' GROUP BY ticket_option_id) a
+WHERE a.ticket_option_id = o.id;
+"""

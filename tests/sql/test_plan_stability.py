@@ -1,0 +1,209 @@
+"""The cost of every API call is independent of how much has been sold.
+
+Every API function is called CALLS times on one connection (so PL/pgSQL's
+plan cache is used, and in `auto` mode switches to a generic plan after five
+custom ones), with and without each optional argument and with batches of 1,
+2, 50 and 256, under each plan_cache_mode, on a history of 200,000 purchases
+with fresh statistics and none (see conftest.py), and on a database whose
+statistics and cached plans were made when it held 200 purchases and that
+then grew to 100,000 (PL/pgSQL keeps a connection's plans until a table's
+statistics change: a long-lived pool connection serves a grown database with
+the plans it made on a young one).
+
+The detector is the table counters of the backend
+(pg_stat_xact_user_tables, and pg_stat_get_xact_tuples_returned for the
+indexes), read before and after the call in the call's own transaction:
+the backend flushes them to the shared counters only when idle, so the
+difference is exactly this call's (the per-transaction counters alone are
+not: since PostgreSQL 15 they also hold earlier transactions not yet
+flushed). This sees every table access whatever the plan and however deeply
+the statement is nested in functions, and runs on every PostgreSQL the
+project supports; auto_explain would show the plans, but only as text in the
+server log. A call fails when it starts a sequential scan of a table that
+grows with sales, or reads more rows of them (heap or index) than a budget
+that depends on the call's own size only: the history holds far more rows
+than any budget, so a scan that grows with it cannot stay under.
+"""
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.conftest import owner_url
+
+from .history import NO_AUTOVACUUM_SQL, PURCHASES, USERS, YOUNG, history_sql
+
+CALLS = 10
+WARM_UP = 6  # calls that cache a statement's plan: in auto mode the 6th may switch to the generic plan
+MODES = ("auto", "force_generic_plan", "force_custom_plan")
+GROWING = ("purchases", "tickets", "idempotency_keys")
+BATCH_SIZES = (1, 2, 50, 256)
+
+COUNTERS = """
+SELECT t.relname, t.seq_scan, t.seq_tup_read + t.idx_tup_fetch
+       + (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(i.indexrelid)), 0)
+          FROM pg_index i WHERE i.indrelid = t.relid) AS rows_read
+FROM pg_stat_xact_user_tables t
+WHERE t.schemaname = 'public' AND t.relname = ANY($1::text[])
+"""
+
+
+def seeded(kind: str, i) -> uuid.UUID:
+    """The id the history gave to purchase/user/option i (md5 of its name, as in history.py)."""
+    return uuid.UUID(hashlib.md5(f"{kind}{i}".encode()).hexdigest())
+
+
+@dataclass
+class Call:
+    name: str
+    query: str
+    args: tuple | Callable  # or args(attempt): new keys and users at each attempt
+    units: int  # rows the call itself must touch (tickets bought or listed, keys purged...)
+
+    @property
+    def budget(self) -> int:
+        # Each unit costs a few index entries and heap rows in a few tables
+        # (the row, its index entries, foreign-key checks): 20 is generous.
+        return 200 + 20 * self.units
+
+    def arguments(self, attempt: int) -> tuple:
+        return self.args(attempt) if callable(self.args) else self.args
+
+
+def batch(option_id, size, keyed, quantity=1):
+    def args(attempt):
+        # Half are users with a history (other ones at each attempt), half new.
+        users = [seeded("user", (attempt * 500 + n) % USERS) if n % 2 else uuid.uuid4() for n in range(size)]
+        keys = [f"plan-{uuid.uuid4()}" for _ in range(size)] if keyed else None
+        return option_id, users, [quantity] * size, keys
+    return Call(f"batch of {size}{' keyed' if keyed else ''}",
+                "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)", args, size * quantity)
+
+
+def api_calls(hot_option: uuid.UUID) -> list[Call]:
+    cold_option = seeded("option", 1)  # no per-user limit
+    hot_user = seeded("user", 2)  # purchases on every option, the hot one included
+    active, cancelled = seeded("purchase", 2), seeded("purchase", 1003)
+    middle = seeded("purchase", PURCHASES // 2)
+    page = "SELECT * FROM list_purchases($1, $2, $3, $4, $5)"
+    cursor = f"(SELECT created_at FROM purchases WHERE id = '{middle}')"
+    return [
+        *(batch(hot_option, size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
+        batch(cold_option, 50, True, quantity=3),
+        # A user with a history, another one each time (the per-user sum reads the
+        # user's purchases of the option: what one user bought, not what was sold).
+        Call("purchase", "SELECT * FROM purchase_tickets($1, $2, $3)",
+             lambda attempt: (hot_option, seeded("user", 2 * attempt), 2), 2),
+        Call("keyed purchase", "SELECT * FROM purchase_tickets($1, $2, $3, $4)",
+             lambda attempt: (hot_option, seeded("user", 2 * attempt + 1), 1, f"plan-{uuid.uuid4()}"), 1),
+        Call("replayed purchase", "SELECT * FROM purchase_tickets($1, $2, $3, $4)",
+             (seeded("option", 6), seeded("user", 5), 1, "key-5"), 1),
+        Call("whole batch refused", "SELECT count(*) FROM purchase_tickets_batch($1, $2, $3)",
+             (None, [hot_user], [1]), 1),
+        Call("get purchase", "SELECT * FROM get_purchase($1)", (active,), 2),
+        Call("get cancelled purchase", "SELECT * FROM get_purchase($1)", (cancelled,), 2),
+        Call("cancel purchase", "SELECT * FROM cancel_purchase($1)",
+             lambda attempt: (seeded("purchase", 2 + 20 * attempt),), 2),  # an active one each time
+        Call("cancel cancelled purchase", "SELECT * FROM cancel_purchase($1)", (cancelled,), 2),
+        Call("list", page, (hot_option, 50, None, None, None), 100),
+        Call("list 500", page, (hot_option, 500, None, None, None), 1000),
+        Call("list for a user", page, (hot_option, 50, hot_user, None, None), 100),
+        Call("list next page", f"SELECT * FROM list_purchases($1, $2, $3, {cursor}, $4)",
+             (hot_option, 50, None, middle), 100),
+        Call("list next page for a user", f"SELECT * FROM list_purchases($1, $2, $3, {cursor}, $4)",
+             (hot_option, 50, hot_user, middle), 100),
+        Call("get option", "SELECT * FROM get_ticket_option($1)", (hot_option,), 1),
+        Call("create option", "SELECT * FROM create_ticket_option('Plan', '', 10)", (), 1),
+        Call("keyed create option", "SELECT * FROM create_ticket_option('Plan', '', 10, 2, $1)",
+             lambda attempt: (f"plan-{uuid.uuid4()}",), 1),
+        Call("replayed create option", "SELECT * FROM create_ticket_option('Plan', '', 10, 2, $1)",
+             ("key-5",), 1),  # a key used for a purchase: refused (TA005)
+        Call("purge", "SELECT purge_expired_idempotency_keys()", (), PURCHASES // 240),  # the expired keys
+    ]
+
+
+async def counters(conn) -> dict[str, tuple[int, int]]:
+    return {row["relname"]: (row["seq_scan"], row["rows_read"]) for row in await conn.fetch(COUNTERS, list(GROWING))}
+
+
+async def costs_of(conn, call: Call, attempt: int) -> dict[str, tuple[int, int]]:
+    """{table: (sequential scans, rows read)} of one call, which commits (rolled back, its
+    rows would stay in the indexes as dead entries that the next calls would have to read)."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        # Before and after, in one transaction: the backend flushes its counters
+        # only when idle, so the difference is this call's alone.
+        before = await counters(conn)
+        try:
+            async with conn.transaction():  # a savepoint: a refused call still leaves its counters
+                await conn.fetch(call.query, *call.arguments(attempt))
+        except asyncpg.PostgresError as error:
+            if not (error.sqlstate or "").startswith("TA"):
+                raise
+        after = await counters(conn)
+    except BaseException:
+        await transaction.rollback()
+        raise
+    await transaction.commit()
+    return {table: tuple(a - b for a, b in zip(after[table], before.get(table, (0, 0)), strict=True))
+            for table in after}
+
+
+async def failures_of(conn, mode: str, hot_option: uuid.UUID) -> list[str]:
+    """Every call CALLS times on conn: what went over its budget."""
+    failures = []
+    for call in api_calls(hot_option):
+        over = []
+        for attempt in range(1, CALLS + 1):
+            unique_attempt = MODES.index(mode) * CALLS + attempt  # the databases are shared by the modes
+            for table, (scans, read) in (await costs_of(conn, call, unique_attempt)).items():
+                if scans or read > call.budget:
+                    over.append(f"call {attempt}: {table}: {scans} sequential scans, {read} rows read")
+        if over:  # one line per call shape: the first and the last call over budget
+            failures.append(f"{mode}: {call.name} (budget {call.budget}): {len(over)} times over, "
+                            f"{over[0]} ... {over[-1]}")
+    return failures
+
+
+async def connect(url: str, mode: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    await conn.execute(f"SET plan_cache_mode = {mode}")
+    return conn
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("state", ["analysed", "never_analysed"])
+async def test_no_call_scans_or_reads_what_grows_with_sales(server_url, history_databases, state, mode):
+    conn = await connect(owner_url(server_url, history_databases[state]), mode)
+    try:
+        failures = await failures_of(conn, mode, seeded("option", 0))
+    finally:
+        await conn.close()
+    assert not failures, "\n".join(failures[:40])
+
+
+async def test_plans_made_on_a_young_database_stay_bounded_when_it_grows(database_url):
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(NO_AUTOVACUUM_SQL + history_sql(1, YOUNG))
+        admin.execute("ANALYZE")
+        connections = [await connect(database_url, mode) for mode in MODES]
+        try:
+            # Plans made and cached while the tables are small: each call shape on
+            # every connection in turn, so that all of them plan it on the young data.
+            for call in api_calls(seeded("option", 0)):
+                for attempt in range(1, WARM_UP + 1):
+                    for conn, mode in zip(connections, MODES, strict=True):
+                        await costs_of(conn, call, 100 + MODES.index(mode) * CALLS + attempt)
+            admin.execute(history_sql(YOUNG + 1, PURCHASES // 2))  # no ANALYZE: the plans stay
+            failures = [failure for conn, mode in zip(connections, MODES, strict=True)
+                        for failure in await failures_of(conn, mode, seeded("option", 0))]
+        finally:
+            for conn in connections:
+                await conn.close()
+    assert not failures, "\n".join(failures[:40])
