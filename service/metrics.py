@@ -97,8 +97,9 @@ class Metrics:
     def webhook_lag_observed(self, rows) -> None:
         self.webhook_lag.clear()
         for row in rows:
-            self.webhook_lag.labels(str(row["webhook_id"]), self.worker).set(row["lag_seconds"])
             self.events_written.labels(self.worker).set(row["events_written"])
+            if row["webhook_id"] is not None:
+                self.webhook_lag.labels(str(row["webhook_id"]), self.worker).set(row["lag_seconds"])
 
     def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status), self.worker)

@@ -96,9 +96,10 @@ BEGIN
     IF coalesce(cardinality(p_purchase_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(r)) ORDER BY u.n))
-    FROM unnest(p_purchase_ids) WITH ORDINALITY AS u(id, n)
-    JOIN purchase_receipts r ON r.id = u.id;
+    -- One primary-key lookup per purchase (purchase_resource), never a join of the
+    -- receipts view: see the note above RETURN QUERY in api.purchase_tickets_batch.
+    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(purchase_resource(u.id))) ORDER BY u.n))
+    FROM unnest(p_purchase_ids) WITH ORDINALITY AS u(id, n);
     PERFORM append_stock_events(p_option_before, get_ticket_option(p_option_before.id));
 END;
 $$;
@@ -134,6 +135,8 @@ STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
 SET TimeZone = 'UTC'
+SET enable_seqscan = off    -- ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the table was small (README: Plan stability)
 ROWS 100
 AS $$
 DECLARE
@@ -169,8 +172,10 @@ BEGIN
         FROM (SELECT DISTINCT t FROM unnest(p_types) AS t) AS wanted
         CROSS JOIN LATERAL (
             SELECT * FROM events e
-            WHERE e.type = wanted.t AND (e.xid, e.id) > (after_xid, after_id) AND e.xid < horizon
-            ORDER BY e.xid, e.id
+            -- One range of events_by_type, written on all its columns: a generic plan
+            -- would otherwise walk events_feed_order filtering by type (all of it, for a rare type).
+            WHERE (e.type, e.xid, e.id) > (wanted.t, after_xid, after_id) AND (e.type, e.xid, e.id) < (wanted.t, horizon, 0)
+            ORDER BY e.type, e.xid, e.id
             LIMIT p_limit
         ) AS e
         ORDER BY e.xid, e.id
@@ -180,14 +185,19 @@ $$;
 
 -- api.purge_old_events(p_chunk integer DEFAULT 10000) RETURNS integer
 -- Admin. Deletes up to p_chunk of the oldest events (feed order) older than
--- settings.event_retention and returns how many; reads at most p_chunk rows,
--- so the server calls it again while it returns p_chunk.
+-- settings.event_retention and returns how many; it reads at most p_chunk
+-- events (the oldest, through the feed index), so the server calls it again,
+-- each call its own transaction, while it returns p_chunk. Deleted by row
+-- address (= ANY of an array of ctids: no join whose plan could scan the
+-- table, as in purge_expired_idempotency_keys).
 -- Errors: TA001 when p_chunk is outside 1..100000.
 CREATE OR REPLACE FUNCTION api.purge_old_events(p_chunk integer DEFAULT 10000)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the table was small (README: Plan stability)
 AS $$
 DECLARE
     purged integer;
@@ -196,10 +206,12 @@ BEGIN
         PERFORM raise_invalid_argument('chunk', 'must be a whole number from 1 to 100000');
     END IF;
     DELETE FROM events
-    WHERE id IN (
-        SELECT oldest.id
-        FROM (SELECT e.id, e.occurred_at FROM events e ORDER BY e.xid, e.id LIMIT p_chunk) AS oldest
-        WHERE oldest.occurred_at < now() - (SELECT event_retention FROM settings));
+    WHERE ctid = ANY (ARRAY(
+        SELECT oldest.ctid
+        FROM (SELECT e.ctid, e.occurred_at FROM events e
+              WHERE (e.xid, e.id) > ('0'::xid8, 0)
+              ORDER BY e.xid, e.id LIMIT p_chunk) AS oldest
+        WHERE oldest.occurred_at < now() - (SELECT event_retention FROM settings)));
     GET DIAGNOSTICS purged = ROW_COUNT;
     RETURN purged;
 END;

@@ -148,6 +148,8 @@ RETURNS ticket_allocation.events
 LANGUAGE plpgsql
 STABLE
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the table was small (README: Plan stability)
 AS $$
 DECLARE
     found_event events;
@@ -161,8 +163,9 @@ BEGIN
         FROM unnest(p_hook.types) AS t
         CROSS JOIN LATERAL (
             SELECT * FROM events e
-            WHERE e.type = t AND (e.xid, e.id) > (p_hook.cursor_xid, p_hook.cursor_id) AND e.xid < p_horizon
-            ORDER BY e.xid, e.id LIMIT 1) AS e
+            -- One range of events_by_type (see api.events_after).
+            WHERE (e.type, e.xid, e.id) > (t, p_hook.cursor_xid, p_hook.cursor_id) AND (e.type, e.xid, e.id) < (t, p_horizon, 0)
+            ORDER BY e.type, e.xid, e.id LIMIT 1) AS e
         ORDER BY e.xid, e.id LIMIT 1;
     END IF;
     RETURN found_event;
@@ -303,7 +306,8 @@ $$;
 
 -- api.webhook_lag() RETURNS TABLE (webhook_id uuid, lag_seconds double precision, events_written bigint)
 -- Admin (metrics). Per enabled subscription, the age of its oldest undelivered
--- event (0 when it is up to date); events_written: the outbox's last id.
+-- event (0 when it is up to date); events_written: the outbox's last id. With
+-- no subscription, one row with webhook_id null.
 CREATE OR REPLACE FUNCTION api.webhook_lag()
 RETURNS TABLE (webhook_id uuid, lag_seconds double precision, events_written bigint)
 LANGUAGE plpgsql
@@ -325,5 +329,9 @@ BEGIN
         events_written := coalesce(last_id, 0);
         RETURN NEXT;
     END LOOP;
+    IF webhook_id IS NULL THEN  -- no subscription: still one row, for events_written
+        events_written := coalesce(last_id, 0);
+        RETURN NEXT;
+    END IF;
 END;
 $$;

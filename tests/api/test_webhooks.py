@@ -92,6 +92,9 @@ async def test_deliveries_are_signed_and_in_feed_order(client, aiohttp_server):
     feed = await (await client.get("/events")).json()
     assert [event["id"] for event in feed["events"]] == [event["id"] for event in delivered]
     assert "secret" not in await (await client.get(f"/webhooks/{hook['id']}")).json()
+    metrics = await (await client.get("/metrics")).text()
+    assert 'ticket_allocation_webhook_deliveries_total{outcome="delivered",worker="1"} 4.0' in metrics
+    assert "ticket_allocation_events_written{" in metrics
 
 
 async def test_a_tampered_body_fails_verification(client, aiohttp_server):

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from ..processes import Server, free_port, request, served_env
+from .books import purchase_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
 
@@ -118,3 +119,41 @@ async def test_a_receiver_killed_and_restarted_gets_everything_in_order(database
     finally:
         receiver.kill()
         assert server.stop() == 0
+
+
+async def test_purchases_keep_their_throughput_while_a_receiver_hangs(database_url, api_database_url, tmp_path):
+    """Hot purchases for a few seconds with no webhook, then with one whose receiver never answers
+    (every delivery runs into the timeout): the sales rate stays (a generous bound; the ratio is
+    printed for the record, and bench/ measures it properly)."""
+    hang = asyncio.Event()
+
+    async def never_answers(request: web.Request) -> web.Response:
+        await hang.wait()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", never_answers)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    receiver_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
+    server = Server(served_env(database_url, api_database_url, WORKERS="1", **WEBHOOK_ENV), tmp_path / "server.log")
+    try:
+        status, option = request(server.port, "POST", "/ticket_options", {"name": "Hot", "allocation": 10_000_000})
+        assert status == 201
+        await purchase_load(server.port, option["id"], seconds=1, concurrency=16)  # warm up
+        alone = sales(await purchase_load(server.port, option["id"], seconds=4, concurrency=16))
+        for _ in range(4):  # several subscriptions, all hanging: every delivery slot is taken
+            assert request(server.port, "POST", "/webhooks", {"url": f"http://127.0.0.1:{receiver_port}/hook"})[0] == 201
+        hanging = sales(await purchase_load(server.port, option["id"], seconds=4, concurrency=16))
+        print(f"purchases/s without a webhook: {alone / 4:.0f}, with hanging receivers: {hanging / 4:.0f} "
+              f"(ratio {hanging / alone:.2f})")
+        assert hanging >= 0.5 * alone
+    finally:
+        hang.set()
+        assert server.stop() == 0
+        await runner.cleanup()
+
+
+def sales(attempts) -> int:
+    return sum(attempt.status == 201 for attempt in attempts)
