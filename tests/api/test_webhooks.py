@@ -116,7 +116,11 @@ async def test_a_failed_delivery_is_retried_with_the_same_id_and_holds_back_late
     (first, _, s1), (retry, _, s2), (second, _, s3) = receiver.requests[:3]
     assert (s1, s2, s3) == (500, 200, 200)
     assert first["webhook-id"] == retry["webhook-id"] != second["webhook-id"]
-    deliveries = (await (await client.get(f"/webhooks/{hook['id']}/deliveries")).json())["deliveries"]
+    for _ in range(WAIT_SECONDS * 20):  # the receiver answered; the worker records the answer right after
+        deliveries = (await (await client.get(f"/webhooks/{hook['id']}/deliveries")).json())["deliveries"]
+        if len(deliveries) >= 3 and all(d["outcome"] for d in deliveries):
+            break
+        await asyncio.sleep(0.05)
     assert [(d["attempt"], d["status_code"], d["outcome"]) for d in reversed(deliveries)] == [
         (1, 500, "failed"), (2, 200, "delivered"), (1, 200, "delivered")]
 
