@@ -92,8 +92,13 @@ async def test_deliveries_are_signed_and_in_feed_order(client, aiohttp_server):
     feed = await (await client.get("/events")).json()
     assert [event["id"] for event in feed["events"]] == [event["id"] for event in delivered]
     assert "secret" not in await (await client.get(f"/webhooks/{hook['id']}")).json()
-    metrics = await (await client.get("/metrics")).text()
-    assert 'ticket_allocation_webhook_deliveries_total{outcome="delivered",worker="1"} 4.0' in metrics
+    delivered_line = 'ticket_allocation_webhook_deliveries_total{outcome="delivered",worker="1"} 4.0'
+    for _ in range(WAIT_SECONDS * 20):  # counted once the answer is recorded, just after the receiver saw it
+        metrics = await (await client.get("/metrics")).text()
+        if delivered_line in metrics:
+            break
+        await asyncio.sleep(0.05)
+    assert delivered_line in metrics
     assert "ticket_allocation_events_written{" in metrics
 
 
@@ -149,6 +154,7 @@ async def test_a_slow_subscription_does_not_hold_back_another(client, aiohttp_se
     await create_option(client)
     await create_option(client)
     await fine.wait_for(2)
+    await stuck.wait_for(1)
     assert {json.loads(body)["id"] for _, body, _ in stuck.requests} == {json.loads(fine.requests[0][1])["id"]}
 
 
