@@ -5,9 +5,9 @@ import json
 
 from aiohttp import web
 
+from .auth import require_admin
 from .db import OMITTED, call, call_many
 from .errors import INVALID_ARGUMENT, WEBHOOK_NOT_FOUND, Problem
-from .auth import require_admin
 from .inputs import Field, path_uuid, read_json_object, read_query
 from .routes import NO_QUERY, resource_json
 from .webhooks import WEBHOOK_SETTINGS, DestinationRefused, check_destination
