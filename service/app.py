@@ -4,12 +4,13 @@ import asyncio
 
 from aiohttp import web
 
-from . import db, docs, health, malformed_http, metrics, routes
+from . import db, docs, event_routes, health, malformed_http, metrics, routes
 from .auth import ADMIN_TOKEN, API_TOKENS, api_token_middleware
 from .errors import problem_middleware
 from .inputs import BODY_READ_TIMEOUT
 from .logs import request_id_middleware
 from .metrics import METRICS, Metrics, metrics_middleware
+from .webhooks import WEBHOOK_SETTINGS, WebhookSettings
 
 # A request body is a small JSON object; anything larger is refused with 413.
 MAX_BODY_BYTES = 16 * 1024
@@ -28,12 +29,14 @@ def create_app(
     worker: str = "1",
     api_tokens: tuple[str, ...] = (),
     body_read_timeout: float | None = None,
+    webhook_settings: WebhookSettings | None = None,
 ) -> web.Application:
     """The app. admin_database_url: the role admin calls run as (default: database_url's);
     database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
     admin_token: when set, creating options and cancelling purchases require it;
     worker: the `worker` label of its metrics; api_tokens: when given, the API routes require
-    one of them (or the admin token); body_read_timeout: seconds to receive a body (None: no limit)."""
+    one of them (or the admin token); body_read_timeout: seconds to receive a body (None: no limit);
+    webhook_settings: how this process delivers webhooks (None: it does not deliver)."""
     malformed_http.install()
     app = web.Application(
         # Outermost first: the request id is on every response, every answer is counted, and
@@ -53,9 +56,11 @@ def create_app(
     if body_read_timeout is not None:
         app[BODY_READ_TIMEOUT] = body_read_timeout
     app[METRICS] = Metrics(worker)
+    app[WEBHOOK_SETTINGS] = webhook_settings or WebhookSettings(enabled=False)
     app[routes.LIST_PAGE_TURN] = asyncio.Semaphore(1)
     app.cleanup_ctx.append(db.pool_context)
     app.add_routes(routes.routes)
+    app.add_routes(event_routes.routes)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(docs.routes)

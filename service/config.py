@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from .webhooks import WebhookSettings
+
 # The folder holding the package: the checkout when running from one (make run,
 # make test, an editable install); site-packages in an installed wheel.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,8 @@ class Settings:
     database_settings: dict[str, str]
     # "json" (one object a line, for log tooling) or "text" (for humans).
     log_format: str
+    # Webhook delivery (WEBHOOK_ALLOWED_NETWORKS, WEBHOOK_TIMEOUT_MS, WEBHOOK_CONCURRENCY, WEBHOOK_POLL_MS).
+    webhooks: WebhookSettings
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -69,6 +73,7 @@ class Settings:
                 setting: env[name] for name, setting in DATABASE_SETTINGS_BY_ENV.items() if env.get(name)
             },
             log_format=_choice_setting(env, "LOG_FORMAT", LOG_FORMATS),
+            webhooks=WebhookSettings.from_env(env),
         )
 
 

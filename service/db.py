@@ -13,6 +13,7 @@ from aiohttp import web
 
 from . import failover
 from .coalescing import PurchaseCoalescer
+from .webhooks import WEBHOOK_SETTINGS, Deliverer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)
@@ -30,6 +31,8 @@ DATABASE_SETTINGS = web.AppKey("database_settings", dict)
 # Expired idempotency keys are already ignored; purging only bounds the table.
 PURGE_INTERVAL_SECONDS = 600
 PURGE_CHUNK = 10_000  # what purge_expired_idempotency_keys() deletes at most per call
+EVENT_PURGE_CHUNK = 10_000
+PURGE_MAX_CHUNKS = 100
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +59,24 @@ async def pool_context(app: web.Application):
         app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT], metrics.purchase_batch_sent if metrics else None)
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
+        deliverer = start_deliverer(app, stopping)
         yield
         # Not cancelled: a purge in progress finishes before the pool closes.
         stopping.set()
         await purger
+        if deliverer is not None:
+            await deliverer
+
+
+def start_deliverer(app: web.Application, stopping: asyncio.Event) -> asyncio.Task | None:
+    """The webhook delivery loop of this process (service/webhooks.py), with its own pool."""
+    settings = app[WEBHOOK_SETTINGS]
+    if not settings.enabled:
+        return None
+    from .metrics import METRICS  # here: metrics imports this module
+
+    deliverer = Deliverer(app[ADMIN_DATABASE_URL], settings, app[METRICS], app[DATABASE_SETTINGS])
+    return asyncio.create_task(deliverer.run(stopping))
 
 
 async def warn_if_tables_are_writable(pool: asyncpg.Pool) -> None:
@@ -91,8 +108,20 @@ async def purge_expired_idempotency_keys(pool: asyncpg.Pool, stopping: asyncio.E
             purged = await purge_backlog(pool, stopping)
             if purged:
                 log.info("purged %d expired idempotency keys", purged)
+            await purge_old_events(pool)
         except (asyncpg.PostgresError, OSError) as error:
-            log.warning("could not purge expired idempotency keys (will retry): %s", error)
+            log.warning("could not purge expired idempotency keys or old events (will retry): %s", error)
+
+
+async def purge_old_events(pool: asyncpg.Pool) -> None:
+    """Events past their retention, a chunk per statement (short transactions), at most
+    PURGE_MAX_CHUNKS chunks a round: the rest waits for the next."""
+    for _ in range(PURGE_MAX_CHUNKS):
+        purged = await pool.fetchval("SELECT api.purge_old_events($1)", EVENT_PURGE_CHUNK)
+        if purged:
+            log.info("purged %d old events", purged)
+        if purged < EVENT_PURGE_CHUNK:
+            return
 
 
 # An argument left out of a call, so that the SQL function's default applies:
@@ -126,3 +155,9 @@ async def call(request: web.Request, function: str, *, admin: bool = False, **ar
     async with request.app[ADMIN_POOL if admin else DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
         return await conn.fetchrow(query, *values)
 
+
+async def call_many(request: web.Request, function: str, *, admin: bool = False, **arguments) -> list[asyncpg.Record]:
+    """Call one set-returning function of the SQL API and return its rows; admin calls run as the admin role."""
+    query, values = function_call(function, arguments)
+    async with request.app[ADMIN_POOL if admin else DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
+        return await conn.fetch(query, *values)

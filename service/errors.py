@@ -52,6 +52,7 @@ IDEMPOTENCY_KEY_REUSED = ProblemType(
 IDEMPOTENCY_KEY_IN_FLIGHT = ProblemType(
     409, "idempotency-key-in-flight", "A request with this idempotency key is still in progress", retry_after=True
 )
+WEBHOOK_NOT_FOUND = ProblemType(404, "webhook-not-found", "Webhook not found")
 PER_USER_LIMIT_EXCEEDED = ProblemType(409, "per-user-limit-exceeded", "The user would exceed the per-user limit")
 DATABASE_UNAVAILABLE = ProblemType(
     503, "database-unavailable", "The database is busy or unreachable; retry shortly", retry_after=True
@@ -77,6 +78,7 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "TA006": IDEMPOTENCY_KEY_IN_FLIGHT,
     "TA007": PER_USER_LIMIT_EXCEEDED,
     "TA008": SERVICE_MISCONFIGURED,
+    "TA013": WEBHOOK_NOT_FOUND,
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
     "40001": DATABASE_UNAVAILABLE,  # serialization_failure

@@ -36,7 +36,7 @@ BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "string" | "integer" | "uuid"
+    kind: str  # "string" | "integer" | "uuid" | "strings" (an array of strings)
     required: bool = True
     default: object = None
     nullable: bool = False
@@ -51,6 +51,10 @@ def type_error(kind: str, value) -> str | None:
         if not INT32_MIN <= value <= INT32_MAX:
             return f"must be between {INT32_MIN} and {INT32_MAX}"
         return None
+    if kind == "strings":
+        if not isinstance(value, list) or len(value) > 100:
+            return "must be an array of at most 100 strings"
+        return next((reason for item in value if (reason := type_error("string", item))), None)
     if not isinstance(value, str):
         return "must be a string" if kind == "string" else "must be a UUID string"
     if "\x00" in value:

@@ -76,6 +76,36 @@ class Metrics:
             registry=self.registry, multiprocess_mode="livesum",
         )
 
+        self.webhook_deliveries = Counter(
+            "ticket_allocation_webhook_deliveries", "Webhook delivery attempts, by outcome (delivered, failed, gone)",
+            ("outcome", "worker"), registry=self.registry,
+        )
+        # max: every worker refreshes them from the database; any one's values will do.
+        self.webhook_lag = Gauge(
+            "ticket_allocation_webhook_delivery_lag_seconds",
+            "Per subscription, the age of its oldest event not yet delivered (0: up to date)",
+            ("webhook", "worker"), registry=self.registry, multiprocess_mode="max",
+        )
+        self.lagging_webhooks: set[str] = set()
+        self.events_written = Gauge(
+            "ticket_allocation_events_written", "Events written to the outbox so far (its last id)",
+            ("worker",), registry=self.registry, multiprocess_mode="max",
+        )
+
+    def webhook_delivered(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome, self.worker).inc()
+
+    def webhook_lag_observed(self, rows) -> None:
+        # Multiprocess gauges cannot drop a label set: a subscription gone (deleted or disabled) reads 0.
+        current = {str(row["webhook_id"]): row["lag_seconds"] for row in rows if row["webhook_id"] is not None}
+        for webhook in self.lagging_webhooks - current.keys():
+            self.webhook_lag.labels(webhook, self.worker).set(0)
+        for webhook, seconds in current.items():
+            self.webhook_lag.labels(webhook, self.worker).set(seconds)
+        self.lagging_webhooks = set(current)
+        for row in rows[:1]:
+            self.events_written.labels(self.worker).set(row["events_written"])
+
     def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status), self.worker)
         self.requests.labels(*labels).inc()

@@ -119,7 +119,7 @@ class Application(BaseApplication):
             self.database_url, admin_database_url=self.admin_database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout,
             database_settings=settings.database_settings, admin_token=settings.admin_token,
             worker=str(self.worker_number), api_tokens=settings.api_tokens,
-            body_read_timeout=settings.body_read_timeout,
+            body_read_timeout=settings.body_read_timeout, webhook_settings=settings.webhooks,
         )
         return web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=settings.shutdown_timeout)
 

@@ -13,6 +13,7 @@
 --   TA006  idempotency_key_in_flight a request with this key is still in progress; retry
 --   TA007  per_user_limit_exceeded   the purchase would take the user past max_per_user
 --   TA008  session_limit_lifted      the calling session lifted a timeout the functions rely on
+--   TA013  webhook_not_found         no webhook subscription has that id
 --
 -- A refusal (type api.refusal) is such an error as data: batch functions
 -- return one per refused request instead of aborting the whole batch;
@@ -114,6 +115,17 @@ AS $$
                       p_value, p_max),
                NULL, format('Run RESET %s (or SET it within the bound) and call again.', p_setting),
                NULL)::api.refusal
+$$;
+
+-- webhook_not_found(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.webhook_not_found(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA013', format('webhook %s does not exist', coalesce(p_id::text, 'NULL')),
+               NULL, NULL, NULL)::api.refusal
 $$;
 
 -- raise_refusal(p_refusal api.refusal) RETURNS void

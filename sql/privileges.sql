@@ -19,7 +19,10 @@ DECLARE
         'list_purchases_page',
         'idempotency_key_ttl', 'applied_migrations'];
     admin constant text[] := ARRAY[
-        'create_ticket_option', 'cancel_purchase', 'purge_expired_idempotency_keys', 'check_consistency'];
+        'create_ticket_option', 'cancel_purchase', 'purge_expired_idempotency_keys', 'check_consistency',
+        'events_after', 'purge_old_events',
+        'create_webhook', 'get_webhook', 'list_webhooks', 'delete_webhook', 'list_webhook_deliveries',
+        'claim_webhook_deliveries', 'finish_webhook_attempt', 'webhook_lag'];
     role_functions constant jsonb := jsonb_build_object(
         'ticket_allocation_api', to_jsonb(buying_and_reading),
         'ticket_allocation_admin', to_jsonb(buying_and_reading || admin));

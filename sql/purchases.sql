@@ -177,6 +177,9 @@ BEGIN
         FROM unnest(buying) AS b
         WHERE p_idempotency_keys[b] IS NOT NULL
         HAVING count(*) > 0;
+        -- Events (sql/events.sql): the new purchases, then the option's sold_out if it is.
+        PERFORM append_purchase_events('purchase.created', (SELECT array_agg(purchase_ids[b]) FROM unnest(buying) AS b),
+                                       ticket_option_resource(locked));
     END IF;
 
     -- One primary-key lookup per request, never a join of the receipts view
@@ -382,6 +385,7 @@ SET enable_bitmapscan = off -- cached while the tables were small (README: Plan 
 AS $$
 DECLARE
     option_id uuid;
+    locked ticket_options;
     target purchases;
 BEGIN
     PERFORM assert_session_limits();
@@ -393,7 +397,7 @@ BEGIN
         PERFORM raise_refusal(purchase_not_found(p_id));
     END IF;
 
-    PERFORM 1 FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE;
+    SELECT * INTO locked FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE;
     SELECT * INTO target FROM purchases WHERE id = p_id FOR UPDATE;
     IF target.status = 'active' THEN
         UPDATE purchases SET status = 'cancelled', cancelled_at = now() WHERE id = p_id;
@@ -401,6 +405,8 @@ BEGIN
         UPDATE ticket_options
         SET remaining = remaining + target.quantity, sold = sold - target.quantity, updated_at = now()
         WHERE id = option_id;
+        -- Events (sql/events.sql): the cancellation, then the option's back_on_sale if it is.
+        PERFORM append_purchase_events('purchase.cancelled', ARRAY[p_id], ticket_option_resource(locked));
     END IF;
     RETURN get_purchase(p_id);
 END;

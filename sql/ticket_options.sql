@@ -83,6 +83,8 @@ BEGIN
     IF p_idempotency_key IS NOT NULL THEN
         PERFORM remember_idempotency_keys(ARRAY[scope], ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
     END IF;
+    -- Event (sql/events.sql).
+    PERFORM append_ticket_option_events('ticket_option.created', ticket_option_resource(created));
     RETURN ticket_option_resource(created);
 END;
 $$;

@@ -32,11 +32,18 @@ def body_read_timeout() -> float | None:
 
 
 @pytest.fixture
-async def client(aiohttp_client, api_database_url, admin_database_url, database_settings, admin_token, api_tokens, body_read_timeout):
+def webhook_settings():
+    """The app's webhook delivery settings; None (no delivery) unless a test module overrides it."""
+    return None
+
+
+@pytest.fixture
+async def client(aiohttp_client, api_database_url, admin_database_url, database_settings, admin_token, api_tokens,
+                 body_read_timeout, webhook_settings):
     found: list[str] = []
     app = create_app(
         api_database_url, admin_database_url, database_settings=database_settings, admin_token=admin_token, api_tokens=api_tokens,
-        body_read_timeout=body_read_timeout,
+        body_read_timeout=body_read_timeout, webhook_settings=webhook_settings,
     )
     # Outermost, so it sees what clients see, problems included.
     app.middlewares.insert(0, contract_middleware(found))

@@ -18,6 +18,7 @@ ALTER TABLE purchases SET (autovacuum_enabled = false);
 ALTER TABLE tickets SET (autovacuum_enabled = false);
 ALTER TABLE idempotency_keys SET (autovacuum_enabled = false);
 ALTER TABLE ticket_options SET (autovacuum_enabled = false);
+ALTER TABLE events SET (autovacuum_enabled = false);
 """
 
 
@@ -58,6 +59,21 @@ SELECT format('|purchase|%s|%s', p.ticket_option_id, p.user_id), 'key-' || i,
 FROM generate_series({first}, {last}) AS i
 JOIN purchases p ON p.id = {purchase}
 WHERE i % 4 = 1;
+
+-- The outbox: each purchase's event, a cancellation's too (issue 13), and a subscription that
+-- has delivered the first ones.
+INSERT INTO events (type, occurred_at, data)
+SELECT CASE WHEN p.status = 'cancelled' AND c THEN 'purchase.cancelled' ELSE 'purchase.created' END, p.created_at,
+       jsonb_build_object('id', p.id, 'ticket_option_id', p.ticket_option_id, 'quantity', p.quantity)
+FROM generate_series({first}, {last}) AS i
+JOIN purchases p ON p.id = {purchase}, (VALUES (false), (true)) AS cancel(c)
+WHERE NOT c OR p.status = 'cancelled'
+ORDER BY i, c;
+INSERT INTO webhooks (id, url, cursor_xid, cursor_id)
+SELECT md5('webhook')::uuid, 'http://example.com/hook', xid, id FROM events ORDER BY id LIMIT 1
+ON CONFLICT (id) DO NOTHING;
+INSERT INTO webhook_secrets (webhook_id, secret) VALUES (md5('webhook')::uuid, 'whsec_c2VjcmV0')
+ON CONFLICT (webhook_id) DO NOTHING;
 
 UPDATE ticket_options o
 SET sold = a.quantity, remaining = o.total - a.quantity

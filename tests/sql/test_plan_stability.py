@@ -41,7 +41,7 @@ from .history import NO_AUTOVACUUM_SQL, PURCHASES, USERS, YOUNG, history_sql
 CALLS = 10
 WARM_UP = 6  # calls that cache a statement's plan: in auto mode the 6th may switch to the generic plan
 MODES = ("auto", "force_generic_plan", "force_custom_plan")
-GROWING = ("purchases", "tickets", "idempotency_keys")
+GROWING = ("purchases", "tickets", "idempotency_keys", "events", "webhook_attempts")
 BATCH_SIZES = (1, 2, 50, 256)
 
 COUNTERS = """
@@ -49,7 +49,7 @@ SELECT t.relname, t.seq_scan, t.seq_tup_read + t.idx_tup_fetch
        + (SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(i.indexrelid)), 0)
           FROM pg_index i WHERE i.indrelid = t.relid) AS rows_read
 FROM pg_stat_xact_user_tables t
-WHERE t.schemaname = 'public' AND t.relname = ANY($1::text[])
+WHERE t.schemaname = 'ticket_allocation' AND t.relname = ANY($1::text[])
 """
 
 
@@ -124,6 +124,24 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
         Call("replayed create option", "SELECT * FROM create_ticket_option('Plan', '', 10, 2, $1)",
              ("key-5",), 1),  # a key used for a purchase: refused (TA005)
         Call("purge", "SELECT purge_expired_idempotency_keys()", (), PURCHASES // 240),  # the expired keys
+        *event_calls(),
+    ]
+
+
+def event_calls() -> list[Call]:
+    """The feed (sql/events.sql) and webhook delivery (sql/webhooks.sql) on the history's outbox."""
+    middle = f"(SELECT xid::text || '-' || id FROM events WHERE id = {PURCHASES // 2})"
+    feed = "SELECT * FROM events_after($1, $2, $3)"
+    return [
+        Call("feed from the start", feed, (None, 100, None), 100),
+        Call("feed of 1000", feed, (None, 1000, None), 1000),
+        Call("feed from the middle", f"SELECT * FROM events_after({middle}, $1, $2)", (100, None), 100),
+        Call("feed of one rare type", f"SELECT * FROM events_after({middle}, $1, $2)",
+             (100, ["purchase.cancelled"]), 100),
+        Call("feed of two types", feed, (None, 100, ["purchase.cancelled", "ticket_option.sold_out"]), 200),
+        Call("purge old events", "SELECT purge_old_events(1000)", (), 1000),
+        Call("claim deliveries", "SELECT * FROM claim_webhook_deliveries(10, '1 second')", (), 10),
+        Call("delivery lag", "SELECT * FROM webhook_lag()", (), 10),
     ]
 
 

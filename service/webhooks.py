@@ -1,0 +1,220 @@
+"""Webhook delivery: signed POSTs of the event feed to the subscriptions (sql/webhooks.sql).
+
+Each server process runs one delivery loop with a pool of its own (admin role,
+DELIVERY_POOL_SIZE connections) and at most WEBHOOK_CONCURRENCY requests in
+flight, so a slow receiver takes neither buyers' connections nor more than its
+share of the loop. The database decides what is sent: claim_webhook_deliveries
+leases attempts (FOR UPDATE SKIP LOCKED) to whichever worker of whichever
+instance asks, and finish_webhook_attempt applies the answer. The signing
+secret comes with the claim and is never logged.
+"""
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+from standardwebhooks.webhooks import Webhook
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+DELIVERY_POOL_SIZE = 2
+USER_AGENT = "ticket-allocation-webhooks/1"
+# How often the lag gauges are refreshed (one cheap query per subscription).
+LAG_REFRESH_SECONDS = 5.0
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    # Destination networks allowed besides public addresses (WEBHOOK_ALLOWED_NETWORKS).
+    allowed_networks: tuple[Network, ...] = ()
+    # Seconds to connect, and to get the answer's status line (WEBHOOK_TIMEOUT_MS).
+    timeout: float = 10.0
+    # Requests in flight per server process (WEBHOOK_CONCURRENCY).
+    concurrency: int = 4
+    # Seconds between polls when nothing is due (WEBHOOK_POLL_MS).
+    poll_interval: float = 0.5
+    # False: this process delivers nothing (e.g. a read-only replica of the service).
+    enabled: bool = True
+
+    @classmethod
+    def from_env(cls, env) -> "WebhookSettings":
+        from .config import _int_setting as int_setting
+
+        return cls(
+            allowed_networks=parse_networks(env.get("WEBHOOK_ALLOWED_NETWORKS", "")),
+            timeout=int_setting(env, "WEBHOOK_TIMEOUT_MS", 10_000) / 1000,
+            concurrency=int_setting(env, "WEBHOOK_CONCURRENCY", 4),
+            poll_interval=int_setting(env, "WEBHOOK_POLL_MS", 500) / 1000,
+        )
+
+    @property
+    def lease(self) -> float:
+        """Seconds an attempt is the claiming worker's: longer than the attempt can take."""
+        return 2 * self.timeout + 5
+
+
+WEBHOOK_SETTINGS = web.AppKey("webhook_settings", WebhookSettings)
+
+
+def parse_networks(raw: str) -> tuple[Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
+    except ValueError as error:
+        raise SystemExit(f"WEBHOOK_ALLOWED_NETWORKS={raw!r}: {error}") from None
+
+
+def address_allowed(address: str, allowed: tuple[Network, ...]) -> bool:
+    """Public addresses, and those in the allowed networks; never loopback, private, link-local..."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in allowed) or ip.is_global
+
+
+class DestinationRefused(OSError):
+    pass
+
+
+async def check_destination(url: str, allowed: tuple[Network, ...]) -> None:
+    """Raise DestinationRefused unless every address the URL's host resolves to is allowed."""
+    host = URL(url).host
+    if not host:
+        raise DestinationRefused("the URL has no host")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise DestinationRefused(f"{host} does not resolve: {error}") from None
+    refused = sorted({info[4][0] for info in infos if not address_allowed(info[4][0], allowed)})
+    if refused:
+        raise DestinationRefused(f"{host} resolves to {', '.join(refused)}, outside WEBHOOK_ALLOWED_NETWORKS")
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves as usual, then keeps only the allowed addresses: checked at each connection, after
+    DNS, so a name that later resolves to an internal address is refused then."""
+
+    def __init__(self, allowed: tuple[Network, ...]):
+        self.inner = DefaultResolver()
+        self.allowed = allowed
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+        infos = await self.inner.resolve(host, port, family)
+        permitted = [info for info in infos if address_allowed(info["host"], self.allowed)]
+        if not permitted:
+            raise DestinationRefused(f"{host} resolves only to addresses outside WEBHOOK_ALLOWED_NETWORKS")
+        return permitted
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def signed_headers(secret: str, message_id: str, body: str) -> dict[str, str]:
+    """The Standard Webhooks headers for one attempt (https://www.standardwebhooks.com/)."""
+    now = datetime.now(timezone.utc)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+
+
+class Deliverer:
+    def __init__(self, admin_url: str, settings: WebhookSettings, metrics, database_settings: dict):
+        self.admin_url = admin_url
+        self.settings = settings
+        self.metrics = metrics
+        self.database_settings = database_settings
+        self.in_flight: set[asyncio.Task] = set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        pool = await asyncpg.create_pool(self.admin_url, min_size=0, max_size=DELIVERY_POOL_SIZE,
+                                         server_settings=self.database_settings)
+        timeout = aiohttp.ClientTimeout(sock_connect=self.settings.timeout, sock_read=self.settings.timeout,
+                                        total=2 * self.settings.timeout)
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.settings.allowed_networks),
+                                         limit=self.settings.concurrency)
+        async with pool, aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            try:
+                await self.loop(pool, session, stopping)
+            finally:
+                # An attempt cut short stays unfinished: its lease runs out and it is sent again.
+                for task in self.in_flight:
+                    task.cancel()
+                await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+    async def loop(self, pool, session, stopping: asyncio.Event) -> None:
+        next_lag_refresh = 0.0
+        while not stopping.is_set():
+            free = self.settings.concurrency - len(self.in_flight)
+            claimed = []
+            try:
+                if free > 0:
+                    claimed = await pool.fetch(
+                        "SELECT * FROM api.claim_webhook_deliveries($1, make_interval(secs => $2))",
+                        free, self.settings.lease)
+                if time.monotonic() >= next_lag_refresh:
+                    next_lag_refresh = time.monotonic() + LAG_REFRESH_SECONDS
+                    self.metrics.webhook_lag_observed(await pool.fetch("SELECT * FROM api.webhook_lag()"))
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+                log.warning("could not claim webhook deliveries (will retry): %s", error)
+            for delivery in claimed:
+                task = asyncio.create_task(self.deliver(pool, session, delivery))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
+            if not claimed:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=self.settings.poll_interval)
+            elif len(self.in_flight) >= self.settings.concurrency:
+                await asyncio.wait(self.in_flight, timeout=self.settings.poll_interval,
+                                   return_when=asyncio.FIRST_COMPLETED)
+
+    async def deliver(self, pool, session: aiohttp.ClientSession, delivery) -> None:
+        status, error = await self.post(session, delivery)
+        try:
+            outcome = await pool.fetchval("SELECT api.finish_webhook_attempt($1, $2, $3)",
+                                          delivery["attempt_id"], status, error)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as db_error:
+            log.warning("could not record webhook attempt %s (its lease will expire and it is sent again): %s",
+                        delivery["attempt_id"], db_error)
+            return
+        self.metrics.webhook_delivered(outcome)
+        if outcome != "delivered":
+            log.info("webhook %s: event %s attempt %s %s (%s)", delivery["webhook_id"], delivery["event_id"],
+                     delivery["attempt"], outcome, status or error)
+
+    async def post(self, session: aiohttp.ClientSession, delivery) -> tuple[int | None, str | None]:
+        """The receiver's status, or None and why there was none. Redirects are not followed."""
+        body = delivery["body"]  # jsonb as text: the exact bytes signed and sent
+        url = delivery["url"]
+        host = URL(url).host or ""
+        try:
+            # aiohttp does not resolve IP literals, so the resolver's check does not see them.
+            if _is_ip(host) and not address_allowed(host, self.settings.allowed_networks):
+                raise DestinationRefused(f"{host} is outside WEBHOOK_ALLOWED_NETWORKS")
+            headers = signed_headers(delivery["secret"], str(delivery["event_id"]), body)
+            async with session.post(url, data=body.encode(), headers=headers, allow_redirects=False) as response:
+                return response.status, None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            return None, f"{type(error).__name__}: {error}"[:500]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
