@@ -12,7 +12,8 @@ from standardwebhooks.webhooks import Webhook
 
 from service.webhooks import WebhookSettings
 
-from .helpers import USER, assert_problem, create_option
+from ..people import USER
+from .helpers import assert_problem, create_option
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 WAIT_SECONDS = 20  # every wait below is bounded by this

@@ -9,7 +9,8 @@ import hypothesis.strategies as st
 import psycopg
 from hypothesis import HealthCheck, given, settings
 
-from .helpers import USER, create_option, purchase
+from ..people import USER_ID
+from .helpers import create_option, purchase
 
 
 async def feed(conn, cursor=None, limit=1000, types=None):
@@ -82,7 +83,7 @@ async def test_a_transaction_that_commits_after_a_later_one_is_not_skipped(datab
         tx_a = a.transaction()
         await tx_a.start()
         first = await purchase(a, option_a, 1)   # the smaller event id
-        await b.fetchrow("SELECT * FROM purchase_tickets($1, $2, 1)", option_b, USER)  # committed at once
+        await b.fetchrow("SELECT * FROM purchase_tickets($1, $2, 1)", option_b, USER_ID)  # committed at once
         page = await feed(conn, cursor)
         assert page == []  # B's event waits: A, still running, may commit an event sorting before it
         await tx_a.commit()
