@@ -67,10 +67,15 @@ AS $$
     SELECT (SELECT coalesce(sum(p.quantity), 0)::integer
             FROM purchases p
             WHERE p.ticket_option_id = p_ticket_option_id AND p.user_id = p_user_id AND p.status = 'active')
-         + (SELECT coalesce(sum(h.quantity), 0)::integer
-            FROM holds h
-            WHERE h.ticket_option_id = p_ticket_option_id AND h.user_id = p_user_id AND h.status = 'held'
-              AND h.expires_at > clock())
+         + (SELECT coalesce(sum(users.quantity), 0)::integer
+            -- The user's live holds (holds_live_user_idx, user first), then this option's: OFFSET 0
+            -- keeps the option out of the scan, so no plan can pick the option's index instead
+            -- and read every live hold of a hot option to find one user's.
+            FROM (SELECT h.ticket_option_id, h.quantity, h.expires_at
+                  FROM holds h
+                  WHERE h.user_id = p_user_id AND h.status = 'held'
+                  OFFSET 0) AS users
+            WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > clock())
 $$;
 
 -- reclaim_expired_holds(p_ticket_option_id uuid) RETURNS integer
