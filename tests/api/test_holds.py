@@ -145,3 +145,21 @@ async def test_concurrent_confirms_releases_and_purchases_do_not_deadlock(client
     assert set(statuses) <= {"confirmed", "released"}
     assert seen["sold"] == 2 * statuses.count("confirmed") + sum(
         r.status == 201 and r.url.path.endswith("/purchases") for r in responses)
+
+
+async def test_the_servers_sweeper_stores_expired_holds_and_metrics_count_holds(client, database_url):
+    from service.db import ADMIN_POOL, sweep_once
+
+    option = await create_option(client, allocation=5)
+    held = await (await hold(client, option["id"], 2, ttl_seconds=60)).json()
+    await advance_clock(database_url, "61 seconds")
+    assert await sweep_once(client.app[ADMIN_POOL]) == 1  # what the server's loop calls every few seconds
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT status FROM holds WHERE id = $1", uuid.UUID(held["id"])) == "expired"
+        assert await conn.fetch("SELECT * FROM check_consistency()") == []
+    finally:
+        await conn.close()
+    metrics = await (await client.get("/metrics")).text()
+    assert any(line.startswith("ticket_allocation_holds_total{") and line.endswith(" 1.0")
+               for line in metrics.splitlines())
