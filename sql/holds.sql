@@ -21,7 +21,7 @@ LANGUAGE sql
 STABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT now() + clock_offset FROM settings
+    SELECT now() + clock_offset FROM settings WHERE singleton  -- by its key: see idempotency_key_ttl()
 $$;
 
 -- hold_resource(p_id uuid) RETURNS api.hold

@@ -47,7 +47,9 @@ STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT idempotency_key_ttl FROM settings
+    -- By its key (the one row): under the callers' enable_seqscan = off a scan of even this
+    -- table costs 1e10, which made PostgreSQL JIT-compile this statement on every call.
+    SELECT idempotency_key_ttl FROM settings WHERE singleton
 $$;
 
 -- claim_idempotency_key(p_scope text, p_key text, p_request jsonb, OUT refused refusal,
