@@ -58,9 +58,10 @@ def create_template(databases, name: str, purchases: int, options: int) -> str:
     database = f"{databases.prefix}_{name}"
     databases.admin(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
         sql.Identifier(database), sql.Identifier(databases.template)))
+    databases.admin(sql.SQL("ALTER DATABASE {} SET search_path = " + SEARCH_PATH).format(sql.Identifier(database)))
     databases.created.append(database)
     url = databases.url_of(database)
-    with psycopg.connect(url, autocommit=True, options=SEARCH_PATH) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(history_sql(purchases, options))
         conn.execute("VACUUM ANALYZE")
     databases.admin("CHECKPOINT")  # the load's dirty pages written now, not during the measurements
@@ -85,7 +86,7 @@ def table_reads(url: str) -> dict:
 
 def read_paths(url: str, hot_option: str, path: Path) -> None:
     """1,000 purchase paths and 1,000 user-filtered list paths of the hot option, at random."""
-    with psycopg.connect(url, options=SEARCH_PATH) as conn:
+    with psycopg.connect(url) as conn:
         # Ids are random: the 1,000 after a random one are a random sample, read through the key.
         ids = [row[0] for row in conn.execute(
             "SELECT id FROM purchases WHERE id >= gen_random_uuid() ORDER BY id LIMIT 1000")]

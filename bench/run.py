@@ -78,9 +78,14 @@ WORKLOADS = {
     "hot": (1, 0),
     "spread": (N_OPTIONS, 0),
     "read": (N_OPTIONS, 90),
+    # Checkout: hold 1 ticket, then confirm the hold (two requests, two SQL calls per checkout).
+    "checkout-hot": (1, 0),
+    "checkout-spread": (N_OPTIONS, 0),
 }
-CONCURRENCY = {"hot": [1, 8, 32, 64, 256], "spread": [1, 8, 32, 64], "read": [1, 8, 32, 64]}
-QUICK_CONCURRENCY = {"hot": [1, 32], "spread": [1, 32], "read": [1, 32]}
+CONCURRENCY = {"hot": [1, 8, 32, 64, 256], "spread": [1, 8, 32, 64], "read": [1, 8, 32, 64],
+               "checkout-hot": [1, 8, 32, 64], "checkout-spread": [1, 8, 32, 64]}
+QUICK_CONCURRENCY = {"hot": [1, 32], "spread": [1, 32], "read": [1, 32], "checkout-hot": [1, 32],
+                     "checkout-spread": [1, 32]}
 DEFAULT_DURATION = 6
 QUICK_DURATION = 2
 SERVICE_START_TIMEOUT = 60  # seconds
@@ -229,12 +234,13 @@ class Databases:
         from service.migrations import migrate
 
         self.admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
+        self.admin(sql.SQL("ALTER DATABASE {} SET search_path = " + SEARCH_PATH).format(sql.Identifier(self.template)))
         self.created.append(self.template)
         url = with_database(self.admin_url, self.template)
         migrate(url)
         # Options created through the SQL API, then given ids pgbench can compute (option_id).
         # No ANALYZE: fresh copies keep "never analyzed" statistics, as a new database has.
-        with psycopg.connect(url, options=SEARCH_PATH) as conn:
+        with psycopg.connect(url) as conn:
             for n in range(1, N_OPTIONS + 1):
                 (created,) = conn.execute(
                     "SELECT id FROM create_ticket_option(%s, %s, %s)",
@@ -256,6 +262,8 @@ class Databases:
                 if attempt == 9:
                     raise
                 time.sleep(0.5)
+        # (A copy does not inherit the template's settings.)
+        self.admin(sql.SQL("ALTER DATABASE {} SET search_path = " + SEARCH_PATH).format(sql.Identifier(database)))
         self.created.append(database)
         return with_database(self.admin_url, database)
 
@@ -314,28 +322,35 @@ WITH active AS (
 )
 SELECT
     count(*) FILTER (WHERE o.remaining < 0),
-    count(*) FILTER (WHERE o.remaining + o.sold <> o.total),
+    count(*) FILTER (WHERE o.remaining + o.held + o.sold <> o.total),
     count(*) FILTER (WHERE o.sold <> coalesce(a.quantity, 0)),
     count(*) FILTER (WHERE o.sold <> coalesce(t.tickets, 0)),
     (SELECT count(*) FROM purchases),
-    coalesce(sum(o.sold), 0)
+    coalesce(sum(o.sold), 0),
+    (SELECT count(*) FROM holds),
+    (SELECT count(*) FROM check_consistency())
 FROM ticket_options o
 LEFT JOIN active a ON a.ticket_option_id = o.id
 LEFT JOIN valid_tickets t ON t.ticket_option_id = o.id
 """
 
 
-def check_database(url: str, expected_purchases: int, slack: int) -> dict:
-    """The invariants, and purchases in [expected, expected + slack]; problems listed in 'failures'."""
-    with psycopg.connect(url, options=SEARCH_PATH) as conn:
-        negative, total_off, sold_vs_purchases, sold_vs_tickets, purchases, sold = conn.execute(
+def check_database(url: str, expected_purchases: int, slack: int, expected_holds: int = 0) -> dict:
+    """The invariants (check_consistency() included), purchases in [expected, expected + slack] and
+    holds likewise; problems listed in 'failures'."""
+    with psycopg.connect(url) as conn:
+        negative, total_off, sold_vs_purchases, sold_vs_tickets, purchases, sold, holds, violations = conn.execute(
             CHECK_QUERY
         ).fetchone()
     failures = []
+    if violations:
+        failures.append(f"check_consistency() lists {violations} violated invariant(s)")
+    if not 0 <= holds - expected_holds <= slack:
+        failures.append(f"{holds} hold(s) in the database but {expected_holds} seen by the client")
     if negative:
         failures.append(f"{negative} option(s) with allocation < 0")
     if total_off:
-        failures.append(f"{total_off} option(s) with allocation + sold <> total")
+        failures.append(f"{total_off} option(s) with remaining + held + sold <> total")
     if sold_vs_purchases:
         failures.append(f"{sold_vs_purchases} option(s) whose sold <> quantity of active purchases")
     if sold_vs_tickets:
@@ -353,6 +368,7 @@ def check_database(url: str, expected_purchases: int, slack: int) -> dict:
         "purchases_seen": expected_purchases,
         "in_flight_at_stop": extra,
         "tickets_sold": int(sold),
+        "holds_in_db": holds,
     }
 
 
@@ -500,15 +516,16 @@ def run_pgbench(pgbench: str, database_url: str, workload: str, concurrency: int
     logs = work / f"pgbench-{workload}-{concurrency}"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir()
+    buy = PGBENCH_DIR / ("checkout.sql" if workload.startswith("checkout") else "buy.sql")
     scripts = (
-        ["-f", f"{PGBENCH_DIR / 'get.sql'}@{read_percent // 10}", "-f", f"{PGBENCH_DIR / 'buy.sql'}@{(100 - read_percent) // 10}"]
-        if read_percent else ["-f", str(PGBENCH_DIR / "buy.sql")]
+        ["-f", f"{PGBENCH_DIR / 'get.sql'}@{read_percent // 10}", "-f", f"{buy}@{(100 - read_percent) // 10}"]
+        if read_percent else ["-f", str(buy)]
     )
     buy_script = 1 if read_percent else 0
     cmd = [pgbench, "-n", "-M", "prepared", "-c", str(concurrency), "-j", str(min(2, concurrency)),
            "-T", str(duration), "-D", f"noptions={n_options}", *scripts,
            "-l", "--log-prefix", str(logs / "log"), database_url]
-    code, cpu, output = run_measured(cmd, dict(os.environ, PGOPTIONS=SEARCH_PATH), work / f"pgbench-{workload}-{concurrency}.out",
+    code, cpu, output = run_measured(cmd, dict(os.environ), work / f"pgbench-{workload}-{concurrency}.out",
                                      duration + 120)
     tps = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", output, re.M)
     if code != 0 or not tps:
@@ -613,7 +630,11 @@ def write_markdown(results: dict, path: Path) -> None:
         "latency percentiles from the per-transaction logs.",
         f"- Options: {N_OPTIONS:,} with an allocation of {ALLOCATION:,} each (nothing sells out); "
         "purchases of quantity 1 with a random user_id. hot: one option; spread: a random option; "
-        "read: 90% GET /ticket_options/{id}, 10% purchases, random options.",
+        "read: 90% GET /ticket_options/{id}, 10% purchases, random options. checkout-hot / checkout-spread: "
+        "POST .../holds (1 ticket) then POST /holds/{id}/confirm, on one option / a random one "
+        "(bench/wrk/checkout.lua; SQL: bench/pgbench/checkout.sql, hold_tickets then confirm_hold); their "
+        "HTTP/SQL is checkouts/s ÷ tps (one checkout = two requests, one pgbench transaction = one checkout), "
+        "and their check also compares the holds in the database with the holds answered 201.",
         "- Columns: req/s and tps over the run; p50/p99 in ms; status counts from wrk's response() "
         "hook; sock err = connect+read+write+timeout errors; wrk CPU = its utime+stime over wall time, in % of one "
         "core; svc mem = peak RSS (VmHWM) summed over the service's processes (count); "
@@ -859,7 +880,8 @@ def parse_args(argv):
     parser.add_argument("--duration", type=int, help=f"seconds per point and tool (default {DEFAULT_DURATION}; "
                         f"{QUICK_DURATION} with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: short points, concurrency 1 and 32 only")
-    parser.add_argument("--workloads", default="hot,spread,read", help="comma-separated subset of hot,spread,read")
+    parser.add_argument("--workloads", default="hot,spread,read,checkout-hot,checkout-spread",
+                        help="comma-separated subset of hot,spread,read,checkout-hot,checkout-spread")
     parser.add_argument("--no-history", action="store_true",
                         help="skip the history points (1,000,000 purchases pre-loaded; a 60 s sustained run)")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results", help="folder for the results")
@@ -919,7 +941,14 @@ def main(argv=None) -> int:
                 point["http"]["service_exit_code"] = exit_code
                 tail = service.log_tail(200)
                 point["http"]["service_errors_in_log"] = len(re.findall(r"\b(ERROR|Traceback)\b", tail))
-                point["http_check"] = check_database(db_url, point["http"]["status"]["201"], slack=c)
+                if workload.startswith("checkout"):  # a 201 is a hold or a purchase: wrk counts each
+                    raw = point["http"]["raw"]
+                    point["http"]["checkouts"] = raw["confirmed"]
+                    # A checkout is two requests: compared with pgbench's checkouts (one script each).
+                    point["http"]["checkouts_per_s"] = raw["confirmed"] / (raw["duration_us"] / 1e6)
+                    point["http_check"] = check_database(db_url, raw["confirmed"], slack=c, expected_holds=raw["held"])
+                else:
+                    point["http_check"] = check_database(db_url, point["http"]["status"]["201"], slack=c)
                 databases.drop(db_url)
 
                 if c + 20 > int(pg["max_connections"]):
@@ -932,9 +961,12 @@ def main(argv=None) -> int:
                     log(f"{workload} @ C={c}: pgbench")
                     db_url = databases.fresh(f"{workload}_{c}_sql")
                     point["pgbench"] = run_pgbench(pgbench, db_url, workload, c, args.duration, work)
-                    point["pgbench_check"] = check_database(db_url, point["pgbench"]["purchases"], slack=0)
+                    point["pgbench_check"] = check_database(
+                        db_url, point["pgbench"]["purchases"], slack=0,
+                        expected_holds=point["pgbench"]["purchases"] if workload.startswith("checkout") else 0)
                     databases.drop(db_url)
-                    point["ratio"] = point["http"]["rps"] / point["pgbench"]["tps"] if point["pgbench"]["tps"] else None
+                    http_rate = point["http"].get("checkouts_per_s", point["http"]["rps"])
+                    point["ratio"] = http_rate / point["pgbench"]["tps"] if point["pgbench"]["tps"] else None
 
                 h, g = point["http"], point["pgbench"]
                 log(f"{workload} @ C={c}: HTTP {h['rps']:.0f} req/s p99 {h['p99_ms']:.1f} ms "

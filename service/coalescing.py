@@ -1,4 +1,4 @@
-"""Purchase coalescing: many purchases of one option, one database call.
+"""Coalescing: many purchases (or holds) of one option, one database call.
 
 Purchases of one option queue on its row lock in PostgreSQL, and each holds
 the lock until its commit is flushed; one call at a time per option is the
@@ -7,7 +7,8 @@ for an option is in flight, later purchases of that option wait here, and
 when the call returns they go to PostgreSQL together as ONE call of
 purchase_tickets_batch (one lock, one commit), still decided one by one, in
 arrival order, each all or nothing. At low load a batch is one request, so
-nothing waits.
+nothing waits. Holds are coalesced the same way, by a second coalescer
+calling hold_tickets_batch (BatchFunction says which function and how).
 
 Bounds, so that load cannot turn into failures: a batch is capped by its
 purchases, by the tickets it inserts (a long transaction would meet
@@ -22,6 +23,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import asyncpg
 
@@ -52,15 +54,40 @@ class Refused(Exception):
 
 
 @dataclass
-class PendingPurchase:
+class PendingRequest:
     user_id: uuid.UUID
     quantity: int
     idempotency_key: str | None
     caller: str | None  # whose key it is (see idempotency_scope in sql/idempotency.sql)
+    ttl: timedelta | None = None  # holds only; None: the SQL function's default
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-def take_batch(waiting: list[PendingPurchase]) -> list[PendingPurchase]:
+@dataclass(frozen=True)
+class BatchFunction:
+    """A batch function of the SQL API: its call, its arrays (one per argument after the option id) and
+    the field of its outcome rows that answers a request (the other is its refusal)."""
+    query: str
+    arrays: Callable[[list[PendingRequest]], list[list]]
+    answer: str
+    noun: str  # in the Overloaded message
+
+
+PURCHASE_BATCH = BatchFunction(
+    "SELECT * FROM api.purchase_tickets_batch($1, $2, $3, $4, $5)",
+    lambda batch: [[p.user_id for p in batch], [p.quantity for p in batch],
+                   [p.idempotency_key for p in batch], [p.caller for p in batch]],
+    "receipt", "purchases",
+)
+HOLD_BATCH = BatchFunction(
+    "SELECT * FROM api.hold_tickets_batch($1, $2, $3, $4, $5, $6)",
+    lambda batch: [[p.user_id for p in batch], [p.quantity for p in batch], [p.ttl for p in batch],
+                   [p.idempotency_key for p in batch], [p.caller for p in batch]],
+    "hold", "holds",
+)
+
+
+def take_batch(waiting: list[PendingRequest]) -> list[PendingRequest]:
     """The longest head of the queue within the bounds (never empty: one purchase always fits)."""
     tickets = keys = 0
     size = 0
@@ -76,30 +103,32 @@ def take_batch(waiting: list[PendingPurchase]) -> list[PendingPurchase]:
     return batch
 
 
-class PurchaseCoalescer:
-    def __init__(self, pool: asyncpg.Pool, pool_timeout: float,
+class Coalescer:
+    def __init__(self, pool: asyncpg.Pool, pool_timeout: float, function: BatchFunction = PURCHASE_BATCH,
                  batch_sent: Callable[[int], None] | None = None, max_queue: int = MAX_QUEUE):
+        self._function = function
         self._pool = pool
         self._pool_timeout = pool_timeout
         self._batch_sent = batch_sent  # metrics: called with each batch's size
         self._max_queue = max_queue
-        self._waiting: dict[uuid.UUID, list[PendingPurchase]] = {}
+        self._waiting: dict[uuid.UUID, list[PendingRequest]] = {}
         self._senders: set[asyncio.Task] = set()
 
     def queue_depth(self) -> int:
-        """Purchases waiting in this worker for their option's call in flight."""
+        """Requests waiting in this worker for their option's call in flight."""
         return sum(len(waiting) for waiting in self._waiting.values())
 
-    async def purchase(
+    async def submit(
         self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None,
-        caller: str | None = None,
+        caller: str | None = None, ttl: timedelta | None = None,
     ):
-        """The purchase's receipt; raises Refused, Overloaded, or the database error that failed its batch."""
-        pending = PendingPurchase(user_id, quantity, idempotency_key, caller)
+        """The request's answer (a purchase's receipt, a hold); raises Refused, Overloaded, or the
+        database error that failed its batch."""
+        pending = PendingRequest(user_id, quantity, idempotency_key, caller, ttl)
         waiting = self._waiting.get(option_id)
         if waiting is not None:  # a call for this option is in flight: ride the next one
             if len(waiting) >= self._max_queue:
-                raise Overloaded(f"{len(waiting)} purchases of this option are waiting already")
+                raise Overloaded(f"{len(waiting)} {self._function.noun} of this option are waiting already")
             waiting.append(pending)
         else:
             self._waiting[option_id] = [pending]
@@ -119,17 +148,10 @@ class PurchaseCoalescer:
         finally:
             del self._waiting[option_id]
 
-    async def _send(self, option_id: uuid.UUID, batch: list[PendingPurchase]) -> None:
+    async def _send(self, option_id: uuid.UUID, batch: list[PendingRequest]) -> None:
         try:
             async with self._pool.acquire(timeout=self._pool_timeout) as conn:
-                outcomes = await conn.fetch(
-                    "SELECT * FROM api.purchase_tickets_batch($1, $2, $3, $4, $5)",
-                    option_id,
-                    [p.user_id for p in batch],
-                    [p.quantity for p in batch],
-                    [p.idempotency_key for p in batch],
-                    [p.caller for p in batch],
-                )
+                outcomes = await conn.fetch(self._function.query, option_id, *self._function.arrays(batch))
         except BaseException as error:
             if isinstance(error, asyncpg.DataError) and len(batch) > 1:
                 # A value of some request that asyncpg cannot encode, or PostgreSQL cannot take
@@ -152,4 +174,4 @@ class PurchaseCoalescer:
             if outcome["refusal"] is not None:
                 pending.answer.set_exception(Refused(outcome["refusal"]))
             else:
-                pending.answer.set_result(outcome["receipt"])
+                pending.answer.set_result(outcome[self._function.answer])

@@ -12,12 +12,13 @@ import asyncpg
 from aiohttp import web
 
 from . import failover
-from .coalescing import PurchaseCoalescer
+from .coalescing import HOLD_BATCH, PURCHASE_BATCH, Coalescer
 from .webhooks import WEBHOOK_SETTINGS, Deliverer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)
-PURCHASES = web.AppKey("purchases", PurchaseCoalescer)
+PURCHASES = web.AppKey("purchases", Coalescer)
+HOLDS = web.AppKey("holds", Coalescer)
 DATABASE_URL = web.AppKey("database_url", str)
 ADMIN_DATABASE_URL = web.AppKey("admin_database_url", str)
 # Admin calls are rare: a small pool, opened on first use.
@@ -33,6 +34,10 @@ PURGE_INTERVAL_SECONDS = 600
 PURGE_CHUNK = 10_000  # what purge_expired_idempotency_keys() deletes at most per call
 EVENT_PURGE_CHUNK = 10_000
 PURGE_MAX_CHUNKS = 100
+# Expired holds are already on sale to every read and decision; sweeping stores them so (and
+# keeps the live-holds index small) for options nobody touches.
+SWEEP_INTERVAL_SECONDS = 5
+SWEEP_CALLS = 10  # release_expired_holds() calls per sweep at most (each bounded in SQL)
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +61,18 @@ async def pool_context(app: web.Application):
         from .metrics import METRICS  # here: metrics imports this module
 
         metrics = app.get(METRICS)
-        app[PURCHASES] = PurchaseCoalescer(pool, app[POOL_TIMEOUT], metrics.purchase_batch_sent if metrics else None)
+        app[PURCHASES] = Coalescer(
+            pool, app[POOL_TIMEOUT], PURCHASE_BATCH, metrics.purchase_batch_sent if metrics else None)
+        app[HOLDS] = Coalescer(pool, app[POOL_TIMEOUT], HOLD_BATCH, metrics.hold_batch_sent if metrics else None)
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
         deliverer = start_deliverer(app, stopping)
+        sweeper = asyncio.create_task(sweep_expired_holds(admin_pool, stopping, metrics))
         yield
-        # Not cancelled: a purge in progress finishes before the pool closes.
+        # Not cancelled: a purge or sweep in progress finishes before the pool closes.
         stopping.set()
         await purger
+        await sweeper
         if deliverer is not None:
             await deliverer
 
@@ -122,6 +131,30 @@ async def purge_old_events(pool: asyncpg.Pool) -> None:
             log.info("purged %d old events", purged)
         if purged < EVENT_PURGE_CHUNK:
             return
+
+
+async def sweep_expired_holds(pool: asyncpg.Pool, stopping: asyncio.Event, metrics=None) -> None:
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=SWEEP_INTERVAL_SECONDS)
+            return
+        try:
+            swept = await sweep_once(pool)
+            if metrics and swept:
+                metrics.holds_swept(swept)
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as error:
+            log.warning("could not release expired holds (will retry): %s", error)
+
+
+async def sweep_once(pool: asyncpg.Pool) -> int:
+    """Expired holds, in release_expired_holds()'s bounded calls (one transaction each), until none is left."""
+    total = 0
+    for _ in range(SWEEP_CALLS):
+        swept = await pool.fetchval("SELECT api.release_expired_holds()")
+        total += swept
+        if not swept:
+            break
+    return total
 
 
 # An argument left out of a call, so that the SQL function's default applies:

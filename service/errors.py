@@ -54,6 +54,10 @@ IDEMPOTENCY_KEY_IN_FLIGHT = ProblemType(
 )
 WEBHOOK_NOT_FOUND = ProblemType(404, "webhook-not-found", "Webhook not found")
 PER_USER_LIMIT_EXCEEDED = ProblemType(409, "per-user-limit-exceeded", "The user would exceed the per-user limit")
+HOLD_NOT_FOUND = ProblemType(404, "hold-not-found", "Hold not found")
+HOLD_EXPIRED = ProblemType(409, "hold-expired", "The hold expired; its tickets are back on sale")
+HOLD_RELEASED = ProblemType(409, "hold-released", "The hold was released; its tickets are back on sale")
+HOLD_CONFIRMED = ProblemType(409, "hold-confirmed", "The hold is confirmed; cancel its purchase instead")
 DATABASE_UNAVAILABLE = ProblemType(
     503, "database-unavailable", "The database is busy or unreachable; retry shortly", retry_after=True
 )
@@ -78,6 +82,10 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "TA006": IDEMPOTENCY_KEY_IN_FLIGHT,
     "TA007": PER_USER_LIMIT_EXCEEDED,
     "TA008": SERVICE_MISCONFIGURED,
+    "TA009": HOLD_NOT_FOUND,
+    "TA010": HOLD_EXPIRED,
+    "TA011": HOLD_RELEASED,
+    "TA012": HOLD_CONFIRMED,
     "TA013": WEBHOOK_NOT_FOUND,
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
@@ -106,6 +114,8 @@ SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {
 }
 
 RETRY_AFTER_SECONDS = "1"
+# Fields the SQL functions name (COLUMN) otherwise than the JSON body does.
+JSON_FIELD_NAMES = {"ttl": "ttl_seconds"}
 
 
 class Problem(Exception):
@@ -157,6 +167,9 @@ def from_sqlstate(sqlstate: str, message: str, field: str | None = None) -> Prob
         if sqlstate in CUT_MID_CALL_SQLSTATES:
             return Problem(problem_type, CUT_MID_CALL_DETAIL)
         return Problem(problem_type, "The database could not serve the request in time; nothing was changed.")
+    if field in JSON_FIELD_NAMES:
+        message = message.replace(field, JSON_FIELD_NAMES[field], 1)
+        field = JSON_FIELD_NAMES[field]
     errors = [{"field": field, "message": message}] if problem_type is INVALID_ARGUMENT and field else None
     return Problem(problem_type, message, errors)
 

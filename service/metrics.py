@@ -66,6 +66,33 @@ class Metrics:
             "ticket_allocation_purchase_queue_depth", "Purchases waiting for their option's call in flight",
             ("worker",), registry=self.registry, multiprocess_mode="livesum",
         )
+        self.holds = Counter(
+            "ticket_allocation_holds", "Holds answered 201 (a replayed Idempotency-Key counts again)",
+            ("worker",), registry=self.registry,
+        )
+        self.tickets_held = Counter(
+            "ticket_allocation_tickets_held", "Tickets in the holds answered 201", ("worker",), registry=self.registry,
+        )
+        self.holds_refused = Counter(
+            "ticket_allocation_holds_refused", "Holds the rules refused, by problem type",
+            ("reason", "worker"), registry=self.registry,
+        )
+        self.holds_shed = Counter(
+            "ticket_allocation_holds_shed", "Holds answered 503 at once: their option's queue was full",
+            ("worker",), registry=self.registry,
+        )
+        self.hold_batch_size = Histogram(
+            "ticket_allocation_hold_batch_size", "Holds decided per hold_tickets_batch call",
+            ("worker",), buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.hold_queue_depth = Gauge(
+            "ticket_allocation_hold_queue_depth", "Holds waiting for their option's call in flight",
+            ("worker",), registry=self.registry, multiprocess_mode="livesum",
+        )
+        self.hold_outcomes = Counter(
+            "ticket_allocation_hold_outcomes", "Holds ended: confirmed or released by a call, swept once expired",
+            ("outcome", "worker"), registry=self.registry,
+        )
         # livesum: a worker's gauges leave the multiprocess files when it exits.
         self.pool_connections = Gauge(
             "ticket_allocation_db_pool_connections", "Open connections in the pool", ("worker",),
@@ -128,14 +155,36 @@ class Metrics:
     def purchase_shed(self) -> None:
         self.purchases_shed.labels(self.worker).inc()
 
+    def held(self, quantity: int) -> None:
+        self.holds.labels(self.worker).inc()
+        self.tickets_held.labels(self.worker).inc(quantity)
+
+    def hold_refused(self, sqlstate: str) -> None:
+        problem_type = problem_type_of(sqlstate)
+        self.holds_refused.labels(problem_type.slug if problem_type else sqlstate, self.worker).inc()
+
+    def hold_batch_sent(self, size: int) -> None:
+        self.hold_batch_size.labels(self.worker).observe(size)
+
+    def hold_shed(self) -> None:
+        self.holds_shed.labels(self.worker).inc()
+
+    def hold_ended(self, outcome: str) -> None:
+        self.hold_outcomes.labels(outcome, self.worker).inc()
+
+    def holds_swept(self, count: int) -> None:
+        self.hold_outcomes.labels("swept", self.worker).inc(count)
+
     def pool_observed(self, pool) -> None:
         size = pool.get_size()
         self.pool_connections.labels(self.worker).set(size)
         self.pool_connections_in_use.labels(self.worker).set(size - pool.get_idle_size())
 
-    def exposition(self, pool, purchases=None) -> bytes:
+    def exposition(self, pool, purchases=None, holds=None) -> bytes:
         if purchases is not None:
             self.purchase_queue_depth.labels(self.worker).set(purchases.queue_depth())
+        if holds is not None:
+            self.hold_queue_depth.labels(self.worker).set(holds.queue_depth())
         self.pool_observed(pool)
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
@@ -163,5 +212,6 @@ async def metrics_middleware(request: web.Request, handler):
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition(request.app[db.DB_POOL], request.app.get(db.PURCHASES))
+    body = request.app[METRICS].exposition(
+        request.app[db.DB_POOL], request.app.get(db.PURCHASES), request.app.get(db.HOLDS))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -7,15 +7,15 @@ resource_json serialises any of them, field by field.
 import asyncio
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 from aiohttp import web
 
 from .auth import CALLER, require_admin
 from .coalescing import Overloaded, Refused
-from .db import OMITTED, PURCHASES, call
-from .errors import DATABASE_UNAVAILABLE, PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND, Problem
+from .db import HOLDS, OMITTED, PURCHASES, call
+from .errors import DATABASE_UNAVAILABLE, HOLD_NOT_FOUND, PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND, Problem
 from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_query
 from .metrics import METRICS
 from .openapi import OPENAPI_JSON
@@ -39,6 +39,10 @@ TICKET_OPTION_FIELDS = (
 PURCHASE_FIELDS = (
     Field("quantity", "integer"),
     Field("user_id", "uuid"),
+)
+HOLD_FIELDS = (
+    *PURCHASE_FIELDS,
+    Field("ttl_seconds", "integer", required=False, default=OMITTED),
 )
 # Routes that take no query parameters still refuse them (e.g. ?dry_run=true), as documented.
 NO_QUERY: tuple[Field, ...] = ()
@@ -100,7 +104,7 @@ async def purchase_tickets(request: web.Request) -> web.Response:
     # purchase_tickets_batch, shared with concurrent purchases of the option (see coalescing.py):
     # only fully checked values get there, so no request can fail its neighbours.
     try:
-        receipt = await request.app[PURCHASES].purchase(
+        receipt = await request.app[PURCHASES].submit(
             option_id, body["user_id"], body["quantity"], key, request.get(CALLER)
         )
     except Refused as refusal:
@@ -117,6 +121,65 @@ async def purchase_tickets(request: web.Request) -> web.Response:
     purchase = resource_json(receipt)
     location = request.app.router["purchase"].url_for(id=purchase["id"])
     return web.json_response(purchase, status=201, headers={"Location": str(location)})
+
+
+@routes.post("/ticket_options/{id}/holds")
+async def hold_tickets(request: web.Request) -> web.Response:
+    option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
+    read_query(request, NO_QUERY)
+    key = idempotency_key(request)
+    body = await read_json_object(request, HOLD_FIELDS)
+    # hold_tickets_batch, shared with concurrent holds of the option (see coalescing.py); a ttl
+    # left out is null in the batch, which takes hold_tickets' default for it.
+    ttl = None if body["ttl_seconds"] is OMITTED else timedelta(seconds=body["ttl_seconds"])
+    metrics = request.app[METRICS]
+    try:
+        hold = await request.app[HOLDS].submit(
+            option_id, body["user_id"], body["quantity"], key, request.get(CALLER), ttl)
+    except Refused as refusal:
+        metrics.hold_refused(refusal.sqlstate)
+        raise
+    except asyncpg.PostgresError as error:
+        if (error.sqlstate or "").startswith("TA"):
+            metrics.hold_refused(error.sqlstate)
+        raise
+    except Overloaded as overloaded:
+        metrics.hold_shed()
+        raise Problem(DATABASE_UNAVAILABLE, f"{overloaded}; retry shortly. Nothing was changed.") from None
+    metrics.held(body["quantity"])
+    held = resource_json(hold)
+    location = request.app.router["hold"].url_for(id=held["id"])
+    return web.json_response(held, status=201, headers={"Location": str(location)})
+
+
+@routes.get("/holds/{id}", name="hold")
+async def get_hold(request: web.Request) -> web.Response:
+    hold_id = path_uuid(request, "id", HOLD_NOT_FOUND)
+    read_query(request, NO_QUERY)
+    row = await call(request, "get_hold", p_id=hold_id)
+    return web.json_response(resource_json(row))
+
+
+@routes.post("/holds/{id}/confirm")
+async def confirm_hold(request: web.Request) -> web.Response:
+    hold_id = path_uuid(request, "id", HOLD_NOT_FOUND)
+    read_query(request, NO_QUERY)
+    confirmation = await call(request, "confirm_hold", p_id=hold_id)
+    purchase = resource_json(confirmation["purchase"])
+    if not confirmation["created"]:  # confirmed before: the same purchase, nothing more bought
+        return web.json_response(purchase)
+    request.app[METRICS].hold_ended("confirmed")
+    location = request.app.router["purchase"].url_for(id=purchase["id"])
+    return web.json_response(purchase, status=201, headers={"Location": str(location)})
+
+
+@routes.post("/holds/{id}/release")
+async def release_hold(request: web.Request) -> web.Response:
+    hold_id = path_uuid(request, "id", HOLD_NOT_FOUND)
+    read_query(request, NO_QUERY)
+    row = await call(request, "release_hold", p_id=hold_id)
+    request.app[METRICS].hold_ended("released")
+    return web.json_response(resource_json(row))
 
 
 @routes.get("/ticket_options/{id}/purchases")

@@ -13,6 +13,10 @@
 --   TA006  idempotency_key_in_flight a request with this key is still in progress; retry
 --   TA007  per_user_limit_exceeded   the purchase would take the user past max_per_user
 --   TA008  session_limit_lifted      the calling session lifted a timeout the functions rely on
+--   TA009  hold_not_found            no hold has that id
+--   TA010  hold_expired              the hold expired before it was confirmed
+--   TA011  hold_released             the hold was released before it was confirmed
+--   TA012  hold_confirmed            the hold is confirmed: cancel its purchase instead
 --   TA013  webhook_not_found         no webhook subscription has that id
 --
 -- A refusal (type api.refusal) is such an error as data: batch functions
@@ -115,6 +119,49 @@ AS $$
                       p_value, p_max),
                NULL, format('Run RESET %s (or SET it within the bound) and call again.', p_setting),
                NULL)::api.refusal
+$$;
+
+-- hold_not_found(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.hold_not_found(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA009', format('hold %s does not exist', coalesce(p_id::text, 'NULL')), NULL, NULL, NULL)::api.refusal
+$$;
+
+-- hold_expired(p_id uuid, p_expires_at timestamptz) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.hold_expired(p_id uuid, p_expires_at timestamptz)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA010', format('hold %s expired at %s; its tickets are back on sale', p_id, p_expires_at),
+               NULL, 'Hold the tickets again, or buy them.', NULL)::api.refusal
+$$;
+
+-- hold_released(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.hold_released(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA011', format('hold %s was released; its tickets are back on sale', p_id),
+               NULL, 'Hold the tickets again, or buy them.', NULL)::api.refusal
+$$;
+
+-- hold_confirmed(p_id uuid, p_purchase_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.hold_confirmed(p_id uuid, p_purchase_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA012', format('hold %s is confirmed by purchase %s and cannot be released', p_id, p_purchase_id),
+               format('purchase_id: %s', p_purchase_id), 'Cancel the purchase instead.', NULL)::api.refusal
 $$;
 
 -- webhook_not_found(p_id uuid) RETURNS api.refusal

@@ -17,7 +17,8 @@ IMMUTABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT ARRAY['ticket_option.created', 'ticket_option.sold_out', 'ticket_option.back_on_sale',
-                 'purchase.created', 'purchase.cancelled']
+                 'purchase.created', 'purchase.cancelled',
+                 'hold.created', 'hold.confirmed', 'hold.released', 'hold.expired']
 $$;
 
 -- api_json(p_resource jsonb) RETURNS jsonb
@@ -101,6 +102,24 @@ BEGIN
     PERFORM append_events(p_type, array_agg(api_json(to_jsonb(purchase_resource(u.id))) ORDER BY u.n))
     FROM unnest(p_purchase_ids) WITH ORDINALITY AS u(id, n);
     PERFORM append_stock_events(p_option_before, get_ticket_option(p_option_before.id));
+END;
+$$;
+
+-- append_hold_events(p_type text, p_hold_ids uuid[]) RETURNS void
+-- One `p_type` event per hold, in the array's order, each with the hold as
+-- the API returns it now (hold_resource: one primary-key lookup each).
+CREATE OR REPLACE FUNCTION ticket_allocation.append_hold_events(p_type text, p_hold_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    IF coalesce(cardinality(p_hold_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(hold_resource(h.id))) ORDER BY h.n))
+    FROM unnest(p_hold_ids) WITH ORDINALITY AS h(id, n);
 END;
 $$;
 

@@ -23,6 +23,19 @@ AS $$
                 ELSE format('%s|purchase|%s|%s', p_caller, p_ticket_option_id, p_user_id) END
 $$;
 
+-- hold_idempotency_scope(p_caller text, p_ticket_option_id uuid, p_user_id uuid) RETURNS text
+-- The scope of a hold's key: as a purchase's, but its own, so that a key
+-- used to hold never answers a purchase, nor the other way round.
+CREATE OR REPLACE FUNCTION ticket_allocation.hold_idempotency_scope(
+    p_caller text, p_ticket_option_id uuid, p_user_id uuid)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT format('%s|hold|%s|%s', p_caller, p_ticket_option_id, p_user_id)
+$$;
+
 -- api.idempotency_key_ttl() RETURNS interval
 -- How long a key is remembered: ticket_allocation.settings, which only the
 -- owner changes (UPDATE ticket_allocation.settings SET idempotency_key_ttl = '48 hours'),
@@ -34,7 +47,9 @@ STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT idempotency_key_ttl FROM settings
+    -- By its key (the one row): under the callers' enable_seqscan = off a scan of even this
+    -- table costs 1e10, which made PostgreSQL JIT-compile this statement on every call.
+    SELECT idempotency_key_ttl FROM settings WHERE singleton
 $$;
 
 -- claim_idempotency_key(p_scope text, p_key text, p_request jsonb, OUT refused refusal,
@@ -71,25 +86,28 @@ END;
 $$;
 
 -- remember_idempotency_keys(p_scopes text[], p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[],
---                           p_purchase_ids uuid[])
+--                           p_purchase_ids uuid[], p_hold_ids uuid[] DEFAULT NULL)
 --     RETURNS void
--- Records, for each key of its scope, the outcome of its request (one of the two ids, the
--- other null) until now() + idempotency_key_ttl(). Call after
+-- Records, for each key of its scope, the outcome of its request (one of the three ids, the
+-- others null) until now() + idempotency_key_ttl(). Call after
 -- claim_idempotency_key in the same transaction; expired entries are replaced.
 CREATE OR REPLACE FUNCTION ticket_allocation.remember_idempotency_keys(
-    p_scopes text[], p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[])
+    p_scopes text[], p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[],
+    p_hold_ids uuid[] DEFAULT NULL)
 RETURNS void
 LANGUAGE sql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, purchase_id, expires_at)
-    SELECT k.scope, k.key, k.request, k.ticket_option_id, k.purchase_id, now() + idempotency_key_ttl()
-    FROM unnest(p_scopes, p_keys, p_requests, p_ticket_option_ids, p_purchase_ids)
-         AS k (scope, key, request, ticket_option_id, purchase_id)
+    INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, purchase_id, hold_id, expires_at)
+    SELECT k.scope, k.key, k.request, k.ticket_option_id, k.purchase_id, k.hold_id, now() + idempotency_key_ttl()
+    FROM unnest(p_scopes, p_keys, p_requests, p_ticket_option_ids, p_purchase_ids,
+                coalesce(p_hold_ids, array_fill(NULL::uuid, ARRAY[cardinality(p_scopes)])))
+         AS k (scope, key, request, ticket_option_id, purchase_id, hold_id)
     ON CONFLICT (scope, key) DO UPDATE
     SET request = EXCLUDED.request,
         ticket_option_id = EXCLUDED.ticket_option_id,
         purchase_id = EXCLUDED.purchase_id,
+        hold_id = EXCLUDED.hold_id,
         created_at = EXCLUDED.created_at,
         expires_at = EXCLUDED.expires_at
 $$;

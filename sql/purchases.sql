@@ -2,10 +2,11 @@
 -- reading them back, and cancelling them.
 --
 -- Locking discipline: every change to an option's allocation or to the status
--- of its purchases first locks the option's row (FOR NO KEY UPDATE: the key
+-- of its purchases or holds first locks the option's row (lock_option in
+-- sql/holds.sql, which also reclaims its expired holds; FOR NO KEY UPDATE: the key
 -- does not change, so inserts that reference the option are not blocked).
 -- Changes to one option thus run one after another, each seeing what the
--- previous left, and the lock order (option, then its purchases) is the same
+-- previous left, and the lock order (option, then its purchases or holds) is the same
 -- everywhere, so they cannot deadlock.
 
 -- purchase_resource(p_id uuid) RETURNS api.purchase
@@ -18,6 +19,164 @@ STABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT r.* FROM purchase_receipts r WHERE r.id = p_id
+$$;
+
+-- A batch (of purchases, or of holds: sql/holds.sql) is decided in three
+-- steps, each its own function:
+--   1. claim_batch_keys, without the option's lock: claim each request's
+--      idempotency key, answering the repeats of earlier requests;
+--   2. decide_in_order, under the lock (lock_option, which first reclaims
+--      the option's expired holds): which of the open requests fit, one by
+--      one in arrival order;
+--   3. apply_purchases (apply_holds): write what was decided, set-based.
+
+-- request_refusal(p_user_id uuid, p_quantity integer) RETURNS api.refusal
+-- Why a request of a batch is refused before anything is looked up (TA001:
+-- a null user, a quantity outside 1..1000), or null.
+CREATE OR REPLACE FUNCTION ticket_allocation.request_refusal(p_user_id uuid, p_quantity integer)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT CASE
+        WHEN p_user_id IS NULL THEN invalid_argument('user_id', 'must not be null')
+        WHEN p_quantity IS NULL OR p_quantity NOT BETWEEN 1 AND 1000
+            THEN invalid_argument('quantity', 'must be a whole number from 1 to 1000')
+    END
+$$;
+
+-- claim_batch_keys(p_scopes text[], p_keys text[], p_requests jsonb[], INOUT refusals api.refusal[],
+--                  OUT earlier_ids uuid[], OUT repeats integer[])
+-- Step 1 of a batch. For each request not refused yet (refusals[i] null)
+-- with a key (p_keys[i] in scope p_scopes[i], for request p_requests[i]):
+-- claims the key (claim_idempotency_key), so that a retry racing its first
+-- attempt is told at once (TA006) rather than queued behind the lock.
+-- earlier_ids[i]: the purchase or hold an earlier call made for the same
+-- request; repeats[i]: the earlier ordinal of this batch with the same key
+-- and request (answered as it is). Refusals: TA001, TA005, TA006 (keys).
+-- A loop over requests, never over tickets.
+CREATE OR REPLACE FUNCTION ticket_allocation.claim_batch_keys(
+    p_scopes text[], p_keys text[], p_requests jsonb[], INOUT refusals api.refusal[],
+    OUT earlier_ids uuid[], OUT repeats integer[])
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    first_use_by_key jsonb := '{}'::jsonb;  -- [scope, key] -> ordinal of its first use in this batch
+    claim record;
+    first_use integer;
+    scoped_key text;
+BEGIN
+    earlier_ids := '{}'::uuid[];
+    repeats := '{}'::integer[];
+    FOR i IN 1 .. coalesce(cardinality(p_keys), 0) LOOP
+        CONTINUE WHEN p_keys[i] IS NULL OR (refusals[i]).sqlstate IS NOT NULL;
+        scoped_key := jsonb_build_array(p_scopes[i], p_keys[i])::text;
+        first_use := (first_use_by_key ->> scoped_key)::integer;
+        IF first_use IS NULL THEN
+            SELECT * INTO claim FROM claim_idempotency_key(p_scopes[i], p_keys[i], p_requests[i]);
+            IF (claim.refused).sqlstate IS NOT NULL THEN
+                refusals[i] := claim.refused;
+            ELSE
+                first_use_by_key := first_use_by_key || jsonb_build_object(scoped_key, i);
+                earlier_ids[i] := coalesce((claim.earlier).purchase_id, (claim.earlier).hold_id);
+            END IF;
+        ELSIF p_requests[first_use] = p_requests[i] THEN
+            repeats[i] := first_use;
+        ELSE
+            refusals[i] := idempotency_key_reused(p_keys[i], p_requests[first_use]);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- decide_in_order(p_option ticket_options, p_user_ids uuid[], p_quantities integer[], p_open boolean[],
+--                 OUT refusals api.refusal[], OUT granted integer[])
+-- Step 2 of a batch, under the option's lock (p_option: the row as
+-- lock_option returned it, expired holds reclaimed). Decides the open
+-- requests (p_open[i]) one by one in arrival order: request i takes
+-- p_quantities[i] of what is on sale for p_user_ids[i], or is refused:
+-- TA003 when less is left, TA007 when the user's tickets (bought or held)
+-- would pass max_per_user. granted: the ordinals that take theirs, in order.
+CREATE OR REPLACE FUNCTION ticket_allocation.decide_in_order(
+    p_option ticket_allocation.ticket_options, p_user_ids uuid[], p_quantities integer[], p_open boolean[],
+    OUT refusals api.refusal[], OUT granted integer[])
+LANGUAGE plpgsql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    on_sale integer := p_option.remaining;
+    tickets_by_user jsonb := '{}'::jsonb;  -- user -> tickets bought or held, this batch included
+    users_tickets integer;
+    buyer uuid;
+    wanted integer;
+BEGIN
+    refusals := '{}'::api.refusal[];
+    granted := '{}'::integer[];
+    FOR i IN 1 .. coalesce(cardinality(p_open), 0) LOOP
+        CONTINUE WHEN NOT coalesce(p_open[i], false);
+        buyer := p_user_ids[i];
+        wanted := p_quantities[i];
+        IF on_sale < wanted THEN
+            refusals[i] := insufficient_tickets(wanted, on_sale);
+            CONTINUE;
+        END IF;
+        IF p_option.max_per_user IS NOT NULL THEN
+            users_tickets := coalesce((tickets_by_user ->> buyer::text)::integer, tickets_of_user(p_option.id, buyer));
+            IF users_tickets + wanted > p_option.max_per_user THEN
+                refusals[i] := per_user_limit_exceeded(buyer, p_option.max_per_user, users_tickets, wanted);
+                CONTINUE;
+            END IF;
+            tickets_by_user := tickets_by_user || jsonb_build_object(buyer::text, users_tickets + wanted);
+        END IF;
+        on_sale := on_sale - wanted;
+        granted := granted || i;
+    END LOOP;
+END;
+$$;
+
+-- apply_purchases(p_ticket_option_id uuid, p_purchase_ids uuid[], p_user_ids uuid[], p_quantities integer[],
+--                 p_from_held boolean DEFAULT false)
+--     RETURNS void
+-- Step 3 of a purchase batch, and of confirm_hold: THE place purchases are
+-- made. Under the option's lock, set-based: inserts purchase i (p_purchase_ids[i]
+-- of p_quantities[i] tickets for p_user_ids[i]) and its tickets, and moves
+-- the tickets to `sold` from what is on sale, or, p_from_held, from `held`
+-- (the caller marks the hold confirmed). The CHECKs of ticket_options refuse
+-- anything that would oversell.
+CREATE OR REPLACE FUNCTION ticket_allocation.apply_purchases(
+    p_ticket_option_id uuid, p_purchase_ids uuid[], p_user_ids uuid[], p_quantities integer[],
+    p_from_held boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    bought constant integer := (SELECT sum(q)::integer FROM unnest(p_quantities) AS q);
+    before ticket_options;
+BEGIN
+    IF coalesce(bought, 0) = 0 THEN
+        RETURN;
+    END IF;
+    SELECT * INTO before FROM ticket_options WHERE id = p_ticket_option_id;  -- locked by the caller
+    IF p_from_held THEN
+        UPDATE ticket_options SET held = held - bought, sold = sold + bought, updated_at = now()
+        WHERE id = p_ticket_option_id;
+    ELSE
+        UPDATE ticket_options SET remaining = remaining - bought, sold = sold + bought, updated_at = now()
+        WHERE id = p_ticket_option_id;
+    END IF;
+    INSERT INTO purchases (id, ticket_option_id, user_id, quantity)
+    SELECT r.id, p_ticket_option_id, r.user_id, r.quantity
+    FROM unnest(p_purchase_ids, p_user_ids, p_quantities) AS r (id, user_id, quantity);
+    INSERT INTO tickets (ticket_option_id, purchase_id)
+    SELECT p_ticket_option_id, r.id
+    FROM unnest(p_purchase_ids, p_quantities) AS r (id, quantity), generate_series(1, r.quantity);
+    -- Events (sql/events.sql): the new purchases, then the option's sold_out if it is.
+    PERFORM append_purchase_events('purchase.created', p_purchase_ids, ticket_option_resource(before));
+END;
 $$;
 
 -- api.purchase_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
@@ -33,7 +192,8 @@ $$;
 -- request whose key names an earlier purchase of the same request, in an
 -- earlier call or earlier in this batch, gets that purchase and buys nothing.
 -- This is the one implementation of the purchase rules; purchase_tickets is
--- a batch of one.
+-- a batch of one. Purchases compete with holds for what is on sale; held
+-- tickets are not on sale, expired holds' tickets are (reclaimed first).
 -- Refusals: TA001 (null user, quantity outside 1..1000, malformed key),
 --           TA003 (not enough left), TA005, TA006 (keys), TA007 (max_per_user).
 -- Errors (the whole call fails, nothing is bought): TA001 when the option id
@@ -50,23 +210,15 @@ SET enable_bitmapscan = off -- cached while the tables were small (README: Plan 
 AS $$
 DECLARE
     requests constant integer := coalesce(cardinality(p_user_ids), 0);
-    locked ticket_options;
-    batch_remaining integer;
     refusals api.refusal[] := '{}'::api.refusal[]; -- by ordinal; null when the request is answered by a purchase
-    purchase_ids uuid[] := '{}'::uuid[];   -- by ordinal: the purchase answering it, new or earlier
-    repeats integer[] := '{}'::integer[];  -- by ordinal: the earlier ordinal with the same key and request
-    buying integer[] := '{}'::integer[];   -- ordinals that buy now
-    undecided integer := 0;            -- requests left to decide under the lock
-    scopes text[] := '{}'::text[];         -- by ordinal: the scope of its key
-    requests_by_key jsonb := '{}'::jsonb;  -- [scope, key] -> {"ordinal", "request"} of its first use in this batch
-    held_by_user jsonb := '{}'::jsonb;     -- user -> tickets held in active purchases, this batch included
-    claim record;
-    first_use jsonb;
-    request jsonb;
-    held integer;
-    buyer uuid;
-    wanted integer;
-    key text;
+    scopes text[] := '{}'::text[];          -- by ordinal: the scope of its key
+    asked jsonb[] := '{}'::jsonb[];         -- by ordinal: the request its key stands for
+    open boolean[] := '{}'::boolean[];      -- by ordinal: still to decide under the lock
+    purchase_ids uuid[] := '{}'::uuid[];    -- by ordinal: the purchase answering it, new or earlier
+    repeats integer[];                      -- by ordinal: the earlier ordinal with the same key and request
+    decided api.refusal[];                  -- by ordinal: refused under the lock
+    granted integer[];                      -- the ordinals that buy now
+    locked ticket_options;
 BEGIN
     PERFORM assert_session_limits();
     IF p_ticket_option_id IS NULL THEN
@@ -77,82 +229,37 @@ BEGIN
        OR coalesce(cardinality(p_callers), requests) <> requests THEN
         PERFORM raise_invalid_argument('requests', 'user ids, quantities, idempotency keys and callers must be arrays of one length');
     END IF;
-
-    -- First, without the option's lock: check each request and claim its key,
-    -- so that a retry racing its first attempt is told at once (TA006) rather
-    -- than queued behind the lock. A loop over requests, never over tickets.
     FOR i IN 1 .. requests LOOP
-        buyer := p_user_ids[i];
-        wanted := p_quantities[i];
-        key := p_idempotency_keys[i];
-        IF buyer IS NULL THEN
-            refusals[i] := invalid_argument('user_id', 'must not be null');
-        ELSIF wanted IS NULL OR wanted NOT BETWEEN 1 AND 1000 THEN
-            refusals[i] := invalid_argument('quantity', 'must be a whole number from 1 to 1000');
-        ELSIF key IS NOT NULL THEN
-            request := jsonb_build_object('purchase_tickets', jsonb_build_object(
-                'ticket_option_id', p_ticket_option_id, 'user_id', buyer, 'quantity', wanted));
-            scopes[i] := idempotency_scope(p_callers[i], p_ticket_option_id, buyer);
-            first_use := requests_by_key -> jsonb_build_array(scopes[i], key)::text;
-            IF first_use IS NULL THEN
-                SELECT * INTO claim FROM claim_idempotency_key(scopes[i], key, request);
-                IF (claim.refused).sqlstate IS NOT NULL THEN
-                    refusals[i] := claim.refused;
-                ELSE
-                    requests_by_key := requests_by_key
-                        || jsonb_build_object(jsonb_build_array(scopes[i], key)::text,
-                                              jsonb_build_object('ordinal', i, 'request', request));
-                    purchase_ids[i] := (claim.earlier).purchase_id;
-                END IF;
-            ELSIF first_use -> 'request' = request THEN
-                repeats[i] := (first_use ->> 'ordinal')::integer;  -- answered below, as its first use
-            ELSE
-                refusals[i] := idempotency_key_reused(key, first_use -> 'request');
-            END IF;
-        END IF;
-        IF (refusals[i]).sqlstate IS NULL AND purchase_ids[i] IS NULL AND repeats[i] IS NULL THEN
-            undecided := undecided + 1;
-        END IF;
+        refusals[i] := request_refusal(p_user_ids[i], p_quantities[i]);
+        scopes[i] := idempotency_scope(p_callers[i], p_ticket_option_id, p_user_ids[i]);
+        asked[i] := jsonb_build_object('purchase_tickets', jsonb_build_object(
+            'ticket_option_id', p_ticket_option_id, 'user_id', p_user_ids[i], 'quantity', p_quantities[i]));
     END LOOP;
 
-    IF undecided > 0 THEN
-        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE;
+    SELECT k.refusals, k.earlier_ids, k.repeats INTO refusals, purchase_ids, repeats
+    FROM claim_batch_keys(scopes, p_idempotency_keys, asked, refusals) AS k;
+    FOR i IN 1 .. requests LOOP
+        open[i] := (refusals[i]).sqlstate IS NULL AND purchase_ids[i] IS NULL AND repeats[i] IS NULL;
+    END LOOP;
+
+    IF true = ANY (open) THEN
+        locked := lock_option(p_ticket_option_id);
     ELSE
         -- Every request is already answered: nothing to lock for.
         SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
     END IF;
-    IF NOT FOUND THEN
+    IF locked.id IS NULL THEN
         PERFORM raise_refusal(ticket_option_not_found(p_ticket_option_id));
     END IF;
-    batch_remaining := locked.remaining;
 
-    -- Then, under the lock, decide in arrival order the requests still open.
+    SELECT d.refusals, d.granted INTO decided, granted
+    FROM decide_in_order(locked, p_user_ids, p_quantities, open) AS d;
     FOR i IN 1 .. requests LOOP
-        -- (A composite IS NOT NULL only when all its fields are: test the sqlstate.)
-        CONTINUE WHEN (refusals[i]).sqlstate IS NOT NULL OR purchase_ids[i] IS NOT NULL OR repeats[i] IS NOT NULL;
-        buyer := p_user_ids[i];
-        wanted := p_quantities[i];
-        IF batch_remaining < wanted THEN
-            refusals[i] := insufficient_tickets(wanted, batch_remaining);
-            CONTINUE;
+        IF (decided[i]).sqlstate IS NOT NULL THEN
+            refusals[i] := decided[i];
+        ELSIF i = ANY (granted) THEN
+            purchase_ids[i] := gen_random_uuid();
         END IF;
-        IF locked.max_per_user IS NOT NULL THEN
-            held := (held_by_user ->> buyer::text)::integer;
-            IF held IS NULL THEN
-                SELECT coalesce(sum(p.quantity), 0)::integer INTO held
-                FROM purchases p
-                WHERE p.ticket_option_id = p_ticket_option_id AND p.user_id = buyer
-                  AND p.status = 'active';
-            END IF;
-            IF held + wanted > locked.max_per_user THEN
-                refusals[i] := per_user_limit_exceeded(buyer, locked.max_per_user, held, wanted);
-                CONTINUE;
-            END IF;
-            held_by_user := held_by_user || jsonb_build_object(buyer::text, held + wanted);
-        END IF;
-        batch_remaining := batch_remaining - wanted;
-        purchase_ids[i] := gen_random_uuid();
-        buying := buying || i;
     END LOOP;
     FOR i IN 1 .. requests LOOP
         CONTINUE WHEN repeats[i] IS NULL;
@@ -160,27 +267,15 @@ BEGIN
         purchase_ids[i] := purchase_ids[repeats[i]];
     END LOOP;
 
-    IF cardinality(buying) > 0 THEN
-        UPDATE ticket_options
-        SET remaining = batch_remaining, sold = sold + (locked.remaining - batch_remaining), updated_at = now()
-        WHERE id = p_ticket_option_id;
-        INSERT INTO purchases (id, ticket_option_id, user_id, quantity)
-        SELECT purchase_ids[b], p_ticket_option_id, p_user_ids[b], p_quantities[b]
-        FROM unnest(buying) AS b;
-        INSERT INTO tickets (ticket_option_id, purchase_id)
-        SELECT p_ticket_option_id, purchase_ids[b]
-        FROM unnest(buying) AS b, generate_series(1, p_quantities[b]);
-        PERFORM remember_idempotency_keys(
-            array_agg(scopes[b]), array_agg(p_idempotency_keys[b]),
-            array_agg(requests_by_key -> jsonb_build_array(scopes[b], p_idempotency_keys[b])::text -> 'request'),
-            array_agg(NULL::uuid), array_agg(purchase_ids[b]))
-        FROM unnest(buying) AS b
-        WHERE p_idempotency_keys[b] IS NOT NULL
-        HAVING count(*) > 0;
-        -- Events (sql/events.sql): the new purchases, then the option's sold_out if it is.
-        PERFORM append_purchase_events('purchase.created', (SELECT array_agg(purchase_ids[b]) FROM unnest(buying) AS b),
-                                       ticket_option_resource(locked));
-    END IF;
+    PERFORM apply_purchases(p_ticket_option_id, array_agg(purchase_ids[g]), array_agg(p_user_ids[g]),
+                            array_agg(p_quantities[g]))
+    FROM unnest(granted) AS g;
+    PERFORM remember_idempotency_keys(
+        array_agg(scopes[g]), array_agg(p_idempotency_keys[g]), array_agg(asked[g]),
+        array_agg(NULL::uuid), array_agg(purchase_ids[g]))
+    FROM unnest(granted) AS g
+    WHERE p_idempotency_keys[g] IS NOT NULL
+    HAVING count(*) > 0;
 
     -- One primary-key lookup per request, never a join of the receipts view
     -- against the requests: joined, its ticket_ids (a subquery per purchase)
@@ -397,7 +492,7 @@ BEGIN
         PERFORM raise_refusal(purchase_not_found(p_id));
     END IF;
 
-    SELECT * INTO locked FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE;
+    locked := lock_option(option_id);
     SELECT * INTO target FROM purchases WHERE id = p_id FOR UPDATE;
     IF target.status = 'active' THEN
         UPDATE purchases SET status = 'cancelled', cancelled_at = now() WHERE id = p_id;

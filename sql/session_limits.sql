@@ -25,7 +25,7 @@ BEGIN
     IF session_user = current_user THEN
         RETURN;
     END IF;
-    SELECT * INTO STRICT bounds FROM settings;
+    SELECT * INTO STRICT bounds FROM settings WHERE singleton;  -- by its key: see idempotency_key_ttl()
     FOR setting, bound IN VALUES
         ('lock_timeout', bounds.max_lock_timeout),
         ('statement_timeout', bounds.max_statement_timeout),

@@ -2,15 +2,19 @@
 -- one user may buy.
 
 -- ticket_option_resource(p_option ticket_options) RETURNS api.ticket_option
--- The option as callers see it: its public fields only.
+-- The option as callers see it: its public fields only, as of clock(): the
+-- tickets of holds past expires_at are on sale, not held, even before
+-- anything reclaims them (sql/holds.sql).
 CREATE OR REPLACE FUNCTION ticket_allocation.ticket_option_resource(p_option ticket_allocation.ticket_options)
 RETURNS api.ticket_option
 LANGUAGE sql
-IMMUTABLE
+STABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT ROW(p_option.id, p_option.name, p_option."desc", p_option.remaining, p_option.sold, p_option.total,
-               p_option.max_per_user, p_option.created_at)::api.ticket_option
+    SELECT ROW(p_option.id, p_option.name, p_option."desc", p_option.remaining + expired.tickets, p_option.sold,
+               p_option.total, p_option.max_per_user, p_option.created_at,
+               p_option.held - expired.tickets)::api.ticket_option
+    FROM (SELECT expired_unreclaimed(p_option.id) AS tickets) AS expired
 $$;
 
 -- api.create_ticket_option(p_name text, p_desc text DEFAULT '', p_allocation integer DEFAULT NULL,
@@ -21,7 +25,7 @@ $$;
 -- p_allocation is required: its default (null) only lets p_desc have one,
 -- so callers may name the arguments and leave p_desc out.
 -- p_max_per_user, when not null, caps the tickets one user may hold (active
--- purchases). With p_idempotency_key, calling again with the same key and
+-- purchases and unexpired holds). With p_idempotency_key, calling again with the same key and
 -- arguments returns the option created the first time (as it is now); the
 -- key is p_caller's (see idempotency_scope in sql/idempotency.sql).
 -- Errors: TA001 when name is null, blank (only whitespace or format characters),
@@ -90,8 +94,9 @@ END;
 $$;
 
 -- api.get_ticket_option(p_id uuid) RETURNS api.ticket_option
--- Returns the ticket option: `remaining` is what is still on sale, `sold`
--- what active purchases hold, `total` the allocation (remaining + sold).
+-- Returns the ticket option: `remaining` is what is still on sale, `held`
+-- what unexpired holds set aside, `sold` what active purchases hold, `total`
+-- the allocation (remaining + held + sold).
 -- Errors: TA002 when no ticket option has that id.
 CREATE OR REPLACE FUNCTION api.get_ticket_option(p_id uuid)
 RETURNS api.ticket_option

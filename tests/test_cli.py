@@ -30,11 +30,11 @@ async def test_check_says_consistent_then_names_the_violated_invariant(database_
     result = check(database_url, api_database_url)
     assert (result.returncode, result.stdout) == (0, "consistent\n"), result.stderr
 
-    await conn.execute("ALTER TABLE ticket_options DROP CONSTRAINT ticket_options_total_is_remaining_plus_sold")
+    await conn.execute("ALTER TABLE ticket_options DROP CONSTRAINT ticket_options_total_is_remaining_plus_held_plus_sold")
     await conn.execute("UPDATE ticket_options SET sold = sold + 1")
     result = check(database_url, api_database_url)
     assert result.returncode == 1, result.stderr
-    assert f"total_is_remaining_plus_sold  ticket option {option_id}: remaining 8 + sold 3 <> total 10" in result.stdout
+    assert f"total_is_remaining_plus_held_plus_sold  ticket option {option_id}: remaining 8 + held 0 + sold 3 <> total 10" in result.stdout
     assert "sold_is_active_purchases" in result.stdout
 
 

@@ -58,4 +58,4 @@ def test_psql_examples(admin_database_url):
     for line in block.splitlines():
         if line.startswith("-- ") and ":" in line and line[3:].split(":")[0].isupper():
             assert line[3:].strip() in result.stderr  # ERROR / DETAIL / HINT as printed
-    assert "remaining: 99" in result.stderr
+    assert "remaining: 98" in result.stderr

@@ -9,7 +9,8 @@
 -- them up with thread:get and prints one line "BENCH_JSON {...}" for run.py.
 
 local threads = {}
-local counters = {"s200", "s201", "s404", "s409", "s503", "s2xx", "s3xx", "s4xx", "s5xx", "other"}
+-- held, confirmed: counted by checkout.lua only (0 for the purchase workloads).
+local counters = {"s200", "s201", "s404", "s409", "s503", "s2xx", "s3xx", "s4xx", "s5xx", "other", "held", "confirmed"}
 
 function setup(thread)
    thread:set("tid", #threads + 1)

@@ -69,7 +69,7 @@ async def test_a_batch_isolates_a_value_it_cannot_encode(client, conn):
     users = [uuid.uuid4() for _ in range(20)]
     users[7] = f"{{{USER}}}"  # a str asyncpg cannot encode as uuid
     outcomes = await asyncio.gather(
-        *(purchases.purchase(option_id, user, 1, None) for user in users), return_exceptions=True
+        *(purchases.submit(option_id, user, 1, None) for user in users), return_exceptions=True
     )
     assert isinstance(outcomes[7], asyncpg.DataError)
     assert all(outcome["quantity"] == 1 for n, outcome in enumerate(outcomes) if n != 7)

@@ -1,4 +1,5 @@
-"""Property-based: random sequences of create / purchase / cancel / retry-with-key keep the books balanced."""
+"""Property-based: random sequences of create / purchase / cancel / retry-with-key / hold / confirm / release /
+advance the clock / sweep keep the books balanced, and agree with a model of what each call must do."""
 
 import uuid
 
@@ -14,12 +15,16 @@ USERS = [uuid.UUID(int=n) for n in range(1, 5)]
 KEYS = [f"key-{n}" for n in range(6)]
 # What a caller may be refused with; anything else is a bug.
 REFUSALS = {"TA003", "TA005", "TA007"}
+# Hold TTLs and clock steps are whole minutes, so the seconds the test itself takes never decide an expiry:
+# a hold made at offset o with ttl t is expired exactly when the offset reaches o + t.
+TTL_MINUTES = (5, 10, 20)
 
 
 def books_machine(owner_url: str, api_url: str):
     class Books(RuleBasedStateMachine):
         options = Bundle("options")
         purchases = Bundle("purchases")
+        holds = Bundle("holds")
 
         def __init__(self):
             super().__init__()
@@ -29,6 +34,11 @@ def books_machine(owner_url: str, api_url: str):
             self.initial: dict[uuid.UUID, int] = {}
             self.bought: dict[uuid.UUID, tuple[uuid.UUID, int]] = {}  # purchase -> (option, quantity), active
             self.cancelled: set[uuid.UUID] = set()
+            # hold -> [option, user, quantity, expires at (offset minutes), stored state: held/confirmed/released]
+            self.held: dict[uuid.UUID, list] = {}
+            self.confirmed_by: dict[uuid.UUID, uuid.UUID] = {}  # hold -> its purchase
+            self.offset = self.owner.execute(
+                "SELECT extract(epoch FROM clock_offset)::integer / 60 FROM ticket_allocation.settings").fetchone()[0]
 
         def teardown(self):
             self.api.close()
@@ -67,20 +77,93 @@ def books_machine(owner_url: str, api_url: str):
                 del self.bought[purchase_id]
                 self.cancelled.add(purchase_id)
 
+        def status(self, hold_id):
+            option_id, user, quantity, expires, state = self.held[hold_id]
+            return "expired" if state == "held" and self.offset >= expires else state
+
+        @rule(target=holds, option_id=options, user=st.sampled_from(USERS), quantity=st.integers(1, 6),
+              ttl=st.sampled_from(TTL_MINUTES), key=st.none() | st.sampled_from(KEYS))
+        def hold(self, option_id, user, quantity, ttl, key):
+            try:
+                hold_id, status = self.api.execute(
+                    "SELECT id, status FROM hold_tickets(%s, %s, %s, make_interval(mins => %s), %s)",
+                    (option_id, user, quantity, ttl, key)).fetchone()
+            except psycopg.Error as error:
+                assert error.sqlstate in REFUSALS, error
+                return multiple()
+            if hold_id in self.held:  # a retry with its key: the first hold, as it is now
+                assert key is not None and status == self.status(hold_id)
+                return multiple()
+            assert status == "held"
+            self.held[hold_id] = [option_id, user, quantity, self.offset + ttl, "held"]
+            return hold_id
+
+        @rule(target=purchases, hold_id=holds)
+        def confirm(self, hold_id):
+            expected = self.status(hold_id)
+            try:
+                created, purchase_id = self.api.execute(
+                    "SELECT created, (purchase).id FROM confirm_hold(%s)", (hold_id,)).fetchone()
+            except psycopg.Error as error:
+                assert (expected, error.sqlstate) in {("expired", "TA010"), ("released", "TA011")}, error
+                return multiple()
+            if expected == "confirmed":
+                assert not created and purchase_id == self.confirmed_by[hold_id]
+                return multiple()
+            assert expected == "held" and created
+            option_id, user, quantity, _, _ = self.held[hold_id]
+            self.held[hold_id][4] = "confirmed"
+            self.confirmed_by[hold_id] = purchase_id
+            self.bought[purchase_id] = (option_id, quantity)
+            return purchase_id
+
+        @rule(hold_id=holds)
+        def release(self, hold_id):
+            expected = self.status(hold_id)
+            try:
+                status = self.api.execute("SELECT status FROM release_hold(%s)", (hold_id,)).fetchone()[0]
+            except psycopg.Error as error:
+                assert expected == "confirmed" and error.sqlstate == "TA012", error
+                return
+            if expected == "held":
+                self.held[hold_id][4] = "released"
+                expected = "released"
+            assert status == expected
+
+        @rule(minutes=st.sampled_from((5, 10)))
+        def advance_clock(self, minutes):
+            self.owner.execute(
+                "UPDATE ticket_allocation.settings SET clock_offset = clock_offset + make_interval(mins => %s)",
+                (minutes,))
+            self.offset += minutes
+
+        @rule()
+        def sweep(self):
+            self.admin.execute("SELECT release_expired_holds()")
+
+        def live(self, option_id, user=None):
+            """Tickets of the option held now (by `user`, if given), per the model."""
+            return sum(q for h, (o, u, q, _, _) in self.held.items()
+                       if o == option_id and (user is None or u == user) and self.status(h) == "held")
+
         @invariant()
         def books_balance(self):
             assert self.owner.execute("SELECT * FROM check_consistency()").fetchall() == []
             for option_id, initial in self.initial.items():
-                remaining, sold, max_per_user = self.owner.execute(
-                    "SELECT remaining, sold, max_per_user FROM ticket_options WHERE id = %s", (option_id,)).fetchone()
-                assert remaining + sold == initial
+                remaining, held, sold, max_per_user = self.api.execute(
+                    "SELECT remaining, held, sold, max_per_user FROM get_ticket_option(%s)", (option_id,)).fetchone()
+                assert remaining + held + sold == initial
                 assert sold == sum(q for o, q in self.bought.values() if o == option_id)
+                assert held == self.live(option_id)
                 if max_per_user is not None:
-                    held = self.owner.execute(
-                        """SELECT coalesce(max(s), 0) FROM (SELECT sum(quantity) AS s FROM purchases
-                           WHERE ticket_option_id = %s AND status = 'active' GROUP BY user_id) per_user""",
-                        (option_id,)).fetchone()[0]
-                    assert held <= max_per_user
+                    for user in USERS:
+                        bought = self.owner.execute(
+                            """SELECT coalesce(sum(quantity), 0) FROM purchases
+                               WHERE ticket_option_id = %s AND user_id = %s AND status = 'active'""",
+                            (option_id, user)).fetchone()[0]
+                        assert bought + self.live(option_id, user) <= max_per_user
+            for hold_id in self.held:
+                assert self.api.execute("SELECT status FROM get_hold(%s)", (hold_id,)).fetchone()[0] == self.status(hold_id)
 
     return Books
 

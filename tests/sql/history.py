@@ -2,9 +2,11 @@
 
 history_sql() fills a migrated database with PURCHASES purchases (half on
 one hot option, the rest spread over the others; many users, some
-cancelled) with their tickets and idempotency keys, in one statement per
-table; in parts, when asked (first..last), for a database that grows. The
-books stay consistent (sold = active quantities, total = remaining + sold).
+cancelled) with their tickets and idempotency keys, and holds (one for every
+fourth purchase: confirmed by it, released or expired; a few live, fewer
+expired but not yet reclaimed), in one statement per table; in parts, when
+asked (first..last), for a database that grows. The books stay consistent
+(sold = active quantities, held = live holds, total = remaining + held + sold).
 """
 
 PURCHASES = 200_000
@@ -19,6 +21,7 @@ ALTER TABLE tickets SET (autovacuum_enabled = false);
 ALTER TABLE idempotency_keys SET (autovacuum_enabled = false);
 ALTER TABLE ticket_options SET (autovacuum_enabled = false);
 ALTER TABLE events SET (autovacuum_enabled = false);
+ALTER TABLE holds SET (autovacuum_enabled = false);
 """
 
 
@@ -74,10 +77,32 @@ SELECT md5('webhook')::uuid, 'http://example.com/hook', xid, id FROM events ORDE
 ON CONFLICT (id) DO NOTHING;
 INSERT INTO webhook_secrets (webhook_id, secret) VALUES (md5('webhook')::uuid, 'whsec_c2VjcmV0')
 ON CONFLICT (webhook_id) DO NOTHING;
+-- Holds: i % 8 = 1 confirmed by purchase i, i % 8 = 5 released or expired (history);
+-- i % 4000 = 7 live, i % 40000 = 11 expired but still stored held (a lazy reclaim's work).
+INSERT INTO holds (id, ticket_option_id, user_id, quantity, status, created_at, expires_at, released_at,
+                   confirmed_at, purchase_id)
+SELECT md5('hold' || i)::uuid, p.ticket_option_id, p.user_id, p.quantity, h.status,
+       p.created_at - interval '1 minute', h.expires_at,
+       CASE h.status WHEN 'released' THEN p.created_at WHEN 'expired' THEN h.expires_at END,
+       CASE h.status WHEN 'confirmed' THEN p.created_at END,
+       CASE h.status WHEN 'confirmed' THEN p.id END
+FROM generate_series({first}, {last}) AS i
+JOIN purchases p ON p.id = {purchase}
+CROSS JOIN LATERAL (SELECT
+    CASE WHEN i % 8 = 1 THEN 'confirmed' WHEN i % 16 = 5 THEN 'released' WHEN i % 8 = 5 THEN 'expired'
+         ELSE 'held' END AS status,
+    CASE WHEN i % 40000 = 11 THEN now() - interval '1 minute'
+         WHEN i % 4000 = 7 THEN now() + interval '1 day'
+         ELSE p.created_at + interval '9 minutes' END AS expires_at) AS h
+WHERE i % 8 IN (1, 5) OR i % 4000 = 7 OR i % 40000 = 11;
 
 UPDATE ticket_options o
-SET sold = a.quantity, remaining = o.total - a.quantity
-FROM (SELECT ticket_option_id, sum(quantity)::integer AS quantity FROM purchases
-      WHERE status = 'active' GROUP BY ticket_option_id) a
-WHERE a.ticket_option_id = o.id;
+SET sold = b.sold, held = b.held, remaining = o.total - b.sold - b.held
+FROM (SELECT x.id,
+             (SELECT coalesce(sum(p.quantity), 0) FROM purchases p
+              WHERE p.ticket_option_id = x.id AND p.status = 'active')::integer AS sold,
+             (SELECT coalesce(sum(h.quantity), 0) FROM holds h
+              WHERE h.ticket_option_id = x.id AND h.status = 'held')::integer AS held
+      FROM ticket_options x) b
+WHERE b.id = o.id;
 """

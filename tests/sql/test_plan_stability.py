@@ -41,7 +41,7 @@ from .history import NO_AUTOVACUUM_SQL, PURCHASES, USERS, YOUNG, history_sql
 CALLS = 10
 WARM_UP = 6  # calls that cache a statement's plan: in auto mode the 6th may switch to the generic plan
 MODES = ("auto", "force_generic_plan", "force_custom_plan")
-GROWING = ("purchases", "tickets", "idempotency_keys", "events", "webhook_attempts")
+GROWING = ("purchases", "tickets", "idempotency_keys", "holds", "events", "webhook_attempts")
 BATCH_SIZES = (1, 2, 50, 256)
 
 COUNTERS = """
@@ -85,6 +85,42 @@ def batch(option_id, size, keyed, quantity=1):
                 "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)", args, size * quantity)
 
 
+def hold_batch(option_id, size, keyed):
+    def args(attempt):
+        users = [seeded("user", (attempt * 500 + n) % USERS) if n % 2 else uuid.uuid4() for n in range(size)]
+        keys = [f"plan-{uuid.uuid4()}" for _ in range(size)] if keyed else None
+        return option_id, users, [1] * size, None, keys
+    return Call(f"hold batch of {size}{' keyed' if keyed else ''}",
+                "SELECT * FROM hold_tickets_batch($1, $2, $3, $4, $5)", args, size)
+
+
+def seeded_hold(i) -> uuid.UUID:
+    return seeded("hold", i)
+
+
+def hold_calls(hot_option: uuid.UUID) -> list[Call]:
+    """Holds: made on the hot option (whose history holds many), confirmed, released, read, swept.
+    The history's live holds (i % 4000 = 7, 49 of them) are confirmed, one each attempt, or released."""
+    return [
+        *(hold_batch(hot_option, size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
+        Call("hold", "SELECT * FROM hold_tickets($1, $2, $3)",
+             lambda attempt: (hot_option, seeded("user", 2 * attempt), 1), 1),
+        Call("keyed hold", "SELECT * FROM hold_tickets($1, $2, $3, '5 minutes', $4)",
+             lambda attempt: (hot_option, seeded("user", 2 * attempt + 1), 1, f"plan-{uuid.uuid4()}"), 1),
+        Call("get hold", "SELECT * FROM get_hold($1)", (seeded_hold(1),), 2),
+        Call("get live hold", "SELECT * FROM get_hold($1)", (seeded_hold(4007),), 2),
+        Call("confirm hold", "SELECT * FROM confirm_hold($1)",
+             lambda attempt: (seeded_hold(4007 + 4000 * attempt),), 4),  # a live one each time (or refused)
+        Call("confirm confirmed hold", "SELECT * FROM confirm_hold($1)", (seeded_hold(1),), 4),
+        Call("confirm released hold", "SELECT * FROM confirm_hold($1)", (seeded_hold(5),), 2),
+        Call("release hold", "SELECT * FROM release_hold($1)",
+             lambda attempt: (seeded_hold(4007 + 4000 * (31 + attempt % 18)),), 2),
+        Call("release released hold", "SELECT * FROM release_hold($1)", (seeded_hold(5),), 2),
+        Call("release confirmed hold", "SELECT * FROM release_hold($1)", (seeded_hold(1),), 2),
+        Call("sweep", "SELECT release_expired_holds()", (), 20),
+    ]
+
+
 def api_calls(hot_option: uuid.UUID) -> list[Call]:
     cold_option = seeded("option", 1)  # no per-user limit
     hot_user = seeded("user", 2)  # purchases on every option, the hot one included
@@ -124,6 +160,7 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
         Call("replayed create option", "SELECT * FROM create_ticket_option('Plan', '', 10, 2, $1)",
              ("key-5",), 1),  # a key used for a purchase: refused (TA005)
         Call("purge", "SELECT purge_expired_idempotency_keys()", (), PURCHASES // 240),  # the expired keys
+        *hold_calls(hot_option),
         *event_calls(),
     ]
 

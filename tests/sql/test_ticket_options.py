@@ -22,7 +22,7 @@ async def test_create_returns_the_new_option(conn):
 
 async def test_an_option_shows_exactly_its_public_fields(conn):
     option = await create(conn)
-    assert list(option.keys()) == ["id", "name", "desc", "remaining", "sold", "total", "max_per_user", "created_at"]
+    assert list(option.keys()) == ["id", "name", "desc", "remaining", "sold", "total", "max_per_user", "created_at", "held"]
 
 
 async def test_desc_defaults_in_the_signature(conn):

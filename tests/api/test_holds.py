@@ -1,0 +1,165 @@
+"""Holds over HTTP: the contract of issue 12, real concurrent requests, expiry by the SQL clock."""
+
+import asyncio
+import uuid
+
+import asyncpg
+
+from .helpers import USER, assert_problem, create_option
+
+
+async def hold(client, option_id, quantity=1, user_id=USER, headers=None, **extra):
+    return await client.post(
+        f"/ticket_options/{option_id}/holds", json={"quantity": quantity, "user_id": user_id, **extra}, headers=headers)
+
+
+async def advance_clock(database_url, interval):
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = clock_offset + $1::text::interval",
+                           interval)
+    finally:
+        await conn.close()
+
+
+async def test_hold_then_confirm(client):
+    option = await create_option(client, allocation=10)
+    response = await hold(client, option["id"], 3)
+    assert response.status == 201
+    held = await response.json()
+    assert response.headers["Location"] == f"/holds/{held['id']}"
+    assert held["status"] == "held" and held["purchase_id"] is None and held["quantity"] == 3
+    assert set(held) == {"id", "ticket_option_id", "user_id", "quantity", "status", "expires_at", "created_at",
+                         "purchase_id"}
+    seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert (seen["allocation"], seen["held"], seen["sold"]) == (7, 3, 0)
+
+    confirmed = await client.post(f"/holds/{held['id']}/confirm")
+    assert confirmed.status == 201
+    purchase = await confirmed.json()
+    assert confirmed.headers["Location"] == f"/purchases/{purchase['id']}"
+    assert purchase["quantity"] == 3 and len(purchase["ticket_ids"]) == 3
+    again = await client.post(f"/holds/{held['id']}/confirm")
+    assert again.status == 200 and (await again.json())["id"] == purchase["id"]
+    now = await (await client.get(f"/holds/{held['id']}")).json()
+    assert now["status"] == "confirmed" and now["purchase_id"] == purchase["id"]
+    seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert (seen["allocation"], seen["held"], seen["sold"]) == (7, 0, 3)
+    await assert_problem(await client.post(f"/holds/{held['id']}/release"), 409, "/problems/hold-confirmed")
+    # Cancelling a purchase made from a hold works as for any purchase.
+    cancelled = await client.post(f"/purchases/{purchase['id']}/cancel")
+    assert cancelled.status == 200
+    seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert (seen["allocation"], seen["held"], seen["sold"]) == (10, 0, 0)
+
+
+async def test_release_puts_tickets_on_sale_and_is_idempotent(client):
+    option = await create_option(client, allocation=2)
+    held = await (await hold(client, option["id"], 2)).json()
+    await assert_problem(await hold(client, option["id"], 1), 409, "/problems/insufficient-tickets")
+    for _ in range(2):
+        released = await client.post(f"/holds/{held['id']}/release")
+        assert released.status == 200 and (await released.json())["status"] == "released"
+    assert (await (await client.get(f"/ticket_options/{option['id']}")).json())["allocation"] == 2
+    await assert_problem(await client.post(f"/holds/{held['id']}/confirm"), 409, "/problems/hold-released")
+
+
+async def test_an_expired_hold(client, database_url):
+    option = await create_option(client, allocation=2)
+    held = await (await hold(client, option["id"], 2, ttl_seconds=60)).json()
+    await advance_clock(database_url, "60 seconds")
+    assert (await (await client.get(f"/holds/{held['id']}")).json())["status"] == "expired"
+    seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert (seen["allocation"], seen["held"]) == (2, 0)
+    await assert_problem(await client.post(f"/holds/{held['id']}/confirm"), 409, "/problems/hold-expired")
+    released = await client.post(f"/holds/{held['id']}/release")
+    assert released.status == 200 and (await released.json())["status"] == "expired"
+
+
+async def test_unknown_and_malformed_holds_are_404(client):
+    for path in (f"/holds/{uuid.uuid4()}", "/holds/not-a-uuid"):
+        await assert_problem(await client.get(path), 404, "/problems/hold-not-found")
+        await assert_problem(await client.post(f"{path}/confirm"), 404, "/problems/hold-not-found")
+        await assert_problem(await client.post(f"{path}/release"), 404, "/problems/hold-not-found")
+    await assert_problem(await hold(client, uuid.uuid4()), 404, "/problems/ticket-option-not-found")
+
+
+async def test_bad_input(client):
+    option = await create_option(client, allocation=2)
+    for ttl in (0, 86401, -5):
+        body = await assert_problem(await hold(client, option["id"], ttl_seconds=ttl), 422, "/problems/invalid-argument")
+        assert body["errors"][0]["field"] == "ttl_seconds"
+    await assert_problem(await hold(client, option["id"], ttl_seconds="600"), 422, "/problems/invalid-argument")
+    await assert_problem(await hold(client, option["id"], 0), 422, "/problems/invalid-argument")
+    await assert_problem(await hold(client, option["id"], colour="red"), 422, "/problems/invalid-argument")
+    await assert_problem(
+        await client.post(f"/ticket_options/{option['id']}/holds", data="x", headers={"Content-Type": "text/plain"}),
+        415, "/problems/unsupported-media-type")
+    await assert_problem(
+        await client.post(f"/ticket_options/{option['id']}/holds", data="{", headers={"Content-Type": "application/json"}),
+        400, "/problems/malformed-body")
+
+
+async def test_max_per_user_counts_holds(client):
+    response = await client.post("/ticket_options", json={"name": "Gig", "allocation": 10, "max_per_user": 2})
+    option = await response.json()
+    assert (await hold(client, option["id"], 2)).status == 201
+    await assert_problem(await hold(client, option["id"], 1), 409, "/problems/per-user-limit-exceeded")
+    await assert_problem(
+        await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER}),
+        409, "/problems/per-user-limit-exceeded")
+
+
+async def test_a_retried_hold_holds_once(client):
+    option = await create_option(client, allocation=10)
+    first = await (await hold(client, option["id"], 2, headers={"Idempotency-Key": "k1"})).json()
+    retry = await hold(client, option["id"], 2, headers={"Idempotency-Key": "k1"})
+    assert retry.status == 201 and (await retry.json())["id"] == first["id"]
+    assert (await (await client.get(f"/ticket_options/{option['id']}")).json())["held"] == 2
+    await assert_problem(await hold(client, option["id"], 3, headers={"Idempotency-Key": "k1"}), 422,
+                         "/problems/idempotency-key-reused")
+
+
+async def test_300_concurrent_holds_for_100_tickets(client):
+    option = await create_option(client, allocation=100)
+    responses = await asyncio.gather(*(hold(client, option["id"], 1, str(uuid.uuid4())) for _ in range(300)))
+    statuses = sorted(r.status for r in responses)
+    assert statuses.count(201) == 100 and statuses.count(409) == 200
+    seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert (seen["allocation"], seen["held"], seen["sold"]) == (0, 100, 0)
+
+
+async def test_concurrent_confirms_releases_and_purchases_do_not_deadlock(client):
+    option = await create_option(client, allocation=60)
+    holds = [await (await hold(client, option["id"], 2, str(uuid.uuid4()))).json() for _ in range(20)]
+    requests = [client.post(f"/holds/{h['id']}/confirm") for h in holds]
+    requests += [client.post(f"/holds/{h['id']}/release") for h in holds]
+    requests += [client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": str(uuid.uuid4())})
+                 for _ in range(20)]
+    requests += [hold(client, option["id"], 1, str(uuid.uuid4())) for _ in range(20)]
+    responses = await asyncio.gather(*requests)
+    assert {r.status for r in responses} <= {200, 201, 409}
+    seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert seen["allocation"] + seen["held"] + seen["sold"] == 60
+    statuses = [(await (await client.get(f"/holds/{h['id']}")).json())["status"] for h in holds]
+    assert set(statuses) <= {"confirmed", "released"}
+    assert seen["sold"] == 2 * statuses.count("confirmed") + sum(
+        r.status == 201 and r.url.path.endswith("/purchases") for r in responses)
+
+
+async def test_the_servers_sweeper_stores_expired_holds_and_metrics_count_holds(client, database_url):
+    from service.db import ADMIN_POOL, sweep_once
+
+    option = await create_option(client, allocation=5)
+    held = await (await hold(client, option["id"], 2, ttl_seconds=60)).json()
+    await advance_clock(database_url, "61 seconds")
+    assert await sweep_once(client.app[ADMIN_POOL]) == 1  # what the server's loop calls every few seconds
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT status FROM holds WHERE id = $1", uuid.UUID(held["id"])) == "expired"
+        assert await conn.fetch("SELECT * FROM check_consistency()") == []
+    finally:
+        await conn.close()
+    metrics = await (await client.get("/metrics")).text()
+    assert any(line.startswith("ticket_allocation_holds_total{") and line.endswith(" 1.0")
+               for line in metrics.splitlines())
