@@ -5,7 +5,8 @@ import uuid
 
 import asyncpg
 
-from .helpers import USER, assert_problem, create_option
+from ..people import USER
+from .helpers import assert_problem, create_option
 
 
 async def hold(client, option_id, quantity=1, user_id=USER, headers=None, **extra):

@@ -10,7 +10,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from .helpers import USER, create_option, purchase
+from ..people import USER_ID as USER
+from .helpers import create_option, purchase
 
 
 async def hold(conn, option_id, quantity, user_id=USER, ttl="10 minutes", key=None):
