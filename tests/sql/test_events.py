@@ -3,6 +3,7 @@
 import json
 import random
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import hypothesis.strategies as st
@@ -31,6 +32,30 @@ async def test_each_change_appends_its_events_with_the_resource_as_data(conn):
     assert (sold_out["allocation"], sold_out["sold"]) == (0, 3)
     cancelled = json.loads(events[3]["data"])
     assert cancelled["status"] == "cancelled" and cancelled["id"] == str(bought["id"])
+
+
+async def test_holds_append_their_events_each_in_the_changing_transaction(conn):
+    """hold.created for each hold; hold.released; hold.expired when the next call that locks the
+    option reclaims it; on confirm, the purchase's purchase.created, then hold.confirmed."""
+    option_id = await create_option(conn, 3)
+    users = [uuid.uuid4() for _ in range(3)]
+    confirmed, released, expiring = [
+        (await conn.fetchrow("SELECT * FROM hold_tickets($1, $2, 1, $3)", option_id, user, ttl))["id"]
+        for user, ttl in zip(users, [timedelta(minutes=10), timedelta(minutes=10), timedelta(minutes=1)])]
+    await conn.fetchrow("SELECT * FROM release_hold($1)", released)
+    await conn.execute("UPDATE settings SET clock_offset = '2 minutes'")  # the third hold is past expires_at
+    await conn.fetchrow("SELECT * FROM confirm_hold($1)", confirmed)  # locks the option: reclaims the third
+    events = [(e["type"], json.loads(e["data"])) for e in await feed(conn)]
+    assert [(kind, data.get("id")) for kind, data in events[1:]] == [
+        ("hold.created", str(confirmed)), ("hold.created", str(released)), ("hold.created", str(expiring)),
+        ("hold.released", str(released)),
+        ("hold.expired", str(expiring)),
+        ("purchase.created", events[6][1]["id"]),
+        ("hold.confirmed", str(confirmed)),
+    ]
+    statuses = [data["status"] for kind, data in events[1:] if kind.startswith("hold.")]
+    assert statuses == ["held", "held", "held", "released", "expired", "confirmed"]
+    assert events[-1][1]["purchase_id"] == events[6][1]["id"]
 
 
 async def test_a_rolled_back_change_leaves_no_event(conn):
