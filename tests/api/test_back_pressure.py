@@ -6,6 +6,8 @@ still held, so getting it at all shows that the service gave up by itself.
 
 import asyncio
 
+import asyncpg
+
 from service.app import create_app
 
 from ..people import USER
@@ -40,10 +42,36 @@ async def test_an_exhausted_pool_is_answered_503_fast(aiohttp_client, api_databa
         responses = await asyncio.wait_for(
             asyncio.gather(*(client.get(f"/ticket_options/{option['id']}") for _ in range(20))), 60)
         for response in responses:
-            await assert_problem(response, 503, "/problems/database-unavailable")
+            body = await assert_problem(response, 503, "/problems/database-unavailable")
             assert response.headers["Retry-After"]
+            assert "nothing was changed" in body["detail"]  # no connection: the call never started
         assert not stuck.done()
     assert (await stuck).status == 201  # the lock came free: the waiting purchase completes
+
+
+async def test_a_call_cut_mid_flight_says_its_outcome_is_unknown(client, database_url, server_url):
+    """The session serving a purchase ends while the purchase waits for its lock: the answer must not
+    claim that nothing was changed (in general the call may have committed), and says how to find out."""
+    option = await create_option(client, 10)
+    async with HeldOptionLock(database_url, option["id"]) as held:
+        waiting = asyncio.create_task(client.post(
+            f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER},
+            headers={"Idempotency-Key": "cut-1"}))
+        for _ in range(1500):
+            if await held.blocked_calls() == 1:
+                break
+            await asyncio.sleep(0.02)
+        blocked = await held.conn.fetch(
+            "SELECT pid FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+        superuser = await asyncpg.connect(server_url)  # only it may end another role's session
+        try:
+            await superuser.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid",
+                                    [row["pid"] for row in blocked])
+        finally:
+            await superuser.close()
+        body = await assert_problem(await asyncio.wait_for(waiting, 60), 503, "/problems/database-unavailable")
+    assert "nothing was changed" not in body["detail"]
+    assert "Idempotency-Key" in body["detail"]
 
 
 async def test_oversized_and_too_many_headers_are_4xx(client):
