@@ -160,8 +160,8 @@ ROWS 100
 AS $$
 DECLARE
     horizon constant xid8 := pg_snapshot_xmin(pg_current_snapshot());
-    after_xid xid8 := '0';
-    after_id bigint := 0;
+    after_xid xid8 := '0'::xid8;
+    after_id bigint := 0::bigint;
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000 THEN
         PERFORM raise_invalid_argument('limit', 'must be a whole number from 1 to 1000');
