@@ -200,12 +200,8 @@ DECLARE
     refusals api.refusal[] := '{}'::api.refusal[];
     scopes text[] := '{}'::text[];
     asked jsonb[] := '{}'::jsonb[];
-    open boolean[] := '{}'::boolean[];
     hold_ids uuid[] := '{}'::uuid[];        -- by ordinal: the hold answering it, new or earlier
-    repeats integer[];
-    decided api.refusal[];
-    granted integer[];
-    locked ticket_options;
+    granted integer[];                      -- the ordinals that hold now
 BEGIN
     PERFORM assert_session_limits();
     IF p_ticket_option_id IS NULL THEN
@@ -226,35 +222,8 @@ BEGIN
             'ttl', ttls[i]));
     END LOOP;
 
-    SELECT k.refusals, k.earlier_ids, k.repeats INTO refusals, hold_ids, repeats
-    FROM claim_batch_keys(scopes, p_idempotency_keys, asked, refusals) AS k;
-    FOR i IN 1 .. requests LOOP
-        open[i] := (refusals[i]).sqlstate IS NULL AND hold_ids[i] IS NULL AND repeats[i] IS NULL;
-    END LOOP;
-
-    IF true = ANY (open) THEN
-        locked := lock_option(p_ticket_option_id);
-    ELSE
-        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
-    END IF;
-    IF locked.id IS NULL THEN
-        PERFORM raise_refusal(ticket_option_not_found(p_ticket_option_id));
-    END IF;
-
-    SELECT d.refusals, d.granted INTO decided, granted
-    FROM decide_in_order(locked, p_user_ids, p_quantities, open) AS d;
-    FOR i IN 1 .. requests LOOP
-        IF (decided[i]).sqlstate IS NOT NULL THEN
-            refusals[i] := decided[i];
-        ELSIF i = ANY (granted) THEN
-            hold_ids[i] := gen_random_uuid();
-        END IF;
-    END LOOP;
-    FOR i IN 1 .. requests LOOP
-        CONTINUE WHEN repeats[i] IS NULL;
-        refusals[i] := refusals[repeats[i]];
-        hold_ids[i] := hold_ids[repeats[i]];
-    END LOOP;
+    SELECT b.refusals, b.ids, b.granted INTO refusals, hold_ids, granted
+    FROM decide_batch(p_ticket_option_id, p_user_ids, p_quantities, scopes, p_idempotency_keys, asked, refusals) AS b;
 
     PERFORM apply_holds(p_ticket_option_id, array_agg(hold_ids[g]), array_agg(p_user_ids[g]),
                         array_agg(p_quantities[g]), array_agg(ttls[g]))

@@ -29,6 +29,8 @@ $$;
 --      the option's expired holds): which of the open requests fit, one by
 --      one in arrival order;
 --   3. apply_purchases (apply_holds): write what was decided, set-based.
+-- decide_batch runs steps 1 and 2 for both; each batch function builds its
+-- requests, calls it, then step 3.
 
 -- request_refusal(p_user_id uuid, p_quantity integer) RETURNS api.refusal
 -- Why a request of a batch is refused before anything is looked up (TA001:
@@ -179,6 +181,63 @@ BEGIN
 END;
 $$;
 
+-- decide_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_scopes text[],
+--              p_keys text[], p_asked jsonb[], INOUT refusals api.refusal[], OUT ids uuid[],
+--              OUT granted integer[])
+-- Steps 1 and 2 of a batch of purchases or holds, the same for both: claims
+-- the keys (claim_batch_keys), locks the option only if some request is
+-- still open (lock_option), decides the open ones in order (decide_in_order)
+-- and gives each granted request a new id; a repeat of an earlier request
+-- of the batch gets its answer. ids[i]: the purchase or hold answering
+-- request i (new, or an earlier call's for its key); granted: the ordinals
+-- to apply now (step 3 is the caller's: apply_purchases or apply_holds).
+-- Errors: TA002 when the option does not exist (the whole call fails).
+CREATE OR REPLACE FUNCTION ticket_allocation.decide_batch(
+    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_scopes text[], p_keys text[],
+    p_asked jsonb[], INOUT refusals api.refusal[], OUT ids uuid[], OUT granted integer[])
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    requests constant integer := coalesce(cardinality(p_user_ids), 0);
+    open boolean[] := '{}'::boolean[];      -- by ordinal: still to decide under the lock
+    repeats integer[];                      -- by ordinal: the earlier ordinal with the same key and request
+    decided api.refusal[];                  -- by ordinal: refused under the lock
+    locked ticket_options;
+BEGIN
+    SELECT k.refusals, k.earlier_ids, k.repeats INTO refusals, ids, repeats
+    FROM claim_batch_keys(p_scopes, p_keys, p_asked, refusals) AS k;
+    FOR i IN 1 .. requests LOOP
+        open[i] := (refusals[i]).sqlstate IS NULL AND ids[i] IS NULL AND repeats[i] IS NULL;
+    END LOOP;
+
+    IF true = ANY (open) THEN
+        locked := lock_option(p_ticket_option_id);
+    ELSE
+        -- Every request is already answered: nothing to lock for.
+        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
+    END IF;
+    IF locked.id IS NULL THEN
+        PERFORM raise_refusal(ticket_option_not_found(p_ticket_option_id));
+    END IF;
+
+    SELECT d.refusals, d.granted INTO decided, granted
+    FROM decide_in_order(locked, p_user_ids, p_quantities, open) AS d;
+    FOR i IN 1 .. requests LOOP
+        IF (decided[i]).sqlstate IS NOT NULL THEN
+            refusals[i] := decided[i];
+        ELSIF i = ANY (granted) THEN
+            ids[i] := gen_random_uuid();
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. requests LOOP
+        CONTINUE WHEN repeats[i] IS NULL;
+        refusals[i] := refusals[repeats[i]];
+        ids[i] := ids[repeats[i]];
+    END LOOP;
+END;
+$$;
+
 -- api.purchase_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
 --                        p_idempotency_keys text[] DEFAULT NULL, p_callers text[] DEFAULT NULL)
 --     RETURNS SETOF api.purchase_outcome
@@ -213,12 +272,8 @@ DECLARE
     refusals api.refusal[] := '{}'::api.refusal[]; -- by ordinal; null when the request is answered by a purchase
     scopes text[] := '{}'::text[];          -- by ordinal: the scope of its key
     asked jsonb[] := '{}'::jsonb[];         -- by ordinal: the request its key stands for
-    open boolean[] := '{}'::boolean[];      -- by ordinal: still to decide under the lock
     purchase_ids uuid[] := '{}'::uuid[];    -- by ordinal: the purchase answering it, new or earlier
-    repeats integer[];                      -- by ordinal: the earlier ordinal with the same key and request
-    decided api.refusal[];                  -- by ordinal: refused under the lock
     granted integer[];                      -- the ordinals that buy now
-    locked ticket_options;
 BEGIN
     PERFORM assert_session_limits();
     IF p_ticket_option_id IS NULL THEN
@@ -236,36 +291,8 @@ BEGIN
             'ticket_option_id', p_ticket_option_id, 'user_id', p_user_ids[i], 'quantity', p_quantities[i]));
     END LOOP;
 
-    SELECT k.refusals, k.earlier_ids, k.repeats INTO refusals, purchase_ids, repeats
-    FROM claim_batch_keys(scopes, p_idempotency_keys, asked, refusals) AS k;
-    FOR i IN 1 .. requests LOOP
-        open[i] := (refusals[i]).sqlstate IS NULL AND purchase_ids[i] IS NULL AND repeats[i] IS NULL;
-    END LOOP;
-
-    IF true = ANY (open) THEN
-        locked := lock_option(p_ticket_option_id);
-    ELSE
-        -- Every request is already answered: nothing to lock for.
-        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
-    END IF;
-    IF locked.id IS NULL THEN
-        PERFORM raise_refusal(ticket_option_not_found(p_ticket_option_id));
-    END IF;
-
-    SELECT d.refusals, d.granted INTO decided, granted
-    FROM decide_in_order(locked, p_user_ids, p_quantities, open) AS d;
-    FOR i IN 1 .. requests LOOP
-        IF (decided[i]).sqlstate IS NOT NULL THEN
-            refusals[i] := decided[i];
-        ELSIF i = ANY (granted) THEN
-            purchase_ids[i] := gen_random_uuid();
-        END IF;
-    END LOOP;
-    FOR i IN 1 .. requests LOOP
-        CONTINUE WHEN repeats[i] IS NULL;
-        refusals[i] := refusals[repeats[i]];
-        purchase_ids[i] := purchase_ids[repeats[i]];
-    END LOOP;
+    SELECT b.refusals, b.ids, b.granted INTO refusals, purchase_ids, granted
+    FROM decide_batch(p_ticket_option_id, p_user_ids, p_quantities, scopes, p_idempotency_keys, asked, refusals) AS b;
 
     PERFORM apply_purchases(p_ticket_option_id, array_agg(purchase_ids[g]), array_agg(p_user_ids[g]),
                             array_agg(p_quantities[g]))
