@@ -6,7 +6,9 @@
 -- JSON_NAMES; tests/api/test_events.py ties the two).
 --
 -- Catalogue (README "Events"): ticket_option.created, ticket_option.sold_out,
--- ticket_option.back_on_sale, purchase.created, purchase.cancelled.
+-- ticket_option.back_on_sale, purchase.created, purchase.cancelled, hold.created,
+-- hold.confirmed, hold.released, hold.expired, order.created, order.confirmed,
+-- order.released, order.expired, order.cancelled.
 
 -- event_types() RETURNS text[]
 -- The types an event may have; webhooks may subscribe to these.
@@ -18,7 +20,8 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT ARRAY['ticket_option.created', 'ticket_option.sold_out', 'ticket_option.back_on_sale',
                  'purchase.created', 'purchase.cancelled',
-                 'hold.created', 'hold.confirmed', 'hold.released', 'hold.expired']
+                 'hold.created', 'hold.confirmed', 'hold.released', 'hold.expired',
+                 'order.created', 'order.confirmed', 'order.released', 'order.expired', 'order.cancelled']
 $$;
 
 -- api_json(p_resource jsonb) RETURNS jsonb
@@ -120,6 +123,25 @@ BEGIN
     END IF;
     PERFORM append_events(p_type, array_agg(api_json(to_jsonb(hold_resource(h.id))) ORDER BY h.n))
     FROM unnest(p_hold_ids) WITH ORDINALITY AS h(id, n);
+END;
+$$;
+
+-- append_order_events(p_type text, p_order_ids uuid[]) RETURNS void
+-- One `p_type` event per order, in the array's order, each with the order as
+-- the API returns it now (order_resource, sql/orders.sql: its lines' purchases
+-- and holds by primary key).
+CREATE OR REPLACE FUNCTION ticket_allocation.append_order_events(p_type text, p_order_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    IF coalesce(cardinality(p_order_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(order_resource(o.id))) ORDER BY o.n))
+    FROM unnest(p_order_ids) WITH ORDINALITY AS o(id, n);
 END;
 $$;
 

@@ -3,13 +3,28 @@
 -- on sale (remaining), held or sold; a hold past expires_at is expired from
 -- that instant: reads count its tickets as on sale at once (the partial
 -- index of live holds finds them), and the next call that locks the option
--- (lock_option) stores it expired and puts them back on sale, as does the
+-- (lock_options) stores it expired and puts them back on sale, as does the
 -- sweeper (release_expired_holds). Holds decide expiry by clock().
 --
 -- Where states change (one place each): a hold is created in apply_holds,
--- confirmed in confirm_hold (its purchase made by apply_purchases), released
--- in release_hold, expired in reclaim_expired_holds (called by lock_option
--- and release_expired_holds).
+-- confirmed in confirm_hold or confirm_order (its purchase made by
+-- apply_purchases), released in release_holds, expired in
+-- reclaim_expired_holds (called by lock_options and release_expired_holds).
+-- The counters of options and quotas change in move_tickets only, in the
+-- transaction that changes the rows they count.
+--
+-- THE lock order. Every call that changes tickets takes its locks through
+-- lock_options, in this order, each set in id order:
+--   1. ticket options (FOR NO KEY UPDATE): the ones the call names, and every
+--      option sharing a quota with them (read just before locking);
+--   2. the quotas of the locked options (and any the call names);
+--   3. orders: the call's own, and those whose holds expire now;
+--   4. then only the rows of its own purchases and holds.
+-- So calls that touch the same options or quotas take turns, whatever the
+-- order of their lines, and cannot deadlock; the sweeper takes the same
+-- locks with SKIP LOCKED (it never waits, so it cannot be part of a cycle).
+-- update_quota first takes the quota's own advisory lock (0.), which no
+-- other call takes.
 
 -- clock() RETURNS timestamptz
 -- The time holds are decided by: now() (the transaction's start) plus the
@@ -35,7 +50,7 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT ROW(h.id, h.ticket_option_id, h.user_id, h.quantity,
                CASE WHEN h.status = 'held' AND h.expires_at <= clock() THEN 'expired' ELSE h.status END,
-               h.expires_at, h.created_at, h.purchase_id)::api.hold
+               h.expires_at, h.created_at, h.purchase_id, h.order_id)::api.hold
     FROM holds h
     WHERE h.id = p_id
 $$;
@@ -78,53 +93,172 @@ AS $$
             WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > clock())
 $$;
 
--- reclaim_expired_holds(p_ticket_option_id uuid) RETURNS integer
--- Under the option's lock only: stores the option's holds past expires_at
--- as expired (released_at: when they expired) and puts their tickets back
--- on sale, in two statements whatever their number, with a hold.expired event
--- each (sql/events.sql). Returns how many holds.
-CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(p_ticket_option_id uuid)
-RETURNS integer
+-- move_tickets(p_ticket_option_id uuid, p_to_held integer, p_to_sold integer) RETURNS void
+-- THE place the counters change: under the locks of the option and its
+-- quotas, adds p_to_held to the option's held and p_to_sold to its sold,
+-- taking them from what is on sale (negative numbers give tickets back), and
+-- adds the same to held and sold of every quota of the option. A hold is
+-- (q, 0), its release or expiry (-q, 0), a purchase (0, q), a confirmation
+-- (-q, q), a cancellation (0, -q). The CHECKs refuse any overdraft of the
+-- option (remaining >= 0) or of a quota (sold + held <= size).
+CREATE OR REPLACE FUNCTION ticket_allocation.move_tickets(
+    p_ticket_option_id uuid, p_to_held integer, p_to_sold integer)
+RETURNS void
+LANGUAGE sql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    UPDATE ticket_options
+    SET remaining = remaining - p_to_held - p_to_sold, held = held + p_to_held, sold = sold + p_to_sold,
+        updated_at = now()
+    WHERE id = p_ticket_option_id;
+    UPDATE quotas
+    SET held = held + p_to_held, sold = sold + p_to_sold, updated_at = now()
+    WHERE id = ANY (ARRAY(SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = p_ticket_option_id));
+$$;
+
+-- reclaim_expired_holds(p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
+-- Under the locks of the options and their quotas only: stores the options'
+-- holds past expires_at as expired (released_at: when they expired) and puts
+-- their tickets back on sale (move_tickets, per option), in a few statements
+-- whatever their number, with a hold.expired event each (sql/events.sql).
+-- holds: how many; order_ids: the orders of those holds, in id order (the
+-- caller locks them and expires them: expire_orders).
+CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(
+    p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     expired_ids uuid[];
-    tickets integer;
+    options uuid[];       -- by expired hold: its option
+    quantities integer[]; -- by expired hold: its tickets
+    freed record;
 BEGIN
     WITH expired AS (
-        UPDATE holds SET status = 'expired', released_at = expires_at
-        WHERE ticket_option_id = p_ticket_option_id AND status = 'held' AND expires_at <= clock()
-        RETURNING id, quantity
+        UPDATE holds h SET status = 'expired', released_at = h.expires_at
+        WHERE h.ticket_option_id = ANY (p_ticket_option_ids) AND h.status = 'held' AND h.expires_at <= clock()
+        RETURNING h.id, h.ticket_option_id, h.quantity, h.order_id
     )
-    SELECT array_agg(id ORDER BY id), coalesce(sum(quantity), 0)::integer INTO expired_ids, tickets FROM expired;
-    IF tickets > 0 THEN
-        UPDATE ticket_options SET remaining = remaining + tickets, held = held - tickets, updated_at = now()
-        WHERE id = p_ticket_option_id;
-        PERFORM append_hold_events('hold.expired', expired_ids);  -- sql/events.sql
+    SELECT array_agg(e.id ORDER BY e.id), array_agg(e.ticket_option_id ORDER BY e.id),
+           array_agg(e.quantity ORDER BY e.id),
+           array_agg(DISTINCT e.order_id) FILTER (WHERE e.order_id IS NOT NULL)
+    INTO expired_ids, options, quantities, order_ids
+    FROM expired e;
+    holds := coalesce(cardinality(expired_ids), 0);
+    IF holds = 0 THEN
+        RETURN;
     END IF;
-    RETURN coalesce(cardinality(expired_ids), 0);
+    FOR freed IN
+        SELECT u.option_id, sum(u.quantity)::integer AS tickets
+        FROM unnest(options, quantities) AS u (option_id, quantity)
+        GROUP BY u.option_id
+        ORDER BY u.option_id
+    LOOP
+        PERFORM move_tickets(freed.option_id, -freed.tickets, 0);
+    END LOOP;
+    PERFORM append_hold_events('hold.expired', expired_ids);  -- sql/events.sql
 END;
 $$;
 
--- lock_option(p_ticket_option_id uuid) RETURNS ticket_options
--- THE way to lock an option's row (FOR NO KEY UPDATE), for any change to
--- its tickets: reclaims its expired holds first, so what the caller reads
--- and decides counts them as on sale. Returns the row as it is then; a row
--- of nulls when no option has that id.
-CREATE OR REPLACE FUNCTION ticket_allocation.lock_option(p_ticket_option_id uuid)
-RETURNS ticket_allocation.ticket_options
+-- lock_orders(p_order_ids uuid[]) RETURNS void
+-- Step 3 of the lock order: locks the orders (FOR NO KEY UPDATE: nothing
+-- references their keys changing), one by one in id order. Nulls and
+-- duplicates are ignored; an order locked already is not waited for.
+CREATE OR REPLACE FUNCTION ticket_allocation.lock_orders(p_order_ids uuid[])
+RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    locked ticket_options;
+    order_id uuid;
 BEGIN
-    SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE;
-    IF FOUND AND reclaim_expired_holds(p_ticket_option_id) > 0 THEN
-        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
+    FOREACH order_id IN ARRAY ARRAY(SELECT DISTINCT o FROM unnest(p_order_ids) AS o WHERE o IS NOT NULL ORDER BY o)
+    LOOP
+        PERFORM 1 FROM orders WHERE id = order_id FOR NO KEY UPDATE;
+    END LOOP;
+END;
+$$;
+
+-- expire_orders(p_order_ids uuid[]) RETURNS void
+-- Under the orders' locks: stores those of the orders still stored `held`
+-- as expired (released_at: when they expired), each with an order.expired
+-- event. Called when a line's hold was reclaimed: the order's other lines
+-- expired at the same instant (one expires_at), stored so by their own
+-- option's next lock or the sweeper.
+CREATE OR REPLACE FUNCTION ticket_allocation.expire_orders(p_order_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    expired_ids uuid[];
+BEGIN
+    IF coalesce(cardinality(p_order_ids), 0) = 0 THEN
+        RETURN;
     END IF;
-    RETURN locked;
+    WITH expired AS (
+        UPDATE orders o SET status = 'expired', released_at = o.expires_at
+        WHERE o.id = ANY (p_order_ids) AND o.status = 'held'
+        RETURNING o.id
+    )
+    SELECT array_agg(e.id ORDER BY e.id) INTO expired_ids FROM expired e;
+    PERFORM append_order_events('order.expired', expired_ids);  -- sql/events.sql
+END;
+$$;
+
+-- lock_options(p_ticket_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL, p_order_ids uuid[] DEFAULT NULL)
+--     RETURNS void
+-- THE way to lock, for any change to tickets (the lock order above): locks
+-- the options named and every option sharing a quota with them, in id order;
+-- then the quotas of the locked options and p_quota_ids, in id order; then
+-- reclaims the locked options' expired holds (so what the caller reads and
+-- decides counts them as on sale, and every quota it decides on counts them
+-- too); then locks p_order_ids and the orders of the reclaimed holds, in id
+-- order, and expires those. Unknown ids and nulls lock nothing. The options
+-- sharing a quota are read before they are locked: an option added to a
+-- quota in between (update_quota, committed meanwhile) is not locked, and
+-- its expired holds keep counting in the quota until its own next lock or
+-- the sweeper (a quota is then refused a moment early, never oversold).
+CREATE OR REPLACE FUNCTION ticket_allocation.lock_options(
+    p_ticket_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL, p_order_ids uuid[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    sharing constant uuid[] := ARRAY(
+        SELECT DISTINCT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = ANY (p_ticket_option_ids));
+    wanted constant uuid[] := ARRAY(
+        SELECT DISTINCT w.id
+        FROM (SELECT unnest(p_ticket_option_ids)
+              UNION
+              SELECT qo.ticket_option_id FROM quota_options qo WHERE qo.quota_id = ANY (sharing)) AS w (id)
+        WHERE w.id IS NOT NULL
+        ORDER BY w.id);
+    locked uuid[] := '{}'::uuid[];
+    next_id uuid;
+    reclaimed record;
+BEGIN
+    FOREACH next_id IN ARRAY wanted LOOP
+        PERFORM 1 FROM ticket_options WHERE id = next_id FOR NO KEY UPDATE;
+        IF FOUND THEN
+            locked := locked || next_id;
+        END IF;
+    END LOOP;
+    -- The quotas of locked options cannot change now (update_quota locks every option it adds or removes).
+    FOREACH next_id IN ARRAY ARRAY(
+        SELECT DISTINCT q.id
+        FROM (SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = ANY (locked)
+              UNION
+              SELECT unnest(p_quota_ids)) AS q (id)
+        WHERE q.id IS NOT NULL
+        ORDER BY q.id)
+    LOOP
+        PERFORM 1 FROM quotas WHERE id = next_id FOR NO KEY UPDATE;
+    END LOOP;
+    reclaimed := reclaim_expired_holds(locked);
+    PERFORM lock_orders(coalesce(p_order_ids, '{}'::uuid[]) || coalesce(reclaimed.order_ids, '{}'::uuid[]));
+    PERFORM expire_orders(reclaimed.order_ids);
 END;
 $$;
 
@@ -140,53 +274,53 @@ AS $$
                 THEN invalid_argument('ttl', 'must be from 1 second to 1 day') END
 $$;
 
--- apply_holds(p_ticket_option_id uuid, p_hold_ids uuid[], p_user_ids uuid[], p_quantities integer[],
---             p_ttls interval[])
---     RETURNS void
--- Step 3 of a hold batch: THE place holds are created. Under the option's
--- lock, set-based: inserts hold i (p_hold_ids[i], p_quantities[i] tickets
--- for p_user_ids[i], until clock() + p_ttls[i]) and moves the tickets from
--- on sale to held. The CHECKs of ticket_options refuse any overdraft.
+-- apply_holds(p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL) RETURNS void
+-- Step 3 of a hold batch, and of a held order: THE place holds are created.
+-- Under the locks (lock_options), set-based: inserts hold i (p_hold_ids[i]:
+-- p_requests[i]'s quantity of its option for its user, until clock() + its
+-- ttl, a line of order p_order_id when given) and moves the tickets from on
+-- sale to held, per option (move_tickets). The CHECKs refuse any overdraft.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_holds(
-    p_ticket_option_id uuid, p_hold_ids uuid[], p_user_ids uuid[], p_quantities integer[], p_ttls interval[])
+    p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    taken constant integer := (SELECT sum(q)::integer FROM unnest(p_quantities) AS q);
+    taken record;
 BEGIN
-    IF coalesce(taken, 0) = 0 THEN
+    IF coalesce(cardinality(p_hold_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    UPDATE ticket_options SET remaining = remaining - taken, held = held + taken, updated_at = now()
-    WHERE id = p_ticket_option_id;
-    INSERT INTO holds (id, ticket_option_id, user_id, quantity, created_at, expires_at)
-    SELECT r.id, p_ticket_option_id, r.user_id, r.quantity, clock(), clock() + r.ttl
-    FROM unnest(p_hold_ids, p_user_ids, p_quantities, p_ttls) AS r (id, user_id, quantity, ttl);
+    FOR taken IN
+        SELECT r.ticket_option_id, sum(r.quantity)::integer AS tickets
+        FROM unnest(p_requests) WITH ORDINALITY AS r
+        GROUP BY r.ticket_option_id
+        ORDER BY min(r.ordinality)
+    LOOP
+        PERFORM move_tickets(taken.ticket_option_id, taken.tickets, 0);
+    END LOOP;
+    INSERT INTO holds (id, ticket_option_id, user_id, quantity, created_at, expires_at, order_id)
+    SELECT p_hold_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, clock(), clock() + r.ttl, p_order_id
+    FROM unnest(p_requests) WITH ORDINALITY AS r;
     PERFORM append_hold_events('hold.created', p_hold_ids);  -- sql/events.sql
 END;
 $$;
 
--- api.hold_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
---                        p_ttls interval[] DEFAULT NULL, p_idempotency_keys text[] DEFAULT NULL,
---                        p_callers text[] DEFAULT NULL)
---     RETURNS SETOF api.hold_outcome
--- Decides many holds of one option in one call (the coalescer's), in
--- arrival order, exactly as purchase_tickets_batch decides purchases (its
--- three steps, the same rules: what is on sale, max_per_user counting
--- bought and held tickets, idempotency keys in a scope of their own): request
--- i holds p_quantities[i] tickets for p_user_ids[i] for p_ttls[i] (null:
--- 10 minutes, hold_tickets' default). One row per request, in order: a
--- refusal or the hold. A key naming an earlier hold of the same request gets
--- that hold (as it is now) and holds nothing more.
--- Refusals: TA001 (null user, quantity outside 1..1000, ttl outside 1 s..1 day,
---           malformed key), TA003, TA005, TA006, TA007.
--- Errors (nothing is held): TA001 when the option id is null or the arrays
---         differ in length; TA002 when the option does not exist; TA008.
-CREATE OR REPLACE FUNCTION api.hold_tickets_batch(
-    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_ttls interval[] DEFAULT NULL,
-    p_idempotency_keys text[] DEFAULT NULL, p_callers text[] DEFAULT NULL)
+-- api.hold_tickets_batch(p_requests api.ticket_request[]) RETURNS SETOF api.hold_outcome
+-- Decides many holds in one call (the coalescer's), in arrival order (array
+-- order), exactly as purchase_tickets_batch decides purchases (the same
+-- steps and rules: what is on sale, every quota of the option,
+-- max_per_user counting bought and held tickets, idempotency keys in a scope
+-- of their own): request i holds its quantity of its option for its user
+-- for its ttl (null: 10 minutes, hold_tickets' default). One row per
+-- request, in order: a refusal or the hold. A key naming an earlier hold of
+-- the same request gets that hold (as it is now) and holds nothing more.
+-- Refusals: TA001 (null option or user, quantity outside 1..1000, ttl outside
+--           1 s..1 day, malformed key), TA002 (no such option), TA003, TA005,
+--           TA006, TA007, TA014 (a quota of the option has too few left).
+-- Errors (nothing is held): TA008.
+CREATE OR REPLACE FUNCTION api.hold_tickets_batch(p_requests api.ticket_request[])
 RETURNS SETOF api.hold_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -195,8 +329,9 @@ SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even 
 SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
-    requests constant integer := coalesce(cardinality(p_user_ids), 0);
-    ttls interval[] := '{}'::interval[];    -- by ordinal: its ttl, the default filled in
+    requested constant integer := coalesce(cardinality(p_requests), 0);
+    requests api.ticket_request[] := '{}'::api.ticket_request[];  -- by ordinal: the ttl default filled in
+    request api.ticket_request;
     refusals api.refusal[] := '{}'::api.refusal[];
     scopes text[] := '{}'::text[];
     asked jsonb[] := '{}'::jsonb[];
@@ -204,40 +339,32 @@ DECLARE
     granted integer[];                      -- the ordinals that hold now
 BEGIN
     PERFORM assert_session_limits();
-    IF p_ticket_option_id IS NULL THEN
-        PERFORM raise_invalid_argument('ticket_option_id', 'must not be null');
-    END IF;
-    IF coalesce(cardinality(p_quantities), 0) <> requests
-       OR coalesce(cardinality(p_ttls), requests) <> requests
-       OR coalesce(cardinality(p_idempotency_keys), requests) <> requests
-       OR coalesce(cardinality(p_callers), requests) <> requests THEN
-        PERFORM raise_invalid_argument('requests', 'user ids, quantities, ttls, idempotency keys and callers must be arrays of one length');
-    END IF;
-    FOR i IN 1 .. requests LOOP
-        ttls[i] := coalesce(p_ttls[i], '10 minutes');
-        refusals[i] := coalesce(request_refusal(p_user_ids[i], p_quantities[i]), ttl_refusal(ttls[i]));
-        scopes[i] := hold_idempotency_scope(p_callers[i], p_ticket_option_id, p_user_ids[i]);
+    FOR i IN 1 .. requested LOOP
+        request := p_requests[i];
+        request.ttl := coalesce(request.ttl, '10 minutes');
+        requests[i] := request;
+        refusals[i] := coalesce(request_refusal(request), ttl_refusal(request.ttl));
+        scopes[i] := hold_idempotency_scope(request.caller, request.ticket_option_id, request.user_id);
         asked[i] := jsonb_build_object('hold_tickets', jsonb_build_object(
-            'ticket_option_id', p_ticket_option_id, 'user_id', p_user_ids[i], 'quantity', p_quantities[i],
-            'ttl', ttls[i]));
+            'ticket_option_id', request.ticket_option_id, 'user_id', request.user_id, 'quantity', request.quantity,
+            'ttl', request.ttl));
     END LOOP;
 
     SELECT b.refusals, b.ids, b.granted INTO refusals, hold_ids, granted
-    FROM decide_batch(p_ticket_option_id, p_user_ids, p_quantities, scopes, p_idempotency_keys, asked, refusals) AS b;
+    FROM decide_batch(requests, scopes, asked, refusals) AS b;
 
-    PERFORM apply_holds(p_ticket_option_id, array_agg(hold_ids[g]), array_agg(p_user_ids[g]),
-                        array_agg(p_quantities[g]), array_agg(ttls[g]))
+    PERFORM apply_holds(array_agg(hold_ids[g] ORDER BY g), array_agg(requests[g] ORDER BY g))
     FROM unnest(granted) AS g;
     PERFORM remember_idempotency_keys(
-        array_agg(scopes[g]), array_agg(p_idempotency_keys[g]), array_agg(asked[g]),
-        array_agg(NULL::uuid), array_agg(NULL::uuid), array_agg(hold_ids[g]))
+        array_agg(scopes[g]), array_agg((requests[g]).idempotency_key), array_agg(asked[g]), 'hold',
+        array_agg(hold_ids[g]))
     FROM unnest(granted) AS g
-    WHERE p_idempotency_keys[g] IS NOT NULL
+    WHERE (requests[g]).idempotency_key IS NOT NULL
     HAVING count(*) > 0;
 
     RETURN QUERY
         SELECT o, refusals[o], hold_resource(hold_ids[o])
-        FROM generate_series(1, requests) AS o
+        FROM generate_series(1, requested) AS o
         ORDER BY o;
 END;
 $$;
@@ -252,7 +379,7 @@ $$;
 -- batch of one of hold_tickets_batch.
 -- Errors: TA001 (null argument, quantity outside 1..1000, ttl outside 1 s..1 day,
 --         malformed key), TA002 (no such option), TA003 (not enough on sale),
---         TA005, TA006 (keys), TA007 (max_per_user), TA008.
+--         TA005, TA006 (keys), TA007 (max_per_user), TA008, TA014 (a quota).
 CREATE OR REPLACE FUNCTION api.hold_tickets(
     p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_ttl interval DEFAULT '10 minutes',
     p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
@@ -270,8 +397,8 @@ BEGIN
         PERFORM raise_refusal(ttl_refusal(p_ttl));  -- null is not "the default" here
     END IF;
     SELECT * INTO outcome
-    FROM hold_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_ttl],
-                            ARRAY[p_idempotency_key], ARRAY[p_caller]);
+    FROM hold_tickets_batch(ARRAY[ROW(p_ticket_option_id, p_user_id, p_quantity, p_idempotency_key, p_caller,
+                                      p_ttl)::api.ticket_request]);
     IF (outcome.refusal).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(outcome.refusal);
     END IF;
@@ -303,25 +430,27 @@ END;
 $$;
 
 -- locked_hold(p_id uuid) RETURNS holds
--- Locks the hold's option (lock_option: its expired holds reclaimed, this
+-- Locks the hold's option (lock_options: its expired holds reclaimed, this
 -- one included), then the hold: the lock order of every change. Raises
--- TA009 when no hold has that id.
+-- TA009 when no hold has that id, TA022 when it is a line of an order
+-- (the order is confirmed or released as a whole).
 CREATE OR REPLACE FUNCTION ticket_allocation.locked_hold(p_id uuid)
 RETURNS ticket_allocation.holds
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    option_id uuid;
-    target holds;
+    found_hold holds;
 BEGIN
-    SELECT ticket_option_id INTO option_id FROM holds WHERE id = p_id;
+    SELECT * INTO found_hold FROM holds WHERE id = p_id;  -- its option and order never change
     IF NOT FOUND THEN
         PERFORM raise_refusal(hold_not_found(p_id));
+    ELSIF found_hold.order_id IS NOT NULL THEN
+        PERFORM raise_refusal(hold_of_order(p_id, found_hold.order_id));
     END IF;
-    PERFORM lock_option(option_id);
-    SELECT * INTO target FROM holds WHERE id = p_id FOR UPDATE;
-    RETURN target;
+    PERFORM lock_options(ARRAY[found_hold.ticket_option_id]);
+    SELECT * INTO found_hold FROM holds WHERE id = p_id FOR UPDATE;
+    RETURN found_hold;
 END;
 $$;
 
@@ -332,7 +461,8 @@ $$;
 -- confirmed hold returns its purchase (as it is now) with created false.
 -- For psql: SELECT (api.confirm_hold('...')).purchase.*;
 -- Errors: TA009 when no hold has that id; TA010 when it expired (even if
---         not reclaimed yet); TA011 when it was released; TA008.
+--         not reclaimed yet); TA011 when it was released; TA022 when it is a
+--         line of an order (confirm_order); TA008.
 CREATE OR REPLACE FUNCTION api.confirm_hold(p_id uuid)
 RETURNS api.hold_confirmation
 LANGUAGE plpgsql
@@ -351,11 +481,13 @@ BEGIN
         RETURN ROW(false, purchase_resource(target.purchase_id))::api.hold_confirmation;
     ELSIF target.status = 'released' THEN
         PERFORM raise_refusal(hold_released(p_id));
-    ELSIF target.status = 'expired' THEN  -- lock_option stored it so if it was past expires_at
+    ELSIF target.status = 'expired' THEN  -- lock_options stored it so if it was past expires_at
         PERFORM raise_refusal(hold_expired(p_id, target.expires_at));
     END IF;
-    PERFORM apply_purchases(target.ticket_option_id, ARRAY[new_purchase_id], ARRAY[target.user_id],
-                            ARRAY[target.quantity], p_from_held => true);
+    PERFORM apply_purchases(
+        ARRAY[new_purchase_id],
+        ARRAY[ROW(target.ticket_option_id, target.user_id, target.quantity, NULL, NULL, NULL)::api.ticket_request],
+        p_from_held => true);
     UPDATE holds SET status = 'confirmed', confirmed_at = clock(), purchase_id = new_purchase_id
     WHERE id = p_id;
     PERFORM append_hold_events('hold.confirmed', ARRAY[p_id]);  -- after purchase.created (apply_purchases)
@@ -363,11 +495,55 @@ BEGIN
 END;
 $$;
 
+-- release_holds(p_hold_ids uuid[]) RETURNS void
+-- Under the locks of their options: THE place holds are released. Marks
+-- those of the holds still stored `held` released and puts their tickets
+-- back on sale (move_tickets, per option), with a hold.released event each.
+-- The others (confirmed, released, expired) are left as they are.
+CREATE OR REPLACE FUNCTION ticket_allocation.release_holds(p_hold_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    released_ids uuid[];
+    options uuid[];
+    quantities integer[];
+    freed record;
+BEGIN
+    WITH released AS (
+        UPDATE holds h SET status = 'released', released_at = clock()
+        WHERE h.id = ANY (p_hold_ids) AND h.status = 'held'
+        RETURNING h.id, h.ticket_option_id, h.quantity
+    )
+    SELECT array_agg(r.id ORDER BY r.id), array_agg(r.ticket_option_id ORDER BY r.id),
+           array_agg(r.quantity ORDER BY r.id)
+    INTO released_ids, options, quantities
+    FROM released r;
+    IF released_ids IS NULL THEN
+        RETURN;
+    END IF;
+    FOR freed IN
+        SELECT u.option_id, sum(u.quantity)::integer AS tickets
+        FROM unnest(options, quantities) AS u (option_id, quantity)
+        GROUP BY u.option_id
+        ORDER BY u.option_id
+    LOOP
+        PERFORM move_tickets(freed.option_id, -freed.tickets, 0);
+    END LOOP;
+    -- In the callers' order (one hold, or an order's lines).
+    PERFORM append_hold_events('hold.released', array_agg(h ORDER BY n))
+    FROM unnest(p_hold_ids) WITH ORDINALITY AS u (h, n)
+    WHERE h = ANY (released_ids);
+END;
+$$;
+
 -- api.release_hold(p_id uuid) RETURNS api.hold
 -- Lets the hold go: marks it released and puts its tickets back on sale at
 -- once. Releasing a released or expired hold changes nothing and returns it.
 -- Errors: TA009 when no hold has that id; TA012 when it is confirmed (cancel
---         its purchase instead); TA008.
+--         its purchase instead); TA022 when it is a line of an order
+--         (release_order); TA008.
 CREATE OR REPLACE FUNCTION api.release_hold(p_id uuid)
 RETURNS api.hold
 LANGUAGE plpgsql
@@ -383,24 +559,53 @@ BEGIN
     target := locked_hold(p_id);
     IF target.status = 'confirmed' THEN
         PERFORM raise_refusal(hold_confirmed(p_id, target.purchase_id));
-    ELSIF target.status = 'held' THEN
-        UPDATE holds SET status = 'released', released_at = clock() WHERE id = p_id;
-        UPDATE ticket_options
-        SET remaining = remaining + target.quantity, held = held - target.quantity, updated_at = now()
-        WHERE id = target.ticket_option_id;
-        PERFORM append_hold_events('hold.released', ARRAY[p_id]);
     END IF;
+    PERFORM release_holds(ARRAY[p_id]);
     RETURN hold_resource(p_id);
+END;
+$$;
+
+-- try_lock_for_sweep(p_ticket_option_id uuid) RETURNS boolean
+-- The sweeper's lock_options for one option: takes the option's lock, its
+-- quotas' and the locks of the orders of its expired holds, each set in id
+-- order, only if nobody holds any of them (SKIP LOCKED: it never waits, so
+-- it cannot deadlock, nor queue behind a stalled session). True when it got
+-- them all (reclaiming is the caller's); false leaves what it got locked
+-- until the end of the transaction, changing nothing.
+CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_for_sweep(p_ticket_option_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    quota_ids uuid[];
+    order_ids uuid[];
+BEGIN
+    PERFORM 1 FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    quota_ids := ARRAY(SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = p_ticket_option_id);
+    IF (SELECT count(*) FROM (SELECT 1 FROM quotas q WHERE q.id = ANY (quota_ids) ORDER BY q.id
+                              FOR NO KEY UPDATE SKIP LOCKED) AS got) < cardinality(quota_ids) THEN
+        RETURN false;
+    END IF;
+    order_ids := ARRAY(SELECT DISTINCT h.order_id FROM holds h
+                       WHERE h.ticket_option_id = p_ticket_option_id AND h.status = 'held' AND h.expires_at <= clock()
+                         AND h.order_id IS NOT NULL);
+    RETURN (SELECT count(*) FROM (SELECT 1 FROM orders o WHERE o.id = ANY (order_ids) ORDER BY o.id
+                                  FOR NO KEY UPDATE SKIP LOCKED) AS got) = cardinality(order_ids);
 END;
 $$;
 
 -- api.release_expired_holds() RETURNS integer
 -- Admin (the service's sweeper; psql or pg_cron users may call it):
 -- reclaims the expired holds of the options of the (at most) 1,000 holds
--- that expired first, and returns how many holds it reclaimed. An option
--- locked by another call is skipped (SKIP LOCKED: that call reclaims it,
--- and the sweeper never waits, so it cannot deadlock). Call again while it
--- returns more than 0. Errors: TA008.
+-- that expired first, and returns how many holds it reclaimed (expiring
+-- their orders too). An option whose lock, or a lock of its quotas or of
+-- its expiring orders, another call holds is skipped (try_lock_for_sweep:
+-- that call reclaims it, and the sweeper never waits, so it cannot
+-- deadlock). Call again while it returns more than 0. Errors: TA008.
 CREATE OR REPLACE FUNCTION api.release_expired_holds()
 RETURNS integer
 LANGUAGE plpgsql
@@ -411,7 +616,8 @@ SET enable_bitmapscan = off -- cached while the tables were small (README: Plan 
 AS $$
 DECLARE
     option_id uuid;
-    reclaimed integer := 0;
+    reclaimed record;
+    total integer := 0;
 BEGIN
     PERFORM assert_session_limits();
     FOR option_id IN
@@ -421,11 +627,12 @@ BEGIN
               ORDER BY h.expires_at
               LIMIT 1000) AS first_expired
     LOOP
-        PERFORM 1 FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE SKIP LOCKED;
-        IF FOUND THEN
-            reclaimed := reclaimed + reclaim_expired_holds(option_id);
+        IF try_lock_for_sweep(option_id) THEN
+            reclaimed := reclaim_expired_holds(ARRAY[option_id]);
+            PERFORM expire_orders(reclaimed.order_ids);  -- locked by try_lock_for_sweep
+            total := total + reclaimed.holds;
         END IF;
     END LOOP;
-    RETURN reclaimed;
+    RETURN total;
 END;
 $$;

@@ -17,13 +17,15 @@ DECLARE
     buying_and_reading constant text[] := ARRAY[
         'get_ticket_option', 'purchase_tickets', 'purchase_tickets_batch', 'get_purchase', 'list_purchases',
         'list_purchases_page', 'hold_tickets', 'hold_tickets_batch', 'get_hold', 'confirm_hold', 'release_hold',
+        'place_order', 'get_order', 'confirm_order', 'release_order',
         'idempotency_key_ttl', 'applied_migrations'];
     admin constant text[] := ARRAY[
         'create_ticket_option', 'cancel_purchase', 'purge_expired_idempotency_keys', 'check_consistency',
         'events_after', 'purge_old_events',
         'create_webhook', 'get_webhook', 'list_webhooks', 'delete_webhook', 'list_webhook_deliveries',
         'claim_webhook_deliveries', 'finish_webhook_attempt', 'webhook_lag',
-        'release_expired_holds'];
+        'release_expired_holds',
+        'create_quota', 'get_quota', 'update_quota', 'cancel_order'];
     role_functions constant jsonb := jsonb_build_object(
         'ticket_allocation_api', to_jsonb(buying_and_reading),
         'ticket_allocation_admin', to_jsonb(buying_and_reading || admin));
