@@ -198,7 +198,7 @@ BEGIN
         IF p_groups IS NULL OR i = requested OR p_groups[i + 1] IS DISTINCT FROM p_groups[i] THEN
             IF group_ok THEN
                 granted := granted || members;
-            ELSE
+            ELSIF p_groups IS NOT NULL THEN  -- undo what the group's other members took
                 on_sale := saved -> 0;
                 left_in := saved -> 1;
                 by_user := saved -> 2;

@@ -11,7 +11,7 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 
 from ..people import USER_ID
-from .helpers import create_option, purchase
+from .helpers import create_option, purchase, ticket_requests
 
 
 async def feed(conn, cursor=None, limit=1000, types=None):
@@ -70,7 +70,8 @@ async def test_a_rolled_back_change_leaves_no_event(conn):
 async def test_a_batch_writes_one_event_per_purchase_in_order(conn):
     option_id = await create_option(conn, 10)
     users = [uuid.uuid4() for _ in range(5)]
-    await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", option_id, users, [2, 2, 20, 2, 2])
+    await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                     ticket_requests(option_id, users, [2, 2, 20, 2, 2]))
     events = [e for e in await feed(conn) if e["type"] == "purchase.created"]
     assert [uuid.UUID(json.loads(e["data"])["user_id"]) for e in events] == [users[0], users[1], users[3], users[4]]
 

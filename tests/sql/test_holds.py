@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from ..people import USER_ID as USER
-from .helpers import create_option, purchase
+from .helpers import create_option, purchase, ticket_requests
 
 
 async def hold(conn, option_id, quantity, user_id=USER, ttl="10 minutes", key=None):
@@ -176,8 +176,9 @@ async def test_a_batch_decides_in_order_and_repeats_keys(conn):
     users = [uuid.uuid4() for _ in range(3)]
     users += [users[0], users[0]]
     rows = await conn.fetch(
-        "SELECT * FROM hold_tickets_batch($1, $2, $3, $4, $5)", option_id, users, [3, 3, 2, 3, 1],
-        [None, None, timedelta(minutes=1), None, None], ["a", None, None, "a", "a"])
+        "SELECT * FROM hold_tickets_batch($1::ticket_request[])",
+        ticket_requests(option_id, users, [3, 3, 2, 3, 1], keys=["a", None, None, "a", "a"],
+                        ttls=[None, None, timedelta(minutes=1), None, None]))
     assert [r["refusal"] and r["refusal"]["sqlstate"] for r in rows] == [None, "TA003", None, None, "TA005"]
     assert rows[3]["hold"]["id"] == rows[0]["hold"]["id"]
     assert rows[2]["hold"]["expires_at"] - rows[2]["hold"]["created_at"] == timedelta(minutes=1)
