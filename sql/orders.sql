@@ -165,7 +165,7 @@ BEGIN
         PERFORM raise_invalid_argument('user_id', 'must not be null');
     ELSIF lines NOT BETWEEN 1 AND 50 THEN
         PERFORM raise_invalid_argument('lines', 'must be 1 to 50 lines');
-    ELSIF held AND ttl_refusal(p_ttl) IS NOT NULL THEN
+    ELSIF held AND (ttl_refusal(p_ttl)).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(ttl_refusal(p_ttl));
     END IF;
     FOR i IN 1 .. lines LOOP
@@ -177,7 +177,7 @@ BEGIN
              WHERE (p_lines[j]).ticket_option_id = (p_lines[i]).ticket_option_id
              LIMIT 1));
     END LOOP;
-    IF order_refused(refusals, lines) IS NOT NULL THEN
+    IF (order_refused(refusals, lines)).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(order_refused(refusals, lines));
     END IF;
 
@@ -193,7 +193,7 @@ BEGIN
     PERFORM lock_options(ARRAY(SELECT r.ticket_option_id FROM unnest(requests) AS r));
     SELECT d.refusals INTO refusals
     FROM decide_in_order(requests, array_fill(true, ARRAY[lines]), array_fill(1, ARRAY[lines])) AS d;
-    IF order_refused(refusals, lines) IS NOT NULL THEN
+    IF (order_refused(refusals, lines)).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(order_refused(refusals, lines));
     END IF;
 

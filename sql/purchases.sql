@@ -173,7 +173,7 @@ BEGIN
                         EXIT;
                     END IF;
                 END LOOP;
-                IF refusal IS NULL AND limit_of ->> option_key IS NOT NULL THEN
+                IF refusal.sqlstate IS NULL AND limit_of ->> option_key IS NOT NULL THEN
                     users_tickets := coalesce((by_user ->> user_key)::integer,
                                               tickets_of_user(request.ticket_option_id, request.user_id));
                     IF users_tickets + request.quantity > (limit_of ->> option_key)::integer THEN
@@ -184,7 +184,7 @@ BEGIN
                     END IF;
                 END IF;
             END IF;
-            IF refusal IS NULL THEN
+            IF refusal.sqlstate IS NULL THEN
                 on_sale := on_sale || jsonb_build_object(option_key, (on_sale ->> option_key)::integer - request.quantity);
                 FOR quota_key IN SELECT jsonb_array_elements_text(quotas_of -> option_key) LOOP
                     left_in := left_in || jsonb_build_object(quota_key, (left_in ->> quota_key)::integer - request.quantity);

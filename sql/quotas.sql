@@ -162,7 +162,7 @@ BEGIN
         PERFORM raise_invalid_argument('size', 'must be a whole number >= 0');
     ELSIF p_ticket_option_ids IS NULL THEN
         PERFORM raise_invalid_argument('ticket_option_ids', 'must be an array (empty for none)');
-    ELSIF quota_argument_refusal(p_name, p_size, p_ticket_option_ids) IS NOT NULL THEN
+    ELSIF (quota_argument_refusal(p_name, p_size, p_ticket_option_ids)).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(quota_argument_refusal(p_name, p_size, p_ticket_option_ids));
     END IF;
     PERFORM lock_options(p_ticket_option_ids);
@@ -222,7 +222,7 @@ BEGIN
     PERFORM assert_session_limits();
     IF p_id IS NULL THEN
         PERFORM raise_invalid_argument('id', 'must not be null');
-    ELSIF quota_argument_refusal(NULL, p_size, p_ticket_option_ids) IS NOT NULL THEN
+    ELSIF (quota_argument_refusal(NULL, p_size, p_ticket_option_ids)).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(quota_argument_refusal(NULL, p_size, p_ticket_option_ids));
     END IF;
     -- Lock order step 0: only update_quota changes a quota's options.
