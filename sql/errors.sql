@@ -304,16 +304,16 @@ LANGUAGE sql
 IMMUTABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT ROW((array_agg(r.sqlstate ORDER BY r.ordinality))[1],
+    SELECT ROW((array_agg((p_refusals[n]).sqlstate ORDER BY n))[1],
                format('order refused: %s of its %s lines cannot be had: %s', count(*), p_lines,
-                      string_agg(format('line %s: %s', r.ordinality, r.message), '; ' ORDER BY r.ordinality)),
-               jsonb_agg(jsonb_build_object('line', r.ordinality, 'sqlstate', r.sqlstate, 'message', r.message,
-                                            'detail', r.detail, 'column_name', r.column_name)
-                         ORDER BY r.ordinality)::text,
+                      string_agg(format('line %s: %s', n, (p_refusals[n]).message), '; ' ORDER BY n)),
+               jsonb_agg(jsonb_build_object('line', n, 'sqlstate', (p_refusals[n]).sqlstate,
+                                            'message', (p_refusals[n]).message, 'detail', (p_refusals[n]).detail,
+                                            'column_name', (p_refusals[n]).column_name) ORDER BY n)::text,
                'Nothing was bought or held. Change or drop the failing lines and place the order again.',
                'lines')::api.refusal
-    FROM unnest(p_refusals) WITH ORDINALITY AS r
-    WHERE r.sqlstate IS NOT NULL
+    FROM generate_series(1, p_lines) AS n  -- by subscript: a refusals array may start past 1
+    WHERE (p_refusals[n]).sqlstate IS NOT NULL
     HAVING count(*) > 0
 $$;
 
