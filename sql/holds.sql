@@ -4,7 +4,16 @@
 -- that instant: reads count its tickets as on sale at once (the partial
 -- index of live holds finds them), and the next call that locks the option
 -- (lock_option) stores it expired and puts them back on sale, as does the
--- sweeper (release_expired_holds). Holds decide expiry by clock().
+-- sweeper (release_expired_holds).
+--
+-- Expiry is final once anyone was told: every decision under a lock (reclaim,
+-- confirm, release, what max_per_user counts, a new hold's expires_at) uses
+-- decision_clock(), read right after the lock was granted, never the
+-- transaction's start; so a call that queued on the lock while a read said
+-- "expired" decides later than that read, and sees it expired too. A read
+-- (get_hold) that finds a hold past expires_at but still stored `held` takes
+-- the option's lock and reclaims it before it answers `expired`: no decision
+-- made before, and not committed yet, can contradict it afterwards.
 --
 -- Where states change (one place each): a hold is created in apply_holds,
 -- confirmed in confirm_hold (its purchase made by apply_purchases), released
@@ -12,16 +21,45 @@
 -- and release_expired_holds).
 
 -- clock() RETURNS timestamptz
--- The time holds are decided by: now() (the transaction's start) plus the
--- settings' clock_offset, which only the owner changes (tests move it to
--- expire holds without waiting). Errors: none.
+-- The time now, as holds see it: clock_timestamp() (the moment of the read,
+-- not the transaction's start) plus the settings' clock_offset, which only
+-- the owner changes (tests move it to expire holds without waiting). What
+-- reads answer by; decisions use decision_clock(). Errors: none.
 CREATE OR REPLACE FUNCTION ticket_allocation.clock()
 RETURNS timestamptz
 LANGUAGE sql
 STABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT now() + clock_offset FROM settings WHERE singleton  -- by its key: see idempotency_key_ttl()
+    SELECT clock_timestamp() + clock_offset FROM settings WHERE singleton  -- by its key: see idempotency_key_ttl()
+$$;
+
+-- read_decision_clock() RETURNS timestamptz
+-- Called right after an option's lock is granted (lock_option,
+-- try_lock_option): reads clock() once and keeps it, for the rest of the
+-- transaction, as decision_clock(). Returns it.
+CREATE OR REPLACE FUNCTION ticket_allocation.read_decision_clock()
+RETURNS timestamptz
+LANGUAGE sql
+VOLATILE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT set_config('ticket_allocation.decision_clock', clock()::text, true)::timestamptz
+$$;
+
+-- decision_clock() RETURNS timestamptz
+-- The time every decision about holds is made by: clock() as read when this
+-- transaction last took an option's lock (read_decision_clock). Only for
+-- code that runs under such a lock; a session's own SET of the setting is
+-- overwritten by the lock before anything reads it.
+-- Errors: fails (invalid timestamp) when no lock was taken: a bug of the caller.
+CREATE OR REPLACE FUNCTION ticket_allocation.decision_clock()
+RETURNS timestamptz
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT current_setting('ticket_allocation.decision_clock')::timestamptz
 $$;
 
 -- hold_resource(p_id uuid) RETURNS api.hold
@@ -57,7 +95,8 @@ $$;
 
 -- tickets_of_user(p_ticket_option_id uuid, p_user_id uuid) RETURNS integer
 -- What max_per_user counts: the user's tickets of the option in active
--- purchases and in live (unexpired) holds.
+-- purchases and in live (unexpired) holds. Under the option's lock only
+-- (it decides expiry by decision_clock()).
 CREATE OR REPLACE FUNCTION ticket_allocation.tickets_of_user(p_ticket_option_id uuid, p_user_id uuid)
 RETURNS integer
 LANGUAGE sql
@@ -75,12 +114,12 @@ AS $$
                   FROM holds h
                   WHERE h.user_id = p_user_id AND h.status = 'held'
                   OFFSET 0) AS users
-            WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > clock())
+            WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > decision_clock())
 $$;
 
 -- reclaim_expired_holds(p_ticket_option_id uuid) RETURNS integer
 -- Under the option's lock only: stores the option's holds past expires_at
--- as expired (released_at: when they expired) and puts their tickets back
+-- (by decision_clock()) as expired (released_at: when they expired) and puts their tickets back
 -- on sale, in two statements whatever their number, with a hold.expired event
 -- each (sql/events.sql). Returns how many holds.
 CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(p_ticket_option_id uuid)
@@ -94,7 +133,7 @@ DECLARE
 BEGIN
     WITH expired AS (
         UPDATE holds SET status = 'expired', released_at = expires_at
-        WHERE ticket_option_id = p_ticket_option_id AND status = 'held' AND expires_at <= clock()
+        WHERE ticket_option_id = p_ticket_option_id AND status = 'held' AND expires_at <= decision_clock()
         RETURNING id, quantity
     )
     SELECT array_agg(id ORDER BY id), coalesce(sum(quantity), 0)::integer INTO expired_ids, tickets FROM expired;
@@ -109,9 +148,10 @@ $$;
 
 -- lock_option(p_ticket_option_id uuid) RETURNS ticket_options
 -- THE way to lock an option's row (FOR NO KEY UPDATE), for any change to
--- its tickets: reclaims its expired holds first, so what the caller reads
--- and decides counts them as on sale. Returns the row as it is then; a row
--- of nulls when no option has that id.
+-- its tickets: once the lock is granted, reads the clock the call decides by
+-- (read_decision_clock) and reclaims the holds expired by it, so what the
+-- caller reads and decides counts them as on sale. Returns the row as it is
+-- then; a row of nulls when no option has that id.
 CREATE OR REPLACE FUNCTION ticket_allocation.lock_option(p_ticket_option_id uuid)
 RETURNS ticket_allocation.ticket_options
 LANGUAGE plpgsql
@@ -121,10 +161,34 @@ DECLARE
     locked ticket_options;
 BEGIN
     SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE;
-    IF FOUND AND reclaim_expired_holds(p_ticket_option_id) > 0 THEN
+    IF locked.id IS NULL THEN
+        RETURN locked;
+    END IF;
+    PERFORM read_decision_clock();  -- after the lock: the time spent waiting for it counts
+    IF reclaim_expired_holds(p_ticket_option_id) > 0 THEN
         SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
     END IF;
     RETURN locked;
+END;
+$$;
+
+-- try_lock_option(p_ticket_option_id uuid) RETURNS boolean
+-- The sweeper's lock_option: takes the option's lock only if nobody holds
+-- it (SKIP LOCKED: never waits, so it cannot deadlock or queue behind a
+-- stalled session), then reads the decision clock. True when it locked;
+-- reclaiming is the caller's.
+CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_option(p_ticket_option_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+BEGIN
+    PERFORM 1 FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM read_decision_clock();
+    RETURN true;
 END;
 $$;
 
@@ -145,8 +209,9 @@ $$;
 --     RETURNS void
 -- Step 3 of a hold batch: THE place holds are created. Under the option's
 -- lock, set-based: inserts hold i (p_hold_ids[i], p_quantities[i] tickets
--- for p_user_ids[i], until clock() + p_ttls[i]) and moves the tickets from
--- on sale to held. The CHECKs of ticket_options refuse any overdraft.
+-- for p_user_ids[i], until decision_clock() + p_ttls[i], or + the option's
+-- max_hold_seconds when that is shorter) and moves the tickets from on sale
+-- to held. The CHECKs of ticket_options refuse any overdraft.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_holds(
     p_ticket_option_id uuid, p_hold_ids uuid[], p_user_ids uuid[], p_quantities integer[], p_ttls interval[])
 RETURNS void
@@ -155,14 +220,16 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     taken constant integer := (SELECT sum(q)::integer FROM unnest(p_quantities) AS q);
+    longest interval;  -- the option's max_hold_seconds
 BEGIN
     IF coalesce(taken, 0) = 0 THEN
         RETURN;
     END IF;
     UPDATE ticket_options SET remaining = remaining - taken, held = held + taken, updated_at = now()
-    WHERE id = p_ticket_option_id;
+    WHERE id = p_ticket_option_id
+    RETURNING make_interval(secs => max_hold_seconds) INTO longest;
     INSERT INTO holds (id, ticket_option_id, user_id, quantity, created_at, expires_at)
-    SELECT r.id, p_ticket_option_id, r.user_id, r.quantity, clock(), clock() + r.ttl
+    SELECT r.id, p_ticket_option_id, r.user_id, r.quantity, decision_clock(), decision_clock() + least(r.ttl, longest)
     FROM unnest(p_hold_ids, p_user_ids, p_quantities, p_ttls) AS r (id, user_id, quantity, ttl);
     PERFORM append_hold_events('hold.created', p_hold_ids);  -- sql/events.sql
 END;
@@ -177,7 +244,8 @@ $$;
 -- three steps, the same rules: what is on sale, max_per_user counting
 -- bought and held tickets, idempotency keys in a scope of their own): request
 -- i holds p_quantities[i] tickets for p_user_ids[i] for p_ttls[i] (null:
--- 10 minutes, hold_tickets' default). One row per request, in order: a
+-- 10 minutes, hold_tickets' default), or for the option's max_hold_seconds
+-- when that is shorter. One row per request, in order: a
 -- refusal or the hold. A key naming an earlier hold of the same request gets
 -- that hold (as it is now) and holds nothing more.
 -- Refusals: TA001 (null user, quantity outside 1..1000, ttl outside 1 s..1 day,
@@ -246,8 +314,8 @@ $$;
 --                  p_ttl interval DEFAULT '10 minutes', p_idempotency_key text DEFAULT NULL,
 --                  p_caller text DEFAULT NULL)
 --     RETURNS api.hold
--- Sets p_quantity tickets aside for p_user_id until clock() + p_ttl, all or
--- nothing, and returns the hold (status held). With p_idempotency_key, the
+-- Sets p_quantity tickets aside for p_user_id for p_ttl (at most the
+-- option's max_hold_seconds), all or nothing, and returns the hold (status held). With p_idempotency_key, the
 -- same key and arguments again return the first hold (as it is now). A
 -- batch of one of hold_tickets_batch.
 -- Errors: TA001 (null argument, quantity outside 1..1000, ttl outside 1 s..1 day,
@@ -280,12 +348,14 @@ END;
 $$;
 
 -- api.get_hold(p_id uuid) RETURNS api.hold
--- Returns the hold, its status as of now (a held hold past expires_at is expired).
+-- Returns the hold, its status as of now. A hold past expires_at still
+-- stored `held` is reclaimed first, under its option's lock (lock_option;
+-- waits for a call deciding on the option now, at most lock_timeout), so
+-- that `expired`, once answered, is what every later decision finds.
 -- Errors: TA009 when no hold has that id.
 CREATE OR REPLACE FUNCTION api.get_hold(p_id uuid)
 RETURNS api.hold
 LANGUAGE plpgsql
-STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
 SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
@@ -297,6 +367,11 @@ BEGIN
     found_hold := hold_resource(p_id);
     IF found_hold.id IS NULL THEN
         PERFORM raise_refusal(hold_not_found(p_id));
+    END IF;
+    IF found_hold.status = 'expired' AND (SELECT status FROM holds WHERE id = p_id) = 'held' THEN
+        PERFORM assert_session_limits();  -- it is about to lock
+        PERFORM lock_option(found_hold.ticket_option_id);  -- stores it expired, or finds it decided
+        found_hold := hold_resource(p_id);
     END IF;
     RETURN found_hold;
 END;
@@ -356,7 +431,7 @@ BEGIN
     END IF;
     PERFORM apply_purchases(target.ticket_option_id, ARRAY[new_purchase_id], ARRAY[target.user_id],
                             ARRAY[target.quantity], p_from_held => true);
-    UPDATE holds SET status = 'confirmed', confirmed_at = clock(), purchase_id = new_purchase_id
+    UPDATE holds SET status = 'confirmed', confirmed_at = decision_clock(), purchase_id = new_purchase_id
     WHERE id = p_id;
     PERFORM append_hold_events('hold.confirmed', ARRAY[p_id]);  -- after purchase.created (apply_purchases)
     RETURN ROW(true, purchase_resource(new_purchase_id))::api.hold_confirmation;
@@ -384,7 +459,7 @@ BEGIN
     IF target.status = 'confirmed' THEN
         PERFORM raise_refusal(hold_confirmed(p_id, target.purchase_id));
     ELSIF target.status = 'held' THEN
-        UPDATE holds SET status = 'released', released_at = clock() WHERE id = p_id;
+        UPDATE holds SET status = 'released', released_at = decision_clock() WHERE id = p_id;
         UPDATE ticket_options
         SET remaining = remaining + target.quantity, held = held - target.quantity, updated_at = now()
         WHERE id = target.ticket_option_id;
@@ -398,8 +473,8 @@ $$;
 -- Admin (the service's sweeper; psql or pg_cron users may call it):
 -- reclaims the expired holds of the options of the (at most) 1,000 holds
 -- that expired first, and returns how many holds it reclaimed. An option
--- locked by another call is skipped (SKIP LOCKED: that call reclaims it,
--- and the sweeper never waits, so it cannot deadlock). Call again while it
+-- locked by another call is skipped (try_lock_option: that call reclaims
+-- it, and the sweeper never waits, so it cannot deadlock). Call again while it
 -- returns more than 0. Errors: TA008.
 CREATE OR REPLACE FUNCTION api.release_expired_holds()
 RETURNS integer
@@ -421,8 +496,7 @@ BEGIN
               ORDER BY h.expires_at
               LIMIT 1000) AS first_expired
     LOOP
-        PERFORM 1 FROM ticket_options WHERE id = option_id FOR NO KEY UPDATE SKIP LOCKED;
-        IF FOUND THEN
+        IF try_lock_option(option_id) THEN
             reclaimed := reclaimed + reclaim_expired_holds(option_id);
         END IF;
     END LOOP;

@@ -22,7 +22,8 @@ async def test_create_returns_the_new_option(conn):
 
 async def test_an_option_shows_exactly_its_public_fields(conn):
     option = await create(conn)
-    assert list(option.keys()) == ["id", "name", "desc", "remaining", "sold", "total", "max_per_user", "created_at", "held"]
+    assert list(option.keys()) == ["id", "name", "desc", "remaining", "sold", "total", "max_per_user", "created_at", "held",
+                                   "max_hold_seconds"]
 
 
 async def test_desc_defaults_in_the_signature(conn):
