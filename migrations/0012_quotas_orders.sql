@@ -20,7 +20,7 @@
 -- and an order's purchases and holds are found through order_lines. The
 -- view and the types change in the catalog only. Run it with the new version
 -- of the service: the batch functions change their signatures.
--- depends: 0010_active_purchases_by_user
+-- depends: 0011_hold_bounds
 
 CREATE TABLE ticket_allocation.quotas (
     id          uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -181,4 +181,5 @@ DROP FUNCTION IF EXISTS ticket_allocation.apply_holds(uuid, uuid[], uuid[], inte
 DROP FUNCTION IF EXISTS ticket_allocation.append_purchase_events(text, uuid[], api.ticket_option);
 DROP FUNCTION IF EXISTS ticket_allocation.reclaim_expired_holds(uuid);
 DROP FUNCTION IF EXISTS ticket_allocation.lock_option(uuid);
+DROP FUNCTION IF EXISTS ticket_allocation.try_lock_option(uuid);
 DROP FUNCTION IF EXISTS ticket_allocation.locked_hold(uuid);

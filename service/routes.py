@@ -35,6 +35,7 @@ TICKET_OPTION_FIELDS = (
     Field("desc", "string", required=False, default=OMITTED),
     Field("allocation", "integer"),
     Field("max_per_user", "integer", required=False, default=OMITTED, nullable=True),
+    Field("max_hold_seconds", "integer", required=False, default=OMITTED),
 )
 PURCHASE_FIELDS = (
     Field("quantity", "integer"),
@@ -80,7 +81,8 @@ async def create_ticket_option(request: web.Request) -> web.Response:
     row = await call(
         request, "create_ticket_option", admin=True,
         p_name=body["name"], p_allocation=body["allocation"], p_desc=body["desc"],
-        p_max_per_user=body["max_per_user"], p_idempotency_key=key, p_caller=request.get(CALLER),
+        p_max_per_user=body["max_per_user"], p_max_hold_seconds=body["max_hold_seconds"],
+        p_idempotency_key=key, p_caller=request.get(CALLER),
     )
     option = resource_json(row)
     location = request.app.router["ticket_option"].url_for(id=option["id"])

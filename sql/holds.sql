@@ -4,7 +4,17 @@
 -- that instant: reads count its tickets as on sale at once (the partial
 -- index of live holds finds them), and the next call that locks the option
 -- (lock_options) stores it expired and puts them back on sale, as does the
--- sweeper (release_expired_holds). Holds decide expiry by clock().
+-- sweeper (release_expired_holds).
+--
+-- Expiry is final once anyone was told: every decision under a lock (reclaim,
+-- confirm, release, what max_per_user counts, a new hold's expires_at, and
+-- the same for orders) uses decision_clock(), read right after the locks
+-- were granted, never the transaction's start; so a call that queued on the
+-- lock while a read said "expired" decides later than that read, and sees it
+-- expired too. A read (get_hold, get_order) that finds a hold past expires_at
+-- but still stored `held` takes the locks and reclaims it before it answers
+-- `expired`: no decision made before, and not committed yet, can contradict
+-- it afterwards.
 --
 -- Where states change (one place each): a hold is created in apply_holds,
 -- confirmed in confirm_hold or confirm_order (its purchase made by
@@ -27,16 +37,45 @@
 -- other call takes.
 
 -- clock() RETURNS timestamptz
--- The time holds are decided by: now() (the transaction's start) plus the
--- settings' clock_offset, which only the owner changes (tests move it to
--- expire holds without waiting). Errors: none.
+-- The time now, as holds see it: clock_timestamp() (the moment of the read,
+-- not the transaction's start) plus the settings' clock_offset, which only
+-- the owner changes (tests move it to expire holds without waiting). What
+-- reads answer by; decisions use decision_clock(). Errors: none.
 CREATE OR REPLACE FUNCTION ticket_allocation.clock()
 RETURNS timestamptz
 LANGUAGE sql
 STABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT now() + clock_offset FROM settings WHERE singleton  -- by its key: see idempotency_key_ttl()
+    SELECT clock_timestamp() + clock_offset FROM settings WHERE singleton  -- by its key: see idempotency_key_ttl()
+$$;
+
+-- read_decision_clock() RETURNS timestamptz
+-- Called right after the locks are granted (lock_options,
+-- try_lock_for_sweep): reads clock() once and keeps it, for the rest of the
+-- transaction (until the next lock), as decision_clock(). Returns it.
+CREATE OR REPLACE FUNCTION ticket_allocation.read_decision_clock()
+RETURNS timestamptz
+LANGUAGE sql
+VOLATILE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT set_config('ticket_allocation.decision_clock', clock()::text, true)::timestamptz
+$$;
+
+-- decision_clock() RETURNS timestamptz
+-- The time every decision about holds is made by: clock() as read when this
+-- transaction last took its locks (read_decision_clock). Only for
+-- code that runs under such a lock; a session's own SET of the setting is
+-- overwritten by the lock before anything reads it.
+-- Errors: fails (invalid timestamp) when no lock was taken: a bug of the caller.
+CREATE OR REPLACE FUNCTION ticket_allocation.decision_clock()
+RETURNS timestamptz
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT current_setting('ticket_allocation.decision_clock')::timestamptz
 $$;
 
 -- hold_resource(p_id uuid) RETURNS api.hold
@@ -72,7 +111,8 @@ $$;
 
 -- tickets_of_user(p_ticket_option_id uuid, p_user_id uuid) RETURNS integer
 -- What max_per_user counts: the user's tickets of the option in active
--- purchases and in live (unexpired) holds.
+-- purchases and in live (unexpired) holds. Under the option's lock only
+-- (it decides expiry by decision_clock()).
 CREATE OR REPLACE FUNCTION ticket_allocation.tickets_of_user(p_ticket_option_id uuid, p_user_id uuid)
 RETURNS integer
 LANGUAGE sql
@@ -90,7 +130,7 @@ AS $$
                   FROM holds h
                   WHERE h.user_id = p_user_id AND h.status = 'held'
                   OFFSET 0) AS users
-            WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > clock())
+            WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > decision_clock())
 $$;
 
 -- move_tickets(p_ticket_option_id uuid, p_to_held integer, p_to_sold integer) RETURNS void
@@ -118,7 +158,7 @@ $$;
 
 -- reclaim_expired_holds(p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
 -- Under the locks of the options and their quotas only: stores the options'
--- holds past expires_at as expired (released_at: when they expired) and puts
+-- holds past expires_at (by decision_clock()) as expired (released_at: when they expired) and puts
 -- their tickets back on sale (move_tickets, per option), in a few statements
 -- whatever their number, with a hold.expired event each (sql/events.sql).
 -- holds: how many; order_ids: the orders of those holds, in id order (the
@@ -136,7 +176,7 @@ DECLARE
 BEGIN
     WITH expired AS (
         UPDATE holds h SET status = 'expired', released_at = h.expires_at
-        WHERE h.ticket_option_id = ANY (p_ticket_option_ids) AND h.status = 'held' AND h.expires_at <= clock()
+        WHERE h.ticket_option_id = ANY (p_ticket_option_ids) AND h.status = 'held' AND h.expires_at <= decision_clock()
         RETURNING h.id, h.ticket_option_id, h.quantity, h.order_id
     )
     SELECT array_agg(e.id ORDER BY e.id), array_agg(e.ticket_option_id ORDER BY e.id),
@@ -211,7 +251,8 @@ $$;
 -- THE way to lock, for any change to tickets (the lock order above): locks
 -- the options named and every option sharing a quota with them, in id order;
 -- then the quotas of the locked options and p_quota_ids, in id order; then
--- reclaims the locked options' expired holds (so what the caller reads and
+-- reads the clock the call decides by (read_decision_clock: the time spent
+-- waiting for the locks counts) and reclaims the locked options' expired holds (so what the caller reads and
 -- decides counts them as on sale, and every quota it decides on counts them
 -- too); then locks p_order_ids and the orders of the reclaimed holds, in id
 -- order, and expires those. Unknown ids and nulls lock nothing. The options
@@ -256,6 +297,7 @@ BEGIN
     LOOP
         PERFORM 1 FROM quotas WHERE id = next_id FOR NO KEY UPDATE;
     END LOOP;
+    PERFORM read_decision_clock();
     reclaimed := reclaim_expired_holds(locked);
     PERFORM lock_orders(coalesce(p_order_ids, '{}'::uuid[]) || coalesce(reclaimed.order_ids, '{}'::uuid[]));
     PERFORM expire_orders(reclaimed.order_ids);
@@ -277,9 +319,11 @@ $$;
 -- apply_holds(p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL) RETURNS void
 -- Step 3 of a hold batch, and of a held order: THE place holds are created.
 -- Under the locks (lock_options), set-based: inserts hold i (p_hold_ids[i]:
--- p_requests[i]'s quantity of its option for its user, until clock() + its
--- ttl, a line of order p_order_id when given) and moves the tickets from on
--- sale to held, per option (move_tickets). The CHECKs refuse any overdraft.
+-- p_requests[i]'s quantity of its option for its user, until
+-- decision_clock() + its ttl, or + the option's max_hold_seconds when that
+-- is shorter, a line of order p_order_id when given) and moves the tickets
+-- from on sale to held, per option (move_tickets). The CHECKs refuse any
+-- overdraft.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_holds(
     p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL)
 RETURNS void
@@ -301,7 +345,10 @@ BEGIN
         PERFORM move_tickets(taken.ticket_option_id, taken.tickets, 0);
     END LOOP;
     INSERT INTO holds (id, ticket_option_id, user_id, quantity, created_at, expires_at, order_id)
-    SELECT p_hold_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, clock(), clock() + r.ttl, p_order_id
+    SELECT p_hold_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, decision_clock(),
+           decision_clock() + least(r.ttl, (SELECT make_interval(secs => o.max_hold_seconds)
+                                            FROM ticket_options o WHERE o.id = r.ticket_option_id)),
+           p_order_id
     FROM unnest(p_requests) WITH ORDINALITY AS r;
     PERFORM append_hold_events('hold.created', p_hold_ids);  -- sql/events.sql
 END;
@@ -313,7 +360,8 @@ $$;
 -- steps and rules: what is on sale, every quota of the option,
 -- max_per_user counting bought and held tickets, idempotency keys in a scope
 -- of their own): request i holds its quantity of its option for its user
--- for its ttl (null: 10 minutes, hold_tickets' default). One row per
+-- for its ttl (null: 10 minutes, hold_tickets' default), or for the
+-- option's max_hold_seconds when that is shorter. One row per
 -- request, in order: a refusal or the hold. A key naming an earlier hold of
 -- the same request gets that hold (as it is now) and holds nothing more.
 -- Refusals: TA001 (null option or user, quantity outside 1..1000, ttl outside
@@ -373,8 +421,8 @@ $$;
 --                  p_ttl interval DEFAULT '10 minutes', p_idempotency_key text DEFAULT NULL,
 --                  p_caller text DEFAULT NULL)
 --     RETURNS api.hold
--- Sets p_quantity tickets aside for p_user_id until clock() + p_ttl, all or
--- nothing, and returns the hold (status held). With p_idempotency_key, the
+-- Sets p_quantity tickets aside for p_user_id for p_ttl (at most the
+-- option's max_hold_seconds), all or nothing, and returns the hold (status held). With p_idempotency_key, the
 -- same key and arguments again return the first hold (as it is now). A
 -- batch of one of hold_tickets_batch.
 -- Errors: TA001 (null argument, quantity outside 1..1000, ttl outside 1 s..1 day,
@@ -407,12 +455,14 @@ END;
 $$;
 
 -- api.get_hold(p_id uuid) RETURNS api.hold
--- Returns the hold, its status as of now (a held hold past expires_at is expired).
+-- Returns the hold, its status as of now. A hold past expires_at still
+-- stored `held` is reclaimed first, under its option's lock (lock_options;
+-- waits for a call deciding on the option now, at most lock_timeout), so
+-- that `expired`, once answered, is what every later decision finds.
 -- Errors: TA009 when no hold has that id.
 CREATE OR REPLACE FUNCTION api.get_hold(p_id uuid)
 RETURNS api.hold
 LANGUAGE plpgsql
-STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
 SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
@@ -424,6 +474,11 @@ BEGIN
     found_hold := hold_resource(p_id);
     IF found_hold.id IS NULL THEN
         PERFORM raise_refusal(hold_not_found(p_id));
+    END IF;
+    IF found_hold.status = 'expired' AND (SELECT status FROM holds WHERE id = p_id) = 'held' THEN
+        PERFORM assert_session_limits();  -- it is about to lock
+        PERFORM lock_options(ARRAY[found_hold.ticket_option_id]);  -- stores it expired, or finds it decided
+        found_hold := hold_resource(p_id);
     END IF;
     RETURN found_hold;
 END;
@@ -488,7 +543,7 @@ BEGIN
         ARRAY[new_purchase_id],
         ARRAY[ROW(target.ticket_option_id, target.user_id, target.quantity, NULL, NULL, NULL)::api.ticket_request],
         p_from_held => true);
-    UPDATE holds SET status = 'confirmed', confirmed_at = clock(), purchase_id = new_purchase_id
+    UPDATE holds SET status = 'confirmed', confirmed_at = decision_clock(), purchase_id = new_purchase_id
     WHERE id = p_id;
     PERFORM append_hold_events('hold.confirmed', ARRAY[p_id]);  -- after purchase.created (apply_purchases)
     RETURN ROW(true, purchase_resource(new_purchase_id))::api.hold_confirmation;
@@ -512,7 +567,7 @@ DECLARE
     freed record;
 BEGIN
     WITH released AS (
-        UPDATE holds h SET status = 'released', released_at = clock()
+        UPDATE holds h SET status = 'released', released_at = decision_clock()
         WHERE h.id = ANY (p_hold_ids) AND h.status = 'held'
         RETURNING h.id, h.ticket_option_id, h.quantity
     )
@@ -569,9 +624,10 @@ $$;
 -- The sweeper's lock_options for one option: takes the option's lock, its
 -- quotas' and the locks of the orders of its expired holds, each set in id
 -- order, only if nobody holds any of them (SKIP LOCKED: it never waits, so
--- it cannot deadlock, nor queue behind a stalled session). True when it got
--- them all (reclaiming is the caller's); false leaves what it got locked
--- until the end of the transaction, changing nothing.
+-- it cannot deadlock, nor queue behind a stalled session), reading the
+-- decision clock once it has the option. True when it got them all
+-- (reclaiming is the caller's); false leaves what it got locked until the end
+-- of the transaction, changing nothing.
 CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_for_sweep(p_ticket_option_id uuid)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -585,13 +641,15 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
+    PERFORM read_decision_clock();  -- the orders below, and the caller's reclaim, are decided by it
     quota_ids := ARRAY(SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = p_ticket_option_id);
     IF (SELECT count(*) FROM (SELECT 1 FROM quotas q WHERE q.id = ANY (quota_ids) ORDER BY q.id
                               FOR NO KEY UPDATE SKIP LOCKED) AS got) < cardinality(quota_ids) THEN
         RETURN false;
     END IF;
     order_ids := ARRAY(SELECT DISTINCT h.order_id FROM holds h
-                       WHERE h.ticket_option_id = p_ticket_option_id AND h.status = 'held' AND h.expires_at <= clock()
+                       WHERE h.ticket_option_id = p_ticket_option_id AND h.status = 'held'
+                         AND h.expires_at <= decision_clock()
                          AND h.order_id IS NOT NULL);
     RETURN (SELECT count(*) FROM (SELECT 1 FROM orders o WHERE o.id = ANY (order_ids) ORDER BY o.id
                                   FOR NO KEY UPDATE SKIP LOCKED) AS got) = cardinality(order_ids);

@@ -123,8 +123,8 @@ $$;
 -- Places an order for p_user_id: every line (its option, its quantity) or
 -- nothing. Without p_ttl the lines are bought at once (one purchase each,
 -- the order `confirmed`); with it they are held (one hold each, the order
--- `held`) until one expires_at for all: clock() + p_ttl, or less if a line's
--- option bounds its holds shorter. Each line is decided as a purchase (or
+-- `held`) until one expires_at for all: decision_clock() + p_ttl, or the
+-- shortest max_hold_seconds of the lines' options when that is shorter. Each line is decided as a purchase (or
 -- hold) of its own would be, in line order, counting what earlier lines
 -- took: what its option has on sale, what each quota of it has left, the
 -- option's max_per_user. If any line cannot be had, nothing is bought or
@@ -198,9 +198,16 @@ BEGIN
     END IF;
 
     line_ids := ARRAY(SELECT gen_random_uuid() FROM generate_series(1, lines));
+    IF held THEN  -- the lines expire together: at the shortest bound of their options' holds
+        ttl := least(p_ttl, (SELECT make_interval(secs => min(o.max_hold_seconds)) FROM ticket_options o
+                             WHERE o.id = ANY (ARRAY(SELECT r.ticket_option_id FROM unnest(requests) AS r))));
+        FOR i IN 1 .. lines LOOP
+            requests[i].ttl := ttl;
+        END LOOP;
+    END IF;
     INSERT INTO orders (id, user_id, status, lines, created_at, expires_at, confirmed_at)
-    VALUES (new_id, p_user_id, CASE WHEN held THEN 'held' ELSE 'confirmed' END, lines, clock(),
-            clock() + p_ttl, CASE WHEN NOT held THEN clock() END);
+    VALUES (new_id, p_user_id, CASE WHEN held THEN 'held' ELSE 'confirmed' END, lines, decision_clock(),
+            decision_clock() + ttl, CASE WHEN NOT held THEN decision_clock() END);
     -- Before the purchases and holds, whose order_id names their line.
     INSERT INTO order_lines (order_id, line, ticket_option_id, quantity, hold_id, purchase_id)
     SELECT new_id, r.ordinality, r.ticket_option_id, r.quantity,
@@ -220,12 +227,15 @@ END;
 $$;
 
 -- api.get_order(p_id uuid) RETURNS api."order"
--- The order: its status as of now, lines, purchases and holds.
+-- The order: its status as of now, lines, purchases and holds. A held order
+-- past expires_at still stored `held` is expired first, under the locks of
+-- its lines' options (locked_order; waits for a call deciding on them now,
+-- at most lock_timeout), so that `expired`, once answered, is what every
+-- later decision finds (as get_hold).
 -- Errors: TA017 when no order has that id.
 CREATE OR REPLACE FUNCTION api.get_order(p_id uuid)
 RETURNS api."order"
 LANGUAGE plpgsql
-STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
 SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
@@ -237,6 +247,11 @@ BEGIN
     found_order := order_resource(p_id);
     IF found_order.id IS NULL THEN
         PERFORM raise_refusal(order_not_found(p_id));
+    END IF;
+    IF found_order.status = 'expired' AND (SELECT status FROM orders WHERE id = p_id) = 'held' THEN
+        PERFORM assert_session_limits();  -- it is about to lock
+        PERFORM locked_order(p_id);  -- stores it expired, or finds it decided
+        found_order := order_resource(p_id);
     END IF;
     RETURN found_order;
 END;
@@ -281,11 +296,11 @@ BEGIN
     -- Before the purchases, whose order_id names their line.
     UPDATE order_lines SET purchase_id = purchase_ids[line] WHERE order_id = p_id;
     PERFORM apply_purchases(purchase_ids, order_line_requests(target), p_id, p_from_held => true);
-    UPDATE holds h SET status = 'confirmed', confirmed_at = clock(),
+    UPDATE holds h SET status = 'confirmed', confirmed_at = decision_clock(),
                        purchase_id = (SELECT l.purchase_id FROM order_lines l WHERE l.order_id = p_id AND l.hold_id = h.id)
     WHERE h.id = ANY (hold_ids);
     PERFORM append_hold_events('hold.confirmed', hold_ids);  -- after the purchase.created events
-    UPDATE orders SET status = 'confirmed', confirmed_at = clock() WHERE id = p_id;
+    UPDATE orders SET status = 'confirmed', confirmed_at = decision_clock() WHERE id = p_id;
     PERFORM append_order_events('order.confirmed', ARRAY[p_id]);
     RETURN ROW(true, order_resource(p_id))::api.order_confirmation;
 END;
@@ -314,7 +329,7 @@ BEGIN
         PERFORM raise_refusal(order_bought(p_id));
     ELSIF target.status = 'held' THEN
         PERFORM release_holds(ARRAY(SELECT l.hold_id FROM order_lines l WHERE l.order_id = p_id ORDER BY l.line));
-        UPDATE orders SET status = 'released', released_at = clock() WHERE id = p_id;
+        UPDATE orders SET status = 'released', released_at = decision_clock() WHERE id = p_id;
         PERFORM append_order_events('order.released', ARRAY[p_id]);
     END IF;
     RETURN order_resource(p_id);

@@ -14,31 +14,35 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT ROW(p_option.id, p_option.name, p_option."desc", p_option.remaining + expired.tickets, p_option.sold,
                p_option.total, p_option.max_per_user, p_option.created_at,
-               p_option.held - expired.tickets, option_quota_ids(p_option.id),
+               p_option.held - expired.tickets, p_option.max_hold_seconds, option_quota_ids(p_option.id),
                option_available(p_option.id, p_option.remaining + expired.tickets))::api.ticket_option
     FROM (SELECT expired_unreclaimed(p_option.id) AS tickets) AS expired
 $$;
 
 -- api.create_ticket_option(p_name text, p_desc text DEFAULT '', p_allocation integer DEFAULT NULL,
 --                          p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL,
---                          p_caller text DEFAULT NULL)
+--                          p_caller text DEFAULT NULL, p_max_hold_seconds integer DEFAULT NULL)
 --     RETURNS api.ticket_option
 -- Admin. Puts a new ticket option on sale with p_allocation tickets and returns it.
 -- p_allocation is required: its default (null) only lets p_desc have one,
 -- so callers may name the arguments and leave p_desc out.
 -- p_max_per_user, when not null, caps the tickets one user may hold (active
--- purchases and unexpired holds). With p_idempotency_key, calling again with the same key and
+-- purchases and unexpired holds). p_max_hold_seconds caps how long any hold
+-- of the option lasts (1..86400; null: the column's default, 1800, see
+-- migrations/0011_hold_bounds.sql). With p_idempotency_key, calling again with the same key and
 -- arguments returns the option created the first time (as it is now); the
 -- key is p_caller's (see idempotency_scope in sql/idempotency.sql).
 -- Errors: TA001 when name is null, blank (only whitespace or format characters),
 --         has control or bidirectional-override characters, or is over 200 characters, desc is null
 --         or over 2000 characters, allocation is null or negative,
---         max_per_user is below 1, or the idempotency key is malformed;
+--         max_per_user is below 1, max_hold_seconds is outside 1..86400,
+--         or the idempotency key is malformed;
 --         TA005, TA006 for idempotency keys (see sql/idempotency.sql);
 --         TA008 when the session lifted its limits (sql/session_limits.sql).
 CREATE OR REPLACE FUNCTION api.create_ticket_option(
     p_name text, p_desc text DEFAULT '', p_allocation integer DEFAULT NULL,
-    p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
+    p_max_per_user integer DEFAULT NULL, p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL,
+    p_max_hold_seconds integer DEFAULT NULL)
 RETURNS api.ticket_option
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -48,7 +52,10 @@ SET enable_bitmapscan = off -- cached while the tables were small (README: Plan 
 AS $$
 DECLARE
     request constant jsonb := jsonb_build_object('create_ticket_option', jsonb_build_object(
-        'name', p_name, 'desc', p_desc, 'allocation', p_allocation, 'max_per_user', p_max_per_user));
+        'name', p_name, 'desc', p_desc, 'allocation', p_allocation, 'max_per_user', p_max_per_user)
+        -- Only when given: keys remembered before the argument existed keep replaying.
+        || CASE WHEN p_max_hold_seconds IS NOT NULL
+                THEN jsonb_build_object('max_hold_seconds', p_max_hold_seconds) ELSE '{}' END);
     scope constant text := idempotency_scope(p_caller);
     claim record;
     created ticket_options;
@@ -72,6 +79,9 @@ BEGIN
     IF p_max_per_user < 1 THEN
         PERFORM raise_invalid_argument('max_per_user', 'must be a whole number >= 1, or null for no limit');
     END IF;
+    IF p_max_hold_seconds NOT BETWEEN 1 AND 86400 THEN
+        PERFORM raise_invalid_argument('max_hold_seconds', 'must be a whole number of seconds from 1 to 86400');
+    END IF;
 
     IF p_idempotency_key IS NOT NULL THEN
         SELECT * INTO claim FROM claim_idempotency_key(scope, p_idempotency_key, request);
@@ -86,6 +96,10 @@ BEGIN
     INSERT INTO ticket_options (name, "desc", remaining, total, max_per_user)
     VALUES (p_name, p_desc, p_allocation, p_allocation, p_max_per_user)
     RETURNING * INTO created;
+    IF p_max_hold_seconds IS NOT NULL THEN  -- else the column's default stands: defined once, in the schema
+        UPDATE ticket_options SET max_hold_seconds = p_max_hold_seconds WHERE id = created.id
+        RETURNING * INTO created;
+    END IF;
     IF p_idempotency_key IS NOT NULL THEN
         PERFORM remember_idempotency_keys(ARRAY[scope], ARRAY[p_idempotency_key], ARRAY[request], 'ticket_option',
                                           ARRAY[created.id]);

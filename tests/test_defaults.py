@@ -34,3 +34,13 @@ async def test_the_openapi_defaults_are_the_sql_ones(conn, function, argument, l
     assert " DEFAULT " in declared, declared
     sql_default = await conn.fetchval(f"SELECT {declared.split(' DEFAULT ', 1)[1]}")
     assert sql_default == openapi_default(location, field)
+
+
+async def test_the_openapi_max_hold_seconds_default_is_the_column_default(conn):
+    # create_ticket_option leaves the column's default standing when the argument is null.
+    column_default = await conn.fetchval(
+        "SELECT column_default FROM information_schema.columns "
+        "WHERE table_schema = 'ticket_allocation' AND table_name = 'ticket_options' AND column_name = 'max_hold_seconds'")
+    assert int(column_default) == openapi_default("body", "max_hold_seconds")
+    created = await conn.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
+    assert created["max_hold_seconds"] == int(column_default)

@@ -2,11 +2,13 @@
 
 import asyncio
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
+import pytest
 
 from ..people import USER
-from .helpers import assert_problem, create_option
+from .helpers import HeldOptionLock, assert_problem, create_option
 
 
 async def hold(client, option_id, quantity=1, user_id=USER, headers=None, **extra):
@@ -164,3 +166,55 @@ async def test_the_servers_sweeper_stores_expired_holds_and_metrics_count_holds(
     metrics = await (await client.get("/metrics")).text()
     assert any(line.startswith("ticket_allocation_holds_total{") and line.endswith(" 1.0")
                for line in metrics.splitlines())
+
+
+async def until_past(expires_at: str):
+    """Real time passes the hold's expires_at (this race is about real time, not the test clock)."""
+    deadline = datetime.fromisoformat(expires_at)
+    while datetime.now(timezone.utc) <= deadline:
+        await asyncio.sleep(0.05)
+
+
+async def blocked(lock: HeldOptionLock, calls: int, unless: asyncio.Future | None = None):
+    """Polls until `calls` sessions wait for a lock (the second waiter of a row waits for the first),
+    or `unless` is answered."""
+    for _ in range(100):  # bounded: 5 s
+        if await lock.conn.fetchval("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted") >= calls:
+            return
+        if unless is not None and unless.done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {calls} calls queued on the option's lock")
+
+
+@pytest.mark.parametrize("database_settings", [{"lock_timeout": "10s"}])  # the lock outlives the role's 1 s
+async def test_a_confirm_queued_on_the_lock_past_expiry_answers_expired(client, database_url):
+    # Issue 17's race: a session holds the option's lock from before expires_at to after it; a confirm
+    # sent before expiry and a read sent after it both wait, and both say expired.
+    option = await create_option(client, allocation=10)
+    held = await (await hold(client, option["id"], 2, ttl_seconds=1)).json()
+    async with HeldOptionLock(database_url, option["id"]) as lock:
+        confirming = asyncio.ensure_future(client.post(f"/holds/{held['id']}/confirm"))
+        await blocked(lock, 1)
+        await until_past(held["expires_at"])
+        reading = asyncio.ensure_future(client.get(f"/holds/{held['id']}"))
+        await blocked(lock, 2, unless=reading)  # it waits for the decision in progress
+    await assert_problem(await confirming, 409, "/problems/hold-expired")
+    read = await reading
+    assert read.status == 200 and (await read.json())["status"] == "expired"
+    seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
+    assert (seen["allocation"], seen["held"], seen["sold"]) == (10, 0, 0)
+
+
+async def test_an_options_max_hold_seconds_caps_its_holds(client):
+    response = await client.post("/ticket_options", json={"name": "Gig", "allocation": 10, "max_hold_seconds": 60})
+    assert response.status == 201
+    option = await response.json()
+    assert option["max_hold_seconds"] == 60
+    held = await (await hold(client, option["id"], 1, ttl_seconds=3600)).json()
+    lifetime = datetime.fromisoformat(held["expires_at"]) - datetime.fromisoformat(held["created_at"])
+    assert lifetime == timedelta(seconds=60)
+    for bad in (0, 86401, "60", 1.5):
+        problem = await assert_problem(
+            await client.post("/ticket_options", json={"name": "Gig", "allocation": 10, "max_hold_seconds": bad}), 422)
+        assert "max_hold_seconds" in str(problem)

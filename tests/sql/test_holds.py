@@ -298,3 +298,104 @@ async def test_sweeper_and_lazy_reclaim_together(conn, database_url):
         state = await option(conn, option_id)
         assert (state["remaining"], state["held"], state["sold"]) == (10, 5, 5)
     await books_balance(conn)
+
+
+async def queued_on_a_lock(conn, pid):
+    """Polls until backend `pid` waits for a lock (bounded: 10 s)."""
+    for _ in range(200):
+        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"backend {pid} never queued on a lock")
+
+
+async def until_past(conn, expires_at):
+    """Real time passes expires_at (the race below is about real time, not the test clock)."""
+    while await conn.fetchval("SELECT clock() <= $1", expires_at):
+        await asyncio.sleep(0.05)
+
+
+async def test_a_confirm_that_waited_on_the_lock_past_expiry_is_refused(conn, database_url):
+    # The race of issue 17: the lock is held from before expires_at until after it; a confirm and a
+    # read queue behind it. Whatever order they get the lock in, both say expired, and nothing is bought.
+    option_id = await create_option(conn, 10)
+    held = await hold(conn, option_id, 2, ttl="1 second")
+    blocker, confirmer, reader = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR NO KEY UPDATE", option_id)
+            confirming = asyncio.ensure_future(confirm(confirmer, held["id"]))
+            await queued_on_a_lock(conn, confirmer.get_server_pid())
+            await until_past(conn, held["expires_at"])
+            reading = asyncio.ensure_future(reader.fetchrow("SELECT * FROM get_hold($1)", held["id"]))
+            await queued_on_a_lock(conn, reader.get_server_pid())  # it waits for the decision in progress
+        with pytest.raises(asyncpg.PostgresError) as refused:
+            await confirming
+        assert refused.value.sqlstate == "TA010"
+        assert (await reading)["status"] == "expired"
+    finally:
+        for connection in (blocker, confirmer, reader):
+            await connection.close()
+    state = await option(conn, option_id)
+    assert (state["remaining"], state["held"], state["sold"]) == (10, 0, 0)
+    assert await conn.fetchval("SELECT status FROM holds WHERE id = $1", held["id"]) == "expired"
+    await books_balance(conn)
+
+
+async def test_a_transaction_opened_before_expiry_cannot_confirm_after_it(conn, database_url):
+    # psql: BEGIN before expires_at, confirm_hold after it. The transaction's start is not the clock.
+    option_id = await create_option(conn, 10)
+    held = await hold(conn, option_id, 2, ttl="1 second")
+    late = await asyncpg.connect(database_url)
+    try:
+        async with late.transaction():
+            await late.execute("SELECT now()")
+            await until_past(conn, held["expires_at"])
+            with pytest.raises(asyncpg.PostgresError) as refused:
+                await confirm(late, held["id"])
+        assert refused.value.sqlstate == "TA010"
+    finally:
+        await late.close()
+    assert (await option(conn, option_id))["sold"] == 0
+    await books_balance(conn)
+
+
+async def test_a_read_that_says_expired_stores_it_so(conn):
+    option_id = await create_option(conn, 10)
+    held = await hold(conn, option_id, 3)
+    await advance_clock(conn, "11 minutes")
+    assert await conn.fetchval("SELECT status FROM holds WHERE id = $1", held["id"]) == "held"
+    assert (await conn.fetchrow("SELECT * FROM get_hold($1)", held["id"]))["status"] == "expired"
+    assert await conn.fetchval("SELECT status FROM holds WHERE id = $1", held["id"]) == "expired"
+    await books_balance(conn)
+
+
+async def test_max_hold_seconds_caps_every_hold_of_the_option(conn):
+    option_id = await conn.fetchval(
+        "SELECT id FROM create_ticket_option('Gig', '', 100, p_max_hold_seconds => 60)")
+    assert (await option(conn, option_id))["max_hold_seconds"] == 60
+    asked_more = await hold(conn, option_id, 1, ttl="1 day")
+    by_default = await conn.fetchrow("SELECT * FROM hold_tickets_batch($1::ticket_request[])",
+                                     ticket_requests(option_id, [USER], [1]))
+    shorter = await hold(conn, option_id, 1, ttl="30 seconds")
+    lifetime = "SELECT expires_at - created_at FROM holds WHERE id = $1"
+    assert await conn.fetchval(lifetime, asked_more["id"]) == timedelta(seconds=60)
+    assert await conn.fetchval(lifetime, by_default["hold"]["id"]) == timedelta(seconds=60)
+    assert await conn.fetchval(lifetime, shorter["id"]) == timedelta(seconds=30)
+
+
+async def test_max_hold_seconds_defaults_to_half_an_hour(conn):
+    option_id = await create_option(conn, 10)
+    assert (await option(conn, option_id))["max_hold_seconds"] == 1800
+    held = await hold(conn, option_id, 1, ttl="2 hours")
+    assert await conn.fetchval("SELECT expires_at - created_at FROM holds WHERE id = $1", held["id"]) == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 86401])
+async def test_max_hold_seconds_outside_one_second_to_one_day_is_TA001(conn, seconds):
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await conn.fetchval("SELECT id FROM create_ticket_option('Gig', '', 10, p_max_hold_seconds => $1)", seconds)
+    assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "max_hold_seconds")
+    with pytest.raises(asyncpg.PostgresError):  # the CHECK backs it
+        await conn.execute("INSERT INTO ticket_options (name, remaining, total, max_hold_seconds) VALUES ('Gig', 1, 1, $1)",
+                           seconds)

@@ -164,22 +164,66 @@ async def test_a_held_order_expires_as_a_whole_and_cannot_be_confirmed(conn):
     await books_balance(conn)
 
 
-async def test_confirm_at_the_expiry_boundary(conn):
-    """expires_at itself is expired (a hold lives while clock() < expires_at): the same clock instant
-    decides the whole order, every line."""
+async def queued_on_a_lock(conn, pid):
+    """Polls until backend `pid` waits for a lock (bounded: 10 s)."""
+    for _ in range(200):
+        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"backend {pid} never queued on a lock")
+
+
+async def until_past(conn, expires_at):
+    """Real time passes expires_at (the race below is about real time, not the test clock)."""
+    while await conn.fetchval("SELECT clock() <= $1", expires_at):
+        await asyncio.sleep(0.05)
+
+
+async def test_a_confirm_queued_on_the_locks_past_expiry_is_refused_and_a_read_agrees(conn, database_url):
+    """The expiry boundary as issue 17 decides it: by a clock read once the locks are granted. A
+    confirm sent before expires_at that gets the locks after it is refused, nothing is bought, and a
+    read queued behind it says expired too; one that gets them before expires_at buys every line."""
     a, b = await create_option(conn, 4), await create_option(conn, 4)
-    late = await place(conn, [(a, 1), (b, 1)], ttl="1 minute")
     in_time = await place(conn, [(a, 1), (b, 1)], ttl="1 minute", user_id=uuid.uuid4())
-    async with conn.transaction():  # one transaction: clock() is now() + offset, now() fixed
-        await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = $1 - now()", late["expires_at"])
-        error = await refused(conn.fetchrow("SELECT * FROM confirm_order($1)", late["id"]))
+    late = await place(conn, [(a, 1), (b, 1)], ttl="1 second")
+    blocker, confirmer, reader = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        async with blocker.transaction():  # holds the second line's option from before expires_at until after it
+            await blocker.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR NO KEY UPDATE", b)
+            confirming = asyncio.ensure_future(confirmer.fetchrow("SELECT * FROM confirm_order($1)", late["id"]))
+            await queued_on_a_lock(conn, confirmer.get_server_pid())
+            await until_past(conn, late["expires_at"])
+            reading = asyncio.ensure_future(reader.fetchrow("SELECT * FROM get_order($1)", late["id"]))
+            await queued_on_a_lock(conn, reader.get_server_pid())
+        error = await refused(confirming)
         assert error.sqlstate == "TA018"
-    async with conn.transaction():
-        await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = $1 - now() - interval '1 microsecond'",
-                           in_time["expires_at"])
-        confirmed = await conn.fetchrow("SELECT * FROM confirm_order($1)", in_time["id"])
+        assert (await reading)["status"] == "expired"
+        confirmed = await confirmer.fetchrow("SELECT * FROM confirm_order($1)", in_time["id"])
         assert confirmed["created"] is True
+    finally:
+        for connection in (blocker, confirmer, reader):
+            await connection.close()
+    assert await conn.fetchval("SELECT status FROM orders WHERE id = $1", late["id"]) == "expired"
+    assert await conn.fetchval("SELECT count(*) FROM holds WHERE order_id = $1 AND status = 'expired'", late["id"]) == 2
+    assert [await sold(conn, o) for o in (a, b)] == [(3, 0, 1), (3, 0, 1)]
     await books_balance(conn)
+
+
+async def test_a_read_that_says_expired_stores_the_order_so(conn):
+    a = await create_option(conn, 4)
+    order = await place(conn, [(a, 2)], ttl="1 minute")
+    await advance_clock(conn, "2 minutes")
+    assert (await conn.fetchrow("SELECT status FROM get_order($1)", order["id"]))["status"] == "expired"
+    assert await conn.fetchval("SELECT status FROM orders WHERE id = $1", order["id"]) == "expired"
+    await books_balance(conn)
+
+
+async def test_max_hold_seconds_bounds_every_line_and_the_order_expires_at_the_shortest(conn):
+    short = await conn.fetchval("SELECT id FROM create_ticket_option('Gig', '', 10, p_max_hold_seconds => 60)")
+    long = await create_option(conn, 10)
+    order = await place(conn, [(long, 1), (short, 1)], ttl="20 minutes")
+    assert order["expires_at"] - order["created_at"] == timedelta(seconds=60)
+    assert {h["expires_at"] for h in order["holds"]} == {order["expires_at"]}
 
 
 async def test_release_frees_every_line_at_once(conn):

@@ -25,7 +25,7 @@ async def test_create_returns_the_new_option(conn):
 async def test_an_option_shows_exactly_its_public_fields(conn):
     option = await create(conn)
     assert list(option.keys()) == ["id", "name", "desc", "remaining", "sold", "total", "max_per_user", "created_at", "held",
-                                   "quota_ids", "available"]
+                                   "max_hold_seconds", "quota_ids", "available"]
 
 
 async def test_desc_defaults_in_the_signature(conn):
