@@ -147,13 +147,14 @@ async def test_a_held_order_expires_as_a_whole_and_cannot_be_confirmed(conn):
     a, b = await create_option(conn, 4), await create_option(conn, 4)
     order = await place(conn, [(a, 4), (b, 4)], ttl="1 minute")
     await advance_clock(conn, "61 seconds")
-    assert (await conn.fetchrow("SELECT status FROM get_order($1)", order["id"]))["status"] == "expired"
     assert [await sold(conn, o) for o in (a, b)] == [(4, 0, 0), (4, 0, 0)]  # on sale at once, unswept
     # A purchase of one line's option reclaims that line and stores the order expired (once).
     await purchase(conn, a, 1)
     assert await conn.fetchval("SELECT status FROM orders WHERE id = $1", order["id"]) == "expired"
     assert await conn.fetchval("SELECT count(*) FROM holds WHERE order_id = $1 AND status = 'held'", order["id"]) == 1
     await books_balance(conn)
+    read = await conn.fetchrow("SELECT * FROM get_order($1)", order["id"])
+    assert read["status"] == "expired" and {h["status"] for h in read["holds"]} == {"expired"}
     error = await refused(conn.fetchrow("SELECT * FROM confirm_order($1)", order["id"]))
     assert error.sqlstate == "TA018"
     assert (await conn.fetchrow("SELECT * FROM release_order($1)", order["id"]))["status"] == "expired"
