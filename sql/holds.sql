@@ -157,46 +157,45 @@ AS $$
 $$;
 
 -- reclaim_expired_holds(p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
--- Under the locks of the options and their quotas only: stores the options'
--- holds past expires_at (by decision_clock()) as expired (released_at: when they expired) and puts
--- their tickets back on sale (move_tickets, per option), in a few statements
--- whatever their number, with a hold.expired event each (sql/events.sql).
--- holds: how many; order_ids: the orders of those holds, in id order (the
--- caller locks them and expires them: expire_orders).
+-- Under the locks of the options and their quotas only: stores each
+-- option's holds past expires_at (by decision_clock()) as expired
+-- (released_at: when they expired) and puts their tickets back on sale
+-- (move_tickets), a few statements per option whatever the number of holds,
+-- with a hold.expired event each (sql/events.sql). holds: how many;
+-- order_ids: the orders of those holds, in id order (the caller locks them
+-- and expires them: expire_orders).
 CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(
     p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    expired_ids uuid[];
-    options uuid[];       -- by expired hold: its option
-    quantities integer[]; -- by expired hold: its tickets
-    freed record;
+    expired_ids uuid[] := '{}'::uuid[];
+    option_id uuid;
+    reclaimed record;
 BEGIN
-    WITH expired AS (
-        UPDATE holds h SET status = 'expired', released_at = h.expires_at
-        WHERE h.ticket_option_id = ANY (p_ticket_option_ids) AND h.status = 'held' AND h.expires_at <= decision_clock()
-        RETURNING h.id, h.ticket_option_id, h.quantity, h.order_id
-    )
-    SELECT array_agg(e.id ORDER BY e.id), array_agg(e.ticket_option_id ORDER BY e.id),
-           array_agg(e.quantity ORDER BY e.id),
-           array_agg(DISTINCT e.order_id) FILTER (WHERE e.order_id IS NOT NULL)
-    INTO expired_ids, options, quantities, order_ids
-    FROM expired e;
-    holds := coalesce(cardinality(expired_ids), 0);
-    IF holds = 0 THEN
-        RETURN;
-    END IF;
-    FOR freed IN
-        SELECT u.option_id, sum(u.quantity)::integer AS tickets
-        FROM unnest(options, quantities) AS u (option_id, quantity)
-        GROUP BY u.option_id
-        ORDER BY u.option_id
-    LOOP
-        PERFORM move_tickets(freed.option_id, -freed.tickets, 0);
+    order_ids := '{}'::uuid[];
+    FOREACH option_id IN ARRAY p_ticket_option_ids LOOP
+        -- One option per statement: its holds_live_idx range. With an array of options, a
+        -- generic plan skip-scanned holds_live_user_idx instead: every live hold of them.
+        WITH expired AS (
+            UPDATE holds h SET status = 'expired', released_at = h.expires_at
+            WHERE h.ticket_option_id = option_id AND h.status = 'held' AND h.expires_at <= decision_clock()
+            RETURNING h.id, h.quantity, h.order_id
+        )
+        SELECT coalesce(array_agg(e.id), '{}'::uuid[]) AS ids, coalesce(sum(e.quantity), 0)::integer AS tickets,
+               coalesce(array_agg(e.order_id) FILTER (WHERE e.order_id IS NOT NULL), '{}'::uuid[]) AS orders
+        INTO reclaimed
+        FROM expired e;
+        IF reclaimed.tickets > 0 THEN
+            PERFORM move_tickets(option_id, -reclaimed.tickets, 0);
+            expired_ids := expired_ids || reclaimed.ids;
+            order_ids := order_ids || reclaimed.orders;
+        END IF;
     END LOOP;
-    PERFORM append_hold_events('hold.expired', expired_ids);  -- sql/events.sql
+    holds := cardinality(expired_ids);
+    order_ids := ARRAY(SELECT DISTINCT o FROM unnest(order_ids) AS o ORDER BY o);
+    PERFORM append_hold_events('hold.expired', ARRAY(SELECT h FROM unnest(expired_ids) AS h ORDER BY h));  -- sql/events.sql
 END;
 $$;
 
