@@ -31,8 +31,10 @@
 --   3. orders: the call's own, and those whose holds expire now;
 --   4. then only the rows of its own purchases and holds.
 -- So calls that touch the same options or quotas take turns, whatever the
--- order of their lines, and cannot deadlock; the sweeper takes the same
--- locks with SKIP LOCKED (it never waits, so it cannot be part of a cycle).
+-- order of their lines, and cannot deadlock; the sweeper (try_lock_for_sweep)
+-- and the batches that must not wait (try_lock_options: the coalescer's)
+-- take the same locks with SKIP LOCKED (they never wait, so they cannot be
+-- part of a cycle).
 -- update_quota first takes the quota's own advisory lock (0.), which no
 -- other call takes.
 
@@ -245,6 +247,48 @@ BEGIN
 END;
 $$;
 
+-- options_to_lock(p_ticket_option_ids uuid[]) RETURNS uuid[]
+-- Step 1 of the lock order: the options named and every option sharing a
+-- quota with them, without nulls or duplicates, in id order. Read before
+-- they are locked (see lock_options).
+CREATE OR REPLACE FUNCTION ticket_allocation.options_to_lock(p_ticket_option_ids uuid[])
+RETURNS uuid[]
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT DISTINCT w.id
+        FROM (SELECT unnest(p_ticket_option_ids)
+              UNION
+              SELECT qo.ticket_option_id
+              FROM quota_options qo
+              WHERE qo.quota_id = ANY (ARRAY(SELECT qs.quota_id FROM quota_options qs
+                                             WHERE qs.ticket_option_id = ANY (p_ticket_option_ids)))) AS w (id)
+        WHERE w.id IS NOT NULL
+        ORDER BY w.id)
+$$;
+
+-- quotas_to_lock(p_locked_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL) RETURNS uuid[]
+-- Step 2 of the lock order: the quotas of the options locked already and
+-- p_quota_ids, without nulls or duplicates, in id order. The quotas of
+-- locked options cannot change now (update_quota locks every option it adds
+-- or removes).
+CREATE OR REPLACE FUNCTION ticket_allocation.quotas_to_lock(p_locked_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL)
+RETURNS uuid[]
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT DISTINCT q.id
+        FROM (SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = ANY (p_locked_option_ids)
+              UNION
+              SELECT unnest(p_quota_ids)) AS q (id)
+        WHERE q.id IS NOT NULL
+        ORDER BY q.id)
+$$;
+
 -- lock_options(p_ticket_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL, p_order_ids uuid[] DEFAULT NULL)
 --     RETURNS void
 -- THE way to lock, for any change to tickets (the lock order above): locks
@@ -266,15 +310,7 @@ LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    sharing constant uuid[] := ARRAY(
-        SELECT DISTINCT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = ANY (p_ticket_option_ids));
-    wanted constant uuid[] := ARRAY(
-        SELECT DISTINCT w.id
-        FROM (SELECT unnest(p_ticket_option_ids)
-              UNION
-              SELECT qo.ticket_option_id FROM quota_options qo WHERE qo.quota_id = ANY (sharing)) AS w (id)
-        WHERE w.id IS NOT NULL
-        ORDER BY w.id);
+    wanted constant uuid[] := options_to_lock(p_ticket_option_ids);
     locked uuid[] := '{}'::uuid[];
     next_id uuid;
     reclaimed record;
@@ -285,21 +321,94 @@ BEGIN
             locked := locked || next_id;
         END IF;
     END LOOP;
-    -- The quotas of locked options cannot change now (update_quota locks every option it adds or removes).
-    FOREACH next_id IN ARRAY ARRAY(
-        SELECT DISTINCT q.id
-        FROM (SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = ANY (locked)
-              UNION
-              SELECT unnest(p_quota_ids)) AS q (id)
-        WHERE q.id IS NOT NULL
-        ORDER BY q.id)
-    LOOP
+    FOREACH next_id IN ARRAY quotas_to_lock(locked, p_quota_ids) LOOP
         PERFORM 1 FROM quotas WHERE id = next_id FOR NO KEY UPDATE;
     END LOOP;
     PERFORM read_decision_clock();
     reclaimed := reclaim_expired_holds(locked);
     PERFORM lock_orders(coalesce(p_order_ids, '{}'::uuid[]) || coalesce(reclaimed.order_ids, '{}'::uuid[]));
     PERFORM expire_orders(reclaimed.order_ids);
+END;
+$$;
+
+-- try_lock_options(p_ticket_option_ids uuid[]) RETURNS uuid[]
+-- lock_options for a call that must not wait (a batch with p_skip_locked):
+-- the same locks in the same order (options, then their quotas, then the
+-- orders of their expired holds, each set in id order), each taken only if
+-- nobody holds it (SKIP LOCKED). Then reads the decision clock and reclaims
+-- the expired holds of every option it got whole (the option, each of its
+-- quotas and each order of its expired holds). Returns the options of
+-- p_ticket_option_ids it cannot decide on: those not got whole, and those
+-- sharing a quota with an option not got whole (that option's expired holds
+-- may still count in the quota); the caller decides nothing for them and
+-- leaves them to a call that waits. Unknown ids and nulls are never
+-- returned (nothing to wait for: the caller refuses them). What it got
+-- stays locked until the end of the transaction.
+CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_options(p_ticket_option_ids uuid[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    locked uuid[] := '{}'::uuid[];
+    not_whole uuid[] := '{}'::uuid[];   -- options it could not get whole
+    busy_quotas uuid[] := '{}'::uuid[];
+    orders_of jsonb := '{}'::jsonb;      -- option -> the orders of its expired holds
+    busy_orders uuid[] := '{}'::uuid[];
+    whole uuid[];
+    next_id uuid;
+    reclaimed record;
+BEGIN
+    FOREACH next_id IN ARRAY options_to_lock(p_ticket_option_ids) LOOP
+        PERFORM 1 FROM ticket_options WHERE id = next_id FOR NO KEY UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            locked := locked || next_id;
+        ELSIF EXISTS (SELECT 1 FROM ticket_options WHERE id = next_id) THEN  -- another call holds it
+            not_whole := not_whole || next_id;
+        END IF;
+    END LOOP;
+    FOREACH next_id IN ARRAY quotas_to_lock(locked) LOOP
+        PERFORM 1 FROM quotas WHERE id = next_id FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            busy_quotas := busy_quotas || next_id;
+        END IF;
+    END LOOP;
+    PERFORM read_decision_clock();
+    whole := ARRAY(SELECT o FROM unnest(locked) AS o
+                   WHERE NOT (option_quota_ids(o) && busy_quotas));
+    FOREACH next_id IN ARRAY whole LOOP  -- one option per statement, as reclaim_expired_holds
+        orders_of := orders_of || jsonb_build_object(next_id, to_jsonb(ARRAY(
+            SELECT DISTINCT h.order_id FROM holds h
+            WHERE h.ticket_option_id = next_id AND h.status = 'held' AND h.expires_at <= decision_clock()
+              AND h.order_id IS NOT NULL)));
+    END LOOP;
+    FOREACH next_id IN ARRAY ARRAY(
+        SELECT DISTINCT o.id::uuid FROM jsonb_each(orders_of) AS e, jsonb_array_elements_text(e.value) AS o (id)
+        ORDER BY 1)
+    LOOP
+        PERFORM 1 FROM orders WHERE id = next_id FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            busy_orders := busy_orders || next_id;
+        END IF;
+    END LOOP;
+    IF cardinality(busy_orders) > 0 THEN
+        whole := ARRAY(SELECT o FROM unnest(whole) AS o
+                       WHERE NOT (ARRAY(SELECT e::uuid FROM jsonb_array_elements_text(orders_of -> o::text) AS e)
+                                  && busy_orders));
+    END IF;
+    not_whole := not_whole || ARRAY(SELECT o FROM unnest(locked) AS o WHERE o <> ALL (whole));
+    reclaimed := reclaim_expired_holds(whole);
+    PERFORM expire_orders(reclaimed.order_ids);  -- each locked above
+    IF cardinality(not_whole) = 0 THEN
+        RETURN '{}'::uuid[];
+    END IF;
+    RETURN ARRAY(
+        SELECT DISTINCT named.id
+        FROM unnest(p_ticket_option_ids) AS named (id)
+        WHERE named.id = ANY (not_whole)
+           OR option_quota_ids(named.id) && ARRAY(SELECT qo.quota_id FROM quota_options qo
+                                                  WHERE qo.ticket_option_id = ANY (not_whole))
+        ORDER BY named.id);
 END;
 $$;
 
@@ -353,7 +462,8 @@ BEGIN
 END;
 $$;
 
--- api.hold_tickets_batch(p_requests api.ticket_request[]) RETURNS SETOF api.hold_outcome
+-- api.hold_tickets_batch(p_requests api.ticket_request[], p_skip_locked boolean DEFAULT false)
+--     RETURNS SETOF api.hold_outcome
 -- Decides many holds in one call (the coalescer's), in arrival order (array
 -- order), exactly as purchase_tickets_batch decides purchases (the same
 -- steps and rules: what is on sale, every quota of the option,
@@ -363,11 +473,13 @@ $$;
 -- option's max_hold_seconds when that is shorter. One row per
 -- request, in order: a refusal or the hold. A key naming an earlier hold of
 -- the same request gets that hold (as it is now) and holds nothing more.
+-- p_skip_locked: a request whose option another transaction holds is
+-- deferred, as in purchase_tickets_batch.
 -- Refusals: TA001 (null option or user, quantity outside 1..1000, ttl outside
 --           1 s..1 day, malformed key), TA002 (no such option), TA003, TA005,
 --           TA006, TA007, TA014 (a quota of the option has too few left).
 -- Errors (nothing is held): TA008.
-CREATE OR REPLACE FUNCTION api.hold_tickets_batch(p_requests api.ticket_request[])
+CREATE OR REPLACE FUNCTION api.hold_tickets_batch(p_requests api.ticket_request[], p_skip_locked boolean DEFAULT false)
 RETURNS SETOF api.hold_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -384,6 +496,7 @@ DECLARE
     asked jsonb[] := '{}'::jsonb[];
     hold_ids uuid[] := '{}'::uuid[];        -- by ordinal: the hold answering it, new or earlier
     granted integer[];                      -- the ordinals that hold now
+    deferred boolean[];                     -- by ordinal: its option was busy (p_skip_locked)
 BEGIN
     PERFORM assert_session_limits();
     FOR i IN 1 .. requested LOOP
@@ -397,8 +510,8 @@ BEGIN
             'ttl', request.ttl));
     END LOOP;
 
-    SELECT b.refusals, b.ids, b.granted INTO refusals, hold_ids, granted
-    FROM decide_batch(requests, scopes, asked, refusals) AS b;
+    SELECT b.refusals, b.ids, b.granted, b.deferred INTO refusals, hold_ids, granted, deferred
+    FROM decide_batch(requests, scopes, asked, refusals, p_skip_locked) AS b;
 
     PERFORM apply_holds(array_agg(hold_ids[g] ORDER BY g), array_agg(requests[g] ORDER BY g))
     FROM unnest(granted) AS g;
@@ -410,7 +523,7 @@ BEGIN
     HAVING count(*) > 0;
 
     RETURN QUERY
-        SELECT o, refusals[o], hold_resource(hold_ids[o])
+        SELECT o, refusals[o], hold_resource(hold_ids[o]), deferred[o]
         FROM generate_series(1, requested) AS o
         ORDER BY o;
 END;

@@ -265,19 +265,21 @@ END;
 $$;
 
 -- decide_batch(p_requests api.ticket_request[], p_scopes text[], p_asked jsonb[], INOUT refusals api.refusal[],
---              OUT ids uuid[], OUT granted integer[])
+--              p_skip_locked boolean DEFAULT false, OUT ids uuid[], OUT granted integer[], OUT deferred boolean[])
 -- Steps 1 to 3 of a batch of purchases or holds, the same for both: claims
 -- the keys (claim_batch_keys: key of request i in scope p_scopes[i], for the
 -- request p_asked[i]), locks the options of the requests still open
--- (lock_options; nothing when none is), decides them in order
--- (decide_in_order) and gives each granted request a new id; a repeat of an
--- earlier request of the batch gets its answer. ids[i]: the purchase or hold
--- answering request i (new, or an earlier call's for its key); granted: the
--- ordinals to apply now (step 4 is the caller's: apply_purchases or
--- apply_holds).
+-- (lock_options, or with p_skip_locked try_lock_options, which never waits;
+-- nothing when none is open), decides them in order (decide_in_order) and
+-- gives each granted request a new id; a repeat of an earlier request of the
+-- batch gets its answer. ids[i]: the purchase or hold answering request i
+-- (new, or an earlier call's for its key); granted: the ordinals to apply now
+-- (step 4 is the caller's: apply_purchases or apply_holds); deferred[i]: true
+-- when request i's option could not be locked without waiting (only with
+-- p_skip_locked): neither refused nor granted, nothing is done for it.
 CREATE OR REPLACE FUNCTION ticket_allocation.decide_batch(
     p_requests api.ticket_request[], p_scopes text[], p_asked jsonb[], INOUT refusals api.refusal[],
-    OUT ids uuid[], OUT granted integer[])
+    p_skip_locked boolean DEFAULT false, OUT ids uuid[], OUT granted integer[], OUT deferred boolean[])
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
@@ -286,6 +288,8 @@ DECLARE
     open boolean[] := '{}'::boolean[];      -- by ordinal: still to decide under the lock
     repeats integer[];                      -- by ordinal: the earlier ordinal with the same key and request
     decided api.refusal[];                  -- by ordinal: refused under the lock
+    open_options uuid[];
+    busy uuid[] := '{}'::uuid[];            -- options another call holds (p_skip_locked)
 BEGIN
     SELECT k.refusals, k.earlier_ids, k.repeats INTO refusals, ids, repeats
     FROM claim_batch_keys(p_scopes, ARRAY(SELECT r.idempotency_key FROM unnest(p_requests) WITH ORDINALITY AS r
@@ -295,10 +299,21 @@ BEGIN
         open[i] := (refusals[i]).sqlstate IS NULL AND ids[i] IS NULL AND repeats[i] IS NULL;
     END LOOP;
 
-    IF true = ANY (open) THEN
-        PERFORM lock_options(ARRAY(SELECT (p_requests[i]).ticket_option_id FROM generate_series(1, requested) AS i
-                                   WHERE open[i]));
+    open_options := ARRAY(SELECT (p_requests[i]).ticket_option_id FROM generate_series(1, requested) AS i WHERE open[i]);
+    IF cardinality(open_options) = 0 THEN
+        NULL;  -- nothing to lock
+    ELSIF p_skip_locked THEN
+        busy := try_lock_options(open_options);
+    ELSE
+        PERFORM lock_options(open_options);
     END IF;
+    deferred := array_fill(false, ARRAY[requested]);
+    FOR i IN 1 .. requested LOOP
+        IF open[i] AND (p_requests[i]).ticket_option_id = ANY (busy) THEN
+            open[i] := false;
+            deferred[i] := true;
+        END IF;
+    END LOOP;
     SELECT d.refusals, d.granted INTO decided, granted
     FROM decide_in_order(p_requests, open) AS d;
     FOR i IN 1 .. requested LOOP
@@ -312,11 +327,13 @@ BEGIN
         CONTINUE WHEN repeats[i] IS NULL;
         refusals[i] := refusals[repeats[i]];
         ids[i] := ids[repeats[i]];
+        deferred[i] := deferred[repeats[i]];
     END LOOP;
 END;
 $$;
 
--- api.purchase_tickets_batch(p_requests api.ticket_request[]) RETURNS SETOF api.purchase_outcome
+-- api.purchase_tickets_batch(p_requests api.ticket_request[], p_skip_locked boolean DEFAULT false)
+--     RETURNS SETOF api.purchase_outcome
 -- Decides many purchases in one call, in arrival order (array order):
 -- request i buys its quantity of its option for its user, with its optional
 -- idempotency key of its caller (see idempotency_scope in
@@ -331,12 +348,19 @@ $$;
 -- This is the one implementation of the purchase rules; purchase_tickets is
 -- a batch of one. Purchases compete with holds for what is on sale; held
 -- tickets are not on sale, expired holds' tickets are (reclaimed first).
+-- Locks are waited for (at most lock_timeout) unless p_skip_locked: then a
+-- request whose option, or one of its quotas, another transaction holds
+-- right now (or an option sharing a quota with it, or an order whose
+-- expired hold it would reclaim) is deferred: its row says deferred (no
+-- refusal, no receipt), nothing is bought or remembered for it, and it may
+-- be sent again, e.g. alone without p_skip_locked (the service's coalescer
+-- does: a stuck option never delays the others' batch).
 -- Refusals: TA001 (null option or user, quantity outside 1..1000, a ttl,
 --           malformed key), TA002 (no such option), TA003 (not enough left),
 --           TA005, TA006 (keys), TA007 (max_per_user), TA014 (a quota of the
 --           option has not enough left).
 -- Errors (the whole call fails, nothing is bought): TA008.
-CREATE OR REPLACE FUNCTION api.purchase_tickets_batch(p_requests api.ticket_request[])
+CREATE OR REPLACE FUNCTION api.purchase_tickets_batch(p_requests api.ticket_request[], p_skip_locked boolean DEFAULT false)
 RETURNS SETOF api.purchase_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -352,6 +376,7 @@ DECLARE
     asked jsonb[] := '{}'::jsonb[];         -- by ordinal: the request its key stands for
     purchase_ids uuid[] := '{}'::uuid[];    -- by ordinal: the purchase answering it, new or earlier
     granted integer[];                      -- the ordinals that buy now
+    deferred boolean[];                     -- by ordinal: its option was busy (p_skip_locked)
 BEGIN
     PERFORM assert_session_limits();
     FOR i IN 1 .. requested LOOP
@@ -363,8 +388,8 @@ BEGIN
             'ticket_option_id', request.ticket_option_id, 'user_id', request.user_id, 'quantity', request.quantity));
     END LOOP;
 
-    SELECT b.refusals, b.ids, b.granted INTO refusals, purchase_ids, granted
-    FROM decide_batch(p_requests, scopes, asked, refusals) AS b;
+    SELECT b.refusals, b.ids, b.granted, b.deferred INTO refusals, purchase_ids, granted, deferred
+    FROM decide_batch(p_requests, scopes, asked, refusals, p_skip_locked) AS b;
 
     PERFORM apply_purchases(array_agg(purchase_ids[g] ORDER BY g), array_agg(p_requests[g] ORDER BY g))
     FROM unnest(granted) AS g;
@@ -380,7 +405,7 @@ BEGIN
     -- is computed below the join, so a hash join (what a cached generic plan
     -- picks for a set of unknown size) ran it for EVERY purchase of the table.
     RETURN QUERY
-        SELECT o, refusals[o], purchase_resource(purchase_ids[o])
+        SELECT o, refusals[o], purchase_resource(purchase_ids[o]), deferred[o]
         FROM generate_series(1, requested) AS o
         ORDER BY o;
 END;
