@@ -219,7 +219,9 @@ $$;
 -- or, p_from_held, from `held` (the caller marks the holds confirmed). The
 -- CHECKs of ticket_options and quotas refuse anything that would oversell.
 -- Events: per option (in order of first appearance), its purchase.created
--- events, then its stock event if any.
+-- events, then its sold_out if it is (append_sale_events). An option it buys
+-- from had tickets on sale or held, so it is sold out exactly when none is
+-- left after (remaining + held is the same in the row as in the resource).
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_purchases(
     p_purchase_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL,
     p_from_held boolean DEFAULT false)
@@ -229,8 +231,8 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     bought record;
-    befores api.ticket_option[] := '{}'::api.ticket_option[];  -- by option, in order: as it was
-    by_option jsonb := '{}'::jsonb;  -- option -> the ordinals of its purchases
+    in_option_order integer[] := '{}'::integer[];  -- the ordinals, each option's together, options in order
+    sold_out uuid[] := '{}'::uuid[];
 BEGIN
     IF coalesce(cardinality(p_purchase_ids), 0) = 0 THEN
         RETURN;
@@ -241,10 +243,12 @@ BEGIN
         GROUP BY r.ticket_option_id
         ORDER BY min(r.ordinality)
     LOOP
-        befores := befores || (SELECT ticket_option_resource(o) FROM ticket_options o WHERE o.id = bought.ticket_option_id);
-        by_option := by_option || jsonb_build_object(bought.ticket_option_id, to_jsonb(bought.ordinals));
+        in_option_order := in_option_order || bought.ordinals::integer[];
         PERFORM move_tickets(bought.ticket_option_id, CASE WHEN p_from_held THEN -bought.tickets ELSE 0 END,
                              bought.tickets);
+        IF (SELECT o.remaining + o.held FROM ticket_options o WHERE o.id = bought.ticket_option_id) = 0 THEN
+            sold_out := sold_out || bought.ticket_option_id;
+        END IF;
     END LOOP;
     INSERT INTO purchases (id, ticket_option_id, user_id, quantity, order_id)
     SELECT p_purchase_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, p_order_id
@@ -252,15 +256,11 @@ BEGIN
     INSERT INTO tickets (ticket_option_id, purchase_id)
     SELECT r.ticket_option_id, p_purchase_ids[r.ordinality]
     FROM unnest(p_requests) WITH ORDINALITY AS r, generate_series(1, r.quantity);
-    -- Events (sql/events.sql): each option's new purchases, then its sold_out if it is.
-    FOR i IN 1 .. cardinality(befores) LOOP
-        PERFORM append_purchase_events(
-            'purchase.created',
-            ARRAY(SELECT p_purchase_ids[n::integer]
-                  FROM jsonb_array_elements_text(by_option -> (befores[i]).id::text) WITH ORDINALITY AS o (n, k)
-                  ORDER BY k),
-            befores[i]);
-    END LOOP;
+    PERFORM append_sale_events(ARRAY(SELECT p_purchase_ids[n] FROM unnest(in_option_order) WITH ORDINALITY AS o (n, k)
+                                     ORDER BY k),
+                               ARRAY(SELECT (p_requests[n]).ticket_option_id
+                                     FROM unnest(in_option_order) WITH ORDINALITY AS o (n, k) ORDER BY k),
+                               sold_out);  -- sql/events.sql
 END;
 $$;
 
