@@ -52,9 +52,11 @@ MAX_BATCH_KEYS = 32
 # Requests waiting in one queue (a lane, or a locked option's) in this worker; more are shed
 # (Overloaded). At the measured ~5 batches of 256 per second, the last would wait about a second.
 MAX_QUEUE = 1_024
-# Calls in flight at once per worker and coalescer, besides those of locked options
-# (README, Performance: measured against 1, 2 and 8); within the default pool of 10.
-LANES = 4
+# Calls in flight at once per worker and coalescer, besides those of locked options; within the
+# default pool of 10. On 2 CPUs, spread purchases at 64 connections went fastest with 1 or 2
+# lanes (bigger batches: fewer commits), slower with 4 and 8 (README, Performance); 2 keeps a
+# slow call (a hot option's full batch) from holding up every other option.
+LANES = 2
 
 
 class Overloaded(Exception):
