@@ -8,7 +8,13 @@ when the call returns they go to PostgreSQL together as ONE call of
 purchase_tickets_batch (one lock, one commit), still decided one by one, in
 arrival order, each all or nothing. At low load a batch is one request, so
 nothing waits. Holds are coalesced the same way, by a second coalescer
-calling hold_tickets_batch (BatchFunction says which function and how).
+calling hold_tickets_batch (BatchFunction says which function). Both take one
+array of api.ticket_request, the shape every batch of the SQL API shares; a
+batch here names one option (the one whose lock its requests would queue on).
+
+Orders are not coalesced: an order locks all of its lines' options (and the
+options sharing their quotas) at once, so two orders rarely queue on the same
+set, and an order is already one call and one commit for many lines.
 
 Bounds, so that load cannot turn into failures: a batch is capped by its
 purchases, by the tickets it inserts (a long transaction would meet
@@ -51,6 +57,7 @@ class Refused(Exception):
         self.sqlstate = refusal["sqlstate"]
         self.message = refusal["message"]
         self.column_name = refusal["column_name"]
+        self.detail = refusal["detail"]
 
 
 @dataclass
@@ -65,26 +72,21 @@ class PendingRequest:
 
 @dataclass(frozen=True)
 class BatchFunction:
-    """A batch function of the SQL API: its call, its arrays (one per argument after the option id) and
-    the field of its outcome rows that answers a request (the other is its refusal)."""
+    """A batch function of the SQL API, which takes one api.ticket_request[] (option, user, quantity,
+    idempotency key, caller, ttl: a tuple per request, as asyncpg sends a composite), and the field
+    of its outcome rows that answers a request (the other is its refusal)."""
     query: str
-    arrays: Callable[[list[PendingRequest]], list[list]]
     answer: str
     noun: str  # in the Overloaded message
 
 
-PURCHASE_BATCH = BatchFunction(
-    "SELECT * FROM api.purchase_tickets_batch($1, $2, $3, $4, $5)",
-    lambda batch: [[p.user_id for p in batch], [p.quantity for p in batch],
-                   [p.idempotency_key for p in batch], [p.caller for p in batch]],
-    "receipt", "purchases",
-)
-HOLD_BATCH = BatchFunction(
-    "SELECT * FROM api.hold_tickets_batch($1, $2, $3, $4, $5, $6)",
-    lambda batch: [[p.user_id for p in batch], [p.quantity for p in batch], [p.ttl for p in batch],
-                   [p.idempotency_key for p in batch], [p.caller for p in batch]],
-    "hold", "holds",
-)
+PURCHASE_BATCH = BatchFunction("SELECT * FROM api.purchase_tickets_batch($1::api.ticket_request[])", "receipt", "purchases")
+HOLD_BATCH = BatchFunction("SELECT * FROM api.hold_tickets_batch($1::api.ticket_request[])", "hold", "holds")
+
+
+def ticket_requests(option_id: uuid.UUID, batch: list[PendingRequest]) -> list[tuple]:
+    """The batch as api.ticket_request[]: every request of it names the option."""
+    return [(option_id, p.user_id, p.quantity, p.idempotency_key, p.caller, p.ttl) for p in batch]
 
 
 def take_batch(waiting: list[PendingRequest]) -> list[PendingRequest]:
@@ -151,7 +153,7 @@ class Coalescer:
     async def _send(self, option_id: uuid.UUID, batch: list[PendingRequest]) -> None:
         try:
             async with self._pool.acquire(timeout=self._pool_timeout) as conn:
-                outcomes = await conn.fetch(self._function.query, option_id, *self._function.arrays(batch))
+                outcomes = await conn.fetch(self._function.query, ticket_requests(option_id, batch))
         except BaseException as error:
             if isinstance(error, asyncpg.DataError) and len(batch) > 1:
                 # A value of some request that asyncpg cannot encode, or PostgreSQL cannot take

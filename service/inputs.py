@@ -36,7 +36,7 @@ BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "string" | "integer" | "uuid" | "strings" (an array of strings)
+    kind: str  # "string" | "integer" | "uuid" | "strings", "uuids" (arrays of those) | "objects" (an array of objects)
     required: bool = True
     default: object = None
     nullable: bool = False
@@ -51,10 +51,15 @@ def type_error(kind: str, value) -> str | None:
         if not INT32_MIN <= value <= INT32_MAX:
             return f"must be between {INT32_MIN} and {INT32_MAX}"
         return None
-    if kind == "strings":
+    if kind in ("strings", "uuids"):
+        noun = kind.removesuffix("s")
         if not isinstance(value, list) or len(value) > 100:
-            return "must be an array of at most 100 strings"
-        return next((reason for item in value if (reason := type_error("string", item))), None)
+            return f"must be an array of at most 100 {noun}s"
+        return next((reason for item in value if (reason := type_error(noun, item))), None)
+    if kind == "objects":  # each checked by the route (e.g. an order's lines)
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            return "must be an array of objects"
+        return None
     if not isinstance(value, str):
         return "must be a string" if kind == "string" else "must be a UUID string"
     if "\x00" in value:
@@ -70,6 +75,8 @@ def type_error(kind: str, value) -> str | None:
 
 def converted(kind: str, value):
     """A valid value as the SQL function's parameter takes it: UUIDs as uuid.UUID."""
+    if kind == "uuids":
+        return [uuid.UUID(item) for item in value]
     return uuid.UUID(value) if kind == "uuid" and value is not None else value
 
 

@@ -64,12 +64,15 @@ def json_value(value):
         return value.isoformat()
     if isinstance(value, list):
         return [json_value(item) for item in value]
+    if isinstance(value, asyncpg.Record):  # a resource inside a resource (an order's purchases)
+        return resource_json(value)
     return value
 
 
-def resource_json(row) -> dict:
-    """A resource of the SQL API (a row of an api type) as JSON."""
-    return {JSON_NAMES.get(name, name): json_value(value) for name, value in row.items()}
+def resource_json(row, names: dict[str, str] = JSON_NAMES) -> dict:
+    """A resource of the SQL API (a row of an api type) as JSON; `names`: the JSON names that differ
+    from the SQL ones (a quota's `remaining` keeps its name: only an option's is `allocation`)."""
+    return {names.get(name, name): json_value(value) for name, value in row.items()}
 
 
 @routes.post("/ticket_options")
