@@ -168,9 +168,10 @@ $$;
 -- feed_position(p_cursor text, p_horizon xid8, OUT after_xid xid8, OUT after_id bigint)
 -- Where a cursor of the feed points: '0-0' (before every event), or after
 -- the event (xid, id) it names, which must be one the feed can have given
--- out: a cursor is given out under a horizon (pg_snapshot_xmin) above its
--- xid, and the horizon only rises, so its xid is below p_horizon (the
--- caller's); and its id was handed out by the events' sequence. Anything else
+-- out: its xid one the server gives transactions (3 and up), and below
+-- p_horizon (the caller's), since a cursor is given out under a horizon
+-- (pg_snapshot_xmin) above its xid and the horizon only rises; its id one
+-- the events' sequence handed out. Anything else
 -- is refused rather than paged: a cursor ahead of what is committed would
 -- answer empty pages, and then skip whatever commits below it.
 -- Errors: TA001 (after) when p_cursor is none of those.
@@ -189,7 +190,7 @@ BEGIN
         xid_part := split_part(p_cursor, '-', 1)::numeric;
         id_part := split_part(p_cursor, '-', 2)::numeric;
         IF (xid_part = 0 AND id_part = 0)
-           OR (xid_part < p_horizon::text::numeric AND id_part BETWEEN 1 AND last_event_id()) THEN
+           OR (xid_part BETWEEN 3 AND p_horizon::text::numeric - 1 AND id_part BETWEEN 1 AND last_event_id()) THEN
             after_xid := xid_part::text::xid8;
             after_id := id_part::bigint;
             RETURN;
