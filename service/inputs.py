@@ -223,7 +223,7 @@ def read_query(request: web.Request, fields: tuple[Field, ...]) -> dict:
             errors.append(given_twice(field.name))
             continue
         raw = given[0]
-        value = whole_number(raw) if field.kind == "integer" and re.fullmatch(r"-?[0-9]+", raw) else raw
+        value = whole_number(raw) if field.kind in ("integer", "seconds") and re.fullmatch(r"-?[0-9]+", raw) else raw
         reason = type_error(field.kind, value)
         if reason:
             errors.append({"field": field.name, "message": f"{field.name} {reason}"})
