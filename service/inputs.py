@@ -210,7 +210,7 @@ def read_query(request: web.Request, fields: tuple[Field, ...]) -> dict:
     known = {field.name for field in fields}
     errors = [
         {"field": name, "message": f"{name} is not a known query parameter (expected: {', '.join(sorted(known))})"}
-        for name in dict.fromkeys(request.query)
+        for name in request.query  # each name once (multidict iterates unique keys)
         if name not in known
     ]
     values = {}
