@@ -147,7 +147,8 @@ $$;
 -- of p_quantities[i] tickets for p_user_ids[i]) and its tickets, and moves
 -- the tickets to `sold` from what is on sale, or, p_from_held, from `held`
 -- (the caller marks the hold confirmed). The CHECKs of ticket_options refuse
--- anything that would oversell.
+-- anything that would oversell. Appends purchase.created for each, then
+-- (unless p_from_held: the caller's, see confirm_hold) the option's sold_out.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_purchases(
     p_ticket_option_id uuid, p_purchase_ids uuid[], p_user_ids uuid[], p_quantities integer[],
     p_from_held boolean DEFAULT false)
@@ -176,8 +177,10 @@ BEGIN
     INSERT INTO tickets (ticket_option_id, purchase_id)
     SELECT p_ticket_option_id, r.id
     FROM unnest(p_purchase_ids, p_quantities) AS r (id, quantity), generate_series(1, r.quantity);
-    -- Events (sql/events.sql): the new purchases, then the option's sold_out if it is.
-    PERFORM append_purchase_events('purchase.created', p_purchase_ids, ticket_option_resource(before));
+    -- Events (sql/events.sql): the new purchases, then the option's sold_out if it is; from held
+    -- tickets, confirm_hold appends that after its hold.confirmed, which the sale also causes.
+    PERFORM append_purchase_events('purchase.created', p_purchase_ids,
+                                   CASE WHEN NOT p_from_held THEN ticket_option_resource(before) END);
 END;
 $$;
 
