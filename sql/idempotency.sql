@@ -61,7 +61,7 @@ $$;
 -- when not null, says why the request must be refused:
 --   TA001 when the key is not 1..255 printable ASCII characters other than the
 --         comma (a proxy joins two Idempotency-Key headers with a comma, so a key
---         with one could be two keys; CHECK idempotency_keys_key_rule, 0011);
+--         with one could be two keys; CHECK idempotency_keys_key_rule, migration 0015);
 --   TA005 when the key was used in the scope for a different request;
 --   TA006 when another transaction holds the scope's key right now.
 CREATE OR REPLACE FUNCTION ticket_allocation.claim_idempotency_key(

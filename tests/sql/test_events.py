@@ -139,7 +139,7 @@ async def test_events_written_before_their_size_was_kept_are_measured_as_read(co
     option_id = await create_option(conn, 40_000)
     await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)",
                      option_id, [uuid.uuid4() for _ in range(40)], [1000] * 40)
-    await conn.execute("UPDATE events SET data_bytes = NULL")  # as rows from before migration 0011
+    await conn.execute("UPDATE events SET data_bytes = NULL")  # as rows from before migration 0015
     budget = await conn.fetchval("SELECT events_page_byte_budget()")
     page = await feed(conn, limit=1000)
     assert sum(len(e["data"].encode()) for e in page[:-1]) < budget < sum(len(e["data"].encode()) for e in page)
