@@ -1,16 +1,21 @@
 """Webhook delivery: signed POSTs of the event feed to the subscriptions (sql/webhooks.sql).
 
 Each server process runs one delivery loop with a pool of its own (admin role,
-DELIVERY_POOL_SIZE connections) and at most WEBHOOK_CONCURRENCY requests in
-flight, so a slow receiver takes neither buyers' connections nor more than its
-share of the loop. The database decides what is sent: claim_webhook_deliveries
-leases attempts (FOR UPDATE SKIP LOCKED) to whichever worker of whichever
-instance asks, and finish_webhook_attempt applies the answer. The signing
-secret comes with the claim and is never logged.
+DELIVERY_POOL_SIZE connections), so receivers never take buyers' connections.
+The database decides what is sent: claim_webhook_deliveries leases attempts
+(FOR UPDATE SKIP LOCKED) to whichever worker of whichever instance asks, never
+two at once to one subscription, and finish_webhook_attempt applies the answer.
+The signing secret comes with the claim and is never logged.
+
+Fair shares: the loop has WEBHOOK_CONCURRENCY slots. An attempt holds one until
+its answer is recorded, or for SLOT_SECONDS: then it waits for its answer (to
+the timeout) beside the slots, and the slot goes to the next subscription with
+work. A receiver that never answers thus holds back only its own subscription,
+however many there are; what waits beside the slots is at most one attempt per
+subscription (the claim's rule) and MAX_WAITING in all.
 """
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -26,9 +31,18 @@ from aiohttp.resolver import DefaultResolver
 from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
+from . import failover
+
 log = logging.getLogger(__name__)
 
 DELIVERY_POOL_SIZE = 2
+# How long an attempt may hold a slot before it waits beside the slots: longer than a healthy
+# receiver takes to answer, short against the lag a subscription may suffer for others.
+SLOT_SECONDS = 0.25
+# Attempts of one process waiting beside the slots, at most (then nothing more is claimed).
+MAX_WAITING = 100
+# claim_webhook_deliveries' p_limit, at most (sql/webhooks.sql).
+MAX_CLAIM = 100
 USER_AGENT = "ticket-allocation-webhooks/1"
 # How often the lag gauges are refreshed (one cheap query per subscription).
 LAG_REFRESH_SECONDS = 5.0
@@ -139,14 +153,17 @@ class Deliverer:
         self.metrics = metrics
         self.database_settings = database_settings
         self.in_flight: set[asyncio.Task] = set()
+        self.in_slots: set[int] = set()  # attempt ids holding a slot
+        self.changed = asyncio.Event()  # a slot was given up, or an attempt ended
 
     async def run(self, stopping: asyncio.Event) -> None:
-        pool = await asyncpg.create_pool(self.admin_url, min_size=0, max_size=DELIVERY_POOL_SIZE,
-                                         server_settings=self.database_settings)
+        pool = await asyncpg.create_pool(**failover.pool_options(self.admin_url), min_size=0,
+                                         max_size=DELIVERY_POOL_SIZE, server_settings=self.database_settings)
         timeout = aiohttp.ClientTimeout(sock_connect=self.settings.timeout, sock_read=self.settings.timeout,
                                         total=2 * self.settings.timeout)
+        # One connection per attempt in flight: the loop bounds them, an attempt never waits for one.
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.settings.allowed_networks),
-                                         limit=self.settings.concurrency)
+                                         limit=self.settings.concurrency + MAX_WAITING)
         async with pool, aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             try:
                 await self.loop(pool, session, stopping)
@@ -156,10 +173,15 @@ class Deliverer:
                     task.cancel()
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
 
+    def free_slots(self) -> int:
+        return min(self.settings.concurrency - len(self.in_slots),
+                   self.settings.concurrency + MAX_WAITING - len(self.in_flight), MAX_CLAIM)
+
     async def loop(self, pool, session, stopping: asyncio.Event) -> None:
         next_lag_refresh = 0.0
         while not stopping.is_set():
-            free = self.settings.concurrency - len(self.in_flight)
+            self.changed.clear()
+            free = self.free_slots()
             claimed = []
             try:
                 if free > 0:
@@ -169,25 +191,48 @@ class Deliverer:
                 if time.monotonic() >= next_lag_refresh:
                     next_lag_refresh = time.monotonic() + LAG_REFRESH_SECONDS
                     self.metrics.webhook_lag_observed(await pool.fetch("SELECT * FROM api.webhook_lag()"))
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
                 log.warning("could not claim webhook deliveries (will retry): %s", error)
             for delivery in claimed:
+                self.in_slots.add(delivery["attempt_id"])
                 task = asyncio.create_task(self.deliver(pool, session, delivery))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
-            if not claimed:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=self.settings.poll_interval)
-            elif len(self.in_flight) >= self.settings.concurrency:
-                await asyncio.wait(self.in_flight, timeout=self.settings.poll_interval,
-                                   return_when=asyncio.FIRST_COMPLETED)
+            if len(claimed) < free or free <= 0:
+                # Nothing more is due, or no slot is free: until a slot frees or an attempt ends
+                # (its subscription's next event is due then), or the next poll.
+                await self.wait_for_change(stopping)
+
+    async def wait_for_change(self, stopping: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self.changed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def leave_slot(self, attempt_id: int) -> None:
+        if attempt_id in self.in_slots:
+            self.in_slots.discard(attempt_id)
+            self.changed.set()
 
     async def deliver(self, pool, session: aiohttp.ClientSession, delivery) -> None:
-        status, error = await self.post(session, delivery)
+        answer = asyncio.ensure_future(self.post(session, delivery))
+        try:
+            if not (await asyncio.wait({answer}, timeout=SLOT_SECONDS))[0]:
+                self.leave_slot(delivery["attempt_id"])  # slow or hanging: it waits beside the slots
+            status, error = await answer
+            await self.record(pool, delivery, status, error)
+        finally:
+            answer.cancel()  # when this task is cancelled (shutdown); nothing when done
+            self.leave_slot(delivery["attempt_id"])
+            self.changed.set()
+
+    async def record(self, pool, delivery, status: int | None, error: str | None) -> None:
         try:
             outcome = await pool.fetchval("SELECT api.finish_webhook_attempt($1, $2, $3)",
                                           delivery["attempt_id"], status, error)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as db_error:
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as db_error:
             log.warning("could not record webhook attempt %s (its lease will expire and it is sent again): %s",
                         delivery["attempt_id"], db_error)
             return

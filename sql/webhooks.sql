@@ -173,13 +173,16 @@ END;
 $$;
 
 -- api.claim_webhook_deliveries(p_limit integer, p_lease interval) RETURNS SETOF api.claimed_delivery
--- Admin (delivery workers). Claims up to p_limit due subscriptions (enabled,
--- next_attempt_at passed, no running lease), skipping those another worker
--- holds, and for each with an event to send records an attempt and leases it
--- for p_lease: until the lease runs out nobody else sends it; a worker that
--- dies leaves it to be claimed again then. The body is the JSON the receiver
--- gets: {"id", "type", "occurred_at", "data"}. Subscriptions with nothing to
--- send go to the back of the queue.
+-- Admin (delivery workers). Claims up to p_limit attempts, one per due
+-- subscription with an event to send (enabled, next_attempt_at passed, no
+-- attempt in flight: no running lease), the longest due first, skipping those
+-- another worker is claiming. Each is recorded and leased for p_lease: until
+-- the lease runs out nobody else sends it; a worker that dies leaves it to be
+-- claimed again then. So a subscription never has two attempts in flight (one
+-- whose receiver hangs takes at most one of a worker's slots), and
+-- subscriptions with nothing to send never use up p_limit (it reads each due
+-- subscription until p_limit are found: a handful per deployment). The body is
+-- the JSON the receiver gets: {"id", "type", "occurred_at", "data"}.
 -- Errors: TA001 when p_limit is outside 1..100 or p_lease is not positive.
 CREATE OR REPLACE FUNCTION api.claim_webhook_deliveries(p_limit integer, p_lease interval)
 RETURNS SETOF api.claimed_delivery
@@ -204,6 +207,7 @@ BEGIN
     FOR hook IN
         SELECT * FROM webhooks w
         WHERE w.enabled AND w.next_attempt_at <= now() AND (w.leased_until IS NULL OR w.leased_until <= now())
+          AND (w.pending_event_id IS NOT NULL OR (next_event_for(w, horizon)).id IS NOT NULL)
         ORDER BY w.next_attempt_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -213,7 +217,7 @@ BEGIN
         ELSE
             next_event := next_event_for(hook, horizon);
         END IF;
-        IF next_event.id IS NULL THEN
+        IF next_event.id IS NULL THEN  -- its pending event was purged (retention): on to the next one
             UPDATE webhooks SET next_attempt_at = now(), pending_event_id = NULL WHERE id = hook.id;
             CONTINUE;
         END IF;
