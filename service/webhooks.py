@@ -16,9 +16,7 @@ subscription (the claim's rule) and MAX_WAITING in all.
 """
 
 import asyncio
-import ipaddress
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,12 +24,11 @@ from datetime import datetime, timezone
 import aiohttp
 import asyncpg
 from aiohttp import web
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from . import failover
+from .destinations import DestinationRefused, GuardedResolver, Network, check_literal, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +43,6 @@ MAX_CLAIM = 100
 USER_AGENT = "ticket-allocation-webhooks/1"
 # How often the lag gauges are refreshed (one cheap query per subscription).
 LAG_REFRESH_SECONDS = 5.0
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -80,58 +76,6 @@ class WebhookSettings:
 
 
 WEBHOOK_SETTINGS = web.AppKey("webhook_settings", WebhookSettings)
-
-
-def parse_networks(raw: str) -> tuple[Network, ...]:
-    try:
-        return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
-    except ValueError as error:
-        raise SystemExit(f"WEBHOOK_ALLOWED_NETWORKS={raw!r}: {error}") from None
-
-
-def address_allowed(address: str, allowed: tuple[Network, ...]) -> bool:
-    """Public addresses, and those in the allowed networks; never loopback, private, link-local..."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in allowed) or ip.is_global
-
-
-class DestinationRefused(OSError):
-    pass
-
-
-async def check_destination(url: str, allowed: tuple[Network, ...]) -> None:
-    """Raise DestinationRefused unless every address the URL's host resolves to is allowed."""
-    host = URL(url).host
-    if not host:
-        raise DestinationRefused("the URL has no host")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise DestinationRefused(f"{host} does not resolve: {error}") from None
-    refused = sorted({info[4][0] for info in infos if not address_allowed(info[4][0], allowed)})
-    if refused:
-        raise DestinationRefused(f"{host} resolves to {', '.join(refused)}, outside WEBHOOK_ALLOWED_NETWORKS")
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves as usual, then keeps only the allowed addresses: checked at each connection, after
-    DNS, so a name that later resolves to an internal address is refused then."""
-
-    def __init__(self, allowed: tuple[Network, ...]):
-        self.inner = DefaultResolver()
-        self.allowed = allowed
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
-        infos = await self.inner.resolve(host, port, family)
-        permitted = [info for info in infos if address_allowed(info["host"], self.allowed)]
-        if not permitted:
-            raise DestinationRefused(f"{host} resolves only to addresses outside WEBHOOK_ALLOWED_NETWORKS")
-        return permitted
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def signed_headers(secret: str, message_id: str, body: str) -> dict[str, str]:
@@ -245,21 +189,17 @@ class Deliverer:
         """The receiver's status, or None and why there was none. Redirects are not followed."""
         body = delivery["body"]  # jsonb as text: the exact bytes signed and sent
         url = delivery["url"]
-        host = URL(url).host or ""
+        try:
+            host = URL(url).host or ""
+        except ValueError as error:  # a URL stored before sql/webhooks.sql's rule
+            return None, f"InvalidURL: the URL cannot be parsed ({error})"[:500]
         try:
             # aiohttp does not resolve IP literals, so the resolver's check does not see them.
-            if _is_ip(host) and not address_allowed(host, self.settings.allowed_networks):
-                raise DestinationRefused(f"{host} is outside WEBHOOK_ALLOWED_NETWORKS")
+            check_literal(host, self.settings.allowed_networks)
             headers = signed_headers(delivery["secret"], str(delivery["event_id"]), body)
             async with session.post(url, data=body.encode(), headers=headers, allow_redirects=False) as response:
                 return response.status, None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+            if isinstance(getattr(error, "os_error", None), DestinationRefused):
+                error = error.os_error  # refused by the resolver: aiohttp's wrapper would hide why
             return None, f"{type(error).__name__}: {error}"[:500]
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True

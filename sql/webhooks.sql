@@ -23,8 +23,12 @@ $$;
 -- Admin. Subscribes p_url to the events of p_types (null: all) committed from
 -- now on, with a new signing secret (whsec_ + base64 of 32 random bytes from
 -- gen_random_uuid's strong generator), returned here and never again.
--- Destination networks are the service's to check (WEBHOOK_ALLOWED_NETWORKS).
--- Errors: TA001 when the url is not http(s) or over 2000 characters, a type is
+-- The URL must have the shape of webhook_url_problem (migrations/0014): http(s),
+-- no credentials, a well-formed host and port. Its addresses are the service's
+-- to check (WEBHOOK_ALLOWED_NETWORKS): over HTTP at registration, and for
+-- every subscription, however registered, at every delivery, so a psql caller
+-- may register http://10.0.0.1/ but nothing is ever sent there unless allowed.
+-- Errors: TA001 when the url breaks that rule (the message says how), a type is
 --         not in the catalogue, types is empty, or description is over 500 characters.
 CREATE OR REPLACE FUNCTION api.create_webhook(p_url text, p_types text[] DEFAULT NULL, p_description text DEFAULT '')
 RETURNS api.created_webhook
@@ -36,10 +40,10 @@ DECLARE
     created webhooks;
     secret text;
 BEGIN
-    IF p_url IS NULL OR p_url !~* '^https?://[^/?#]+' THEN
+    IF p_url IS NULL THEN
         PERFORM raise_invalid_argument('url', 'must be an http or https URL');
-    ELSIF char_length(p_url) > 2000 THEN
-        PERFORM raise_invalid_argument('url', 'must be at most 2000 characters');
+    ELSIF webhook_url_problem(p_url) IS NOT NULL THEN  -- see migrations/0014_webhook_fairness.sql
+        PERFORM raise_invalid_argument('url', webhook_url_problem(p_url));
     END IF;
     IF p_types IS NOT NULL AND (cardinality(p_types) = 0 OR NOT p_types <@ event_types()
                                 OR array_position(p_types, NULL) IS NOT NULL) THEN
