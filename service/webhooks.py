@@ -51,7 +51,7 @@ class WebhookSettings:
     allowed_networks: tuple[Network, ...] = ()
     # Seconds to connect, and to get the answer's status line (WEBHOOK_TIMEOUT_MS).
     timeout: float = 10.0
-    # Requests in flight per server process (WEBHOOK_CONCURRENCY).
+    # Delivery slots per server process (WEBHOOK_CONCURRENCY); see "Fair shares" above.
     concurrency: int = 4
     # Seconds between polls when nothing is due (WEBHOOK_POLL_MS).
     poll_interval: float = 0.5

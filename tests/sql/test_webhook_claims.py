@@ -122,3 +122,26 @@ async def test_a_subscription_never_has_two_attempts_in_flight(conn):
     await conn.fetchval("SELECT finish_webhook_attempt($1, 200)", first["attempt_id"])
     (second,) = await claim(conn, 10)
     assert second["webhook_id"] == hook and second["event_id"] > first["event_id"]
+
+
+async def test_a_new_subscription_gets_what_the_feed_has_not_shown_yet(database_url, conn):
+    """Events committed before it (the feed showed them) are not sent; events of a transaction that
+    was open when it was created are, though written before it (README: Events and webhooks)."""
+    await create_option(conn, 5)  # committed, and shown by the feed: before the subscription
+    early = await asyncpg.connect(database_url)
+    try:
+        transaction = early.transaction()
+        await transaction.start()
+        written_before = await early.fetchval("SELECT id FROM create_ticket_option('Early', '', 5)")
+        hook = await subscribe(conn)
+        await transaction.commit()
+    finally:
+        await early.close()
+    later = await create_option(conn, 5)
+    (first,) = await claim(conn)
+    await conn.fetchval("SELECT finish_webhook_attempt($1, 200)", first["attempt_id"])
+    (second,) = await claim(conn)
+    await conn.fetchval("SELECT finish_webhook_attempt($1, 200)", second["attempt_id"])
+    assert await claim(conn) == []
+    sent = [await conn.fetchval("SELECT data->>'id' FROM events WHERE id = $1", row["event_id"]) for row in (first, second)]
+    assert sent == [str(written_before), str(later)] and first["webhook_id"] == hook
