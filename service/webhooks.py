@@ -136,7 +136,7 @@ class Deliverer:
                     next_lag_refresh = time.monotonic() + LAG_REFRESH_SECONDS
                     self.metrics.webhook_lag_observed(await pool.fetch("SELECT * FROM api.webhook_lag()"))
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
-                log.warning("could not claim webhook deliveries (will retry): %s", error)
+                log.warning("could not claim webhook deliveries (will retry): %s: %s", type(error).__name__, error)
             for delivery in claimed:
                 self.in_slots.add(delivery["attempt_id"])
                 task = asyncio.create_task(self.deliver(pool, session, delivery))
@@ -177,8 +177,8 @@ class Deliverer:
             outcome = await pool.fetchval("SELECT api.finish_webhook_attempt($1, $2, $3)",
                                           delivery["attempt_id"], status, error)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as db_error:
-            log.warning("could not record webhook attempt %s (its lease will expire and it is sent again): %s",
-                        delivery["attempt_id"], db_error)
+            log.warning("could not record webhook attempt %s (its lease will expire and it is sent again): %s: %s",
+                        delivery["attempt_id"], type(db_error).__name__, db_error)
             return
         self.metrics.webhook_delivered(outcome)
         if outcome != "delivered":
