@@ -9,10 +9,10 @@ NAT64, 6to4, multicast and more. Three IPv6 forms embed an IPv4 address that is 
 go (RFC 4291 IPv4-mapped ::ffff:a.b.c.d, RFC 6052 NAT64 64:ff9b::a.b.c.d, RFC 3056 6to4
 2002:aabb:ccdd::): they are judged by that IPv4 address.
 
-Checked at registration (service/event_routes.py, after the URL's shape, which is SQL's rule) and
-at every delivery (service/webhooks.py): IP literals before connecting, names after DNS, by the
-resolver the client connects with, so a name that later resolves to an internal address is
-refused then.
+Checked over HTTP at registration (service/event_routes.py, before create_webhook applies the
+URL's shape rule, SQL's: migrations/0014) and at every delivery of every subscription, however
+registered (service/webhooks.py): IP literals before connecting, names after DNS, by the resolver
+the client connects with, so a name that later resolves to an internal address is refused then.
 """
 
 import asyncio
