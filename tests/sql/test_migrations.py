@@ -145,3 +145,26 @@ def test_0015_drops_keys_with_a_comma_and_keeps_older_events_readable(empty_data
     assert checks == [("idempotency_keys_key_rule", True)]
     assert len(page) == 2  # the second of 600 kB each reaches 1 MiB: measured though data_bytes is null
     assert sizes == [(None,)] * 3
+
+
+def test_0014_disables_subscriptions_whose_url_breaks_the_new_rule(empty_database_url):
+    """Credentials leave every stored URL; subscriptions with credentials or an unclear URL are
+    disabled, saying why; the others go on."""
+    backend = get_backend(yoyo_url(empty_database_url))
+    before = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id < "0014")
+    with backend.lock():
+        backend.apply_migrations_only(backend.to_apply(before))
+    backend.connection.close()
+    urls = ["https://user:secret@example.com/hook", "http://127.0.0.1:99999/", "https://example.com/fine"]
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        for url in urls:
+            conn.execute("INSERT INTO ticket_allocation.webhooks (url, cursor_xid) VALUES (%s, '0')", (url,))
+
+    assert "0014_webhook_fairness" in migrate(empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
+        rows = dict((url, (enabled, reason)) for url, enabled, reason in conn.execute(
+            "SELECT url, enabled, disabled_reason FROM ticket_allocation.webhooks").fetchall())
+    assert set(rows) == {"https://example.com/hook", "http://127.0.0.1:99999/", "https://example.com/fine"}
+    assert rows["https://example.com/hook"][0] is False and "credentials" in rows["https://example.com/hook"][1]
+    assert rows["http://127.0.0.1:99999/"][0] is False and "port" in rows["http://127.0.0.1:99999/"][1]
+    assert rows["https://example.com/fine"] == (True, None)
