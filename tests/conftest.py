@@ -21,7 +21,7 @@ from service.app import create_app
 from service.migrations import migrate
 
 
-# Both roles get this password: it works where the server asks for one, and trust ignores it.
+# Every role gets this password: it works where the server asks for one, and trust ignores it.
 ROLE_PASSWORD = "Tq7-role-secret"
 
 
@@ -35,6 +35,10 @@ def api_url(server_url: str, database: str) -> str:
 
 def admin_url(server_url: str, database: str) -> str:
     return embedded.role_url(server_url, embedded.ADMIN_ROLE, database, ROLE_PASSWORD)
+
+
+def psql_url(server_url: str, database: str) -> str:
+    return embedded.role_url(server_url, embedded.PSQL_ROLE, database, ROLE_PASSWORD)
 
 
 def create_database(server_url: str, name: str, template: str | None = None) -> None:
@@ -53,7 +57,7 @@ def drop_database(server_url: str, name: str) -> None:
 def create_roles(server_url: str) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(embedded.ROLES_SQL.read_text())
-        for role in (embedded.OWNER_ROLE, embedded.API_ROLE, embedded.ADMIN_ROLE):
+        for role in (embedded.OWNER_ROLE, embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE):
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(ROLE_PASSWORD)))
 
 
@@ -117,6 +121,12 @@ def api_database_url(server_url, database_name):
 def admin_database_url(server_url, database_name):
     """The test's database as the admin role: the API and the admin functions."""
     return admin_url(server_url, database_name)
+
+
+@pytest.fixture
+def psql_database_url(server_url, database_name):
+    """The test's database as the psql role: people's psql login, with the API role's grants."""
+    return psql_url(server_url, database_name)
 
 
 @pytest.fixture
