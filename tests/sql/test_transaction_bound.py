@@ -1,0 +1,304 @@
+"""The longest transaction of a calling role (settings.max_transaction_timeout): a psql session that
+keeps its transaction busy (a statement every so often, never idle) cannot stall an option's sales or
+freeze the feed for longer. PostgreSQL 17+ ends it at the role's transaction_timeout; on every
+version the watchdog, api.end_overlong_transactions(), ends what outlives the bound (on 15 and 16
+nothing else does). These run on the embedded PostgreSQL 18 and on Debian's 15 (.ci/run)."""
+
+import asyncio
+import json
+import time
+
+import asyncpg
+import psycopg
+import pytest
+from psycopg import sql
+
+from service import embedded
+from tests.conftest import admin_url, api_url, psql_url
+
+from .helpers import create_option
+
+BOUND = 2.0  # seconds: settings.max_transaction_timeout in these tests (the default is 30 s)
+WATCHDOG_INTERVAL = 0.5  # how often the tests run the watchdog, as the service does every second
+# How late past the bound a transaction may end: the watchdog's interval, the signal's delivery and
+# the stalling session's next statement (every STALL_STEP), on a machine shared with other tests.
+SLACK = WATCHDOG_INTERVAL + 1.5
+STALL_STEP = 0.3
+CALLING_ROLES = (embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE)
+ROLE_URLS = {embedded.API_ROLE: api_url, embedded.ADMIN_ROLE: admin_url, embedded.PSQL_ROLE: psql_url}
+
+
+def server_version(server_url) -> int:
+    with psycopg.connect(server_url) as conn:
+        return int(conn.execute("SHOW server_version_num").fetchone()[0])
+
+
+@pytest.fixture
+def has_transaction_timeout(server_url) -> bool:
+    return server_version(server_url) >= 170000
+
+
+@pytest.fixture
+def bounded(server_url, database_name, database_url, has_transaction_timeout):
+    """The test's database with a transaction bound of BOUND seconds (and, on 17+, the calling roles'
+    transaction_timeout in it lowered to match, or the functions would refuse them: TA008); returns
+    url(role) for connections made after it."""
+    with psycopg.connect(database_url, autocommit=True) as owner:
+        owner.execute("UPDATE settings SET max_transaction_timeout = make_interval(secs => %s)", (BOUND,))
+    if has_transaction_timeout:
+        with psycopg.connect(server_url, autocommit=True) as superuser:
+            for role in CALLING_ROLES:
+                superuser.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET transaction_timeout = {}").format(
+                    sql.Identifier(role), sql.Identifier(database_name), sql.Literal(f"{int(BOUND * 1000)}ms")))
+    return lambda role: ROLE_URLS[role](server_url, database_name)
+
+
+class Stall:
+    """A psql user's transaction kept busy: `opening` statements, then `SELECT 1` every STALL_STEP,
+    never idle long enough for idle_in_transaction_session_timeout, until its session is ended."""
+
+    def __init__(self, url: str, *opening: str):
+        self.url, self.opening = url, opening
+        self.ended: BaseException | None = None
+        self.began = None
+
+    async def __aenter__(self):
+        self.conn = await asyncpg.connect(self.url)
+        self.pid = self.conn.get_server_pid()
+        await self.conn.execute("BEGIN")
+        self.began = time.monotonic()
+        for statement in self.opening:
+            await self.conn.execute(statement)
+        self.task = asyncio.create_task(self.keep_busy())
+        return self
+
+    async def keep_busy(self):
+        try:
+            for _ in range(int(60 / STALL_STEP)):  # bounded: 60 s at most
+                await asyncio.sleep(STALL_STEP)
+                await self.conn.execute("SELECT 1")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            self.ended = error
+            self.ended_after = time.monotonic() - self.began
+
+    async def __aexit__(self, *exc):
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.conn.terminate()
+
+
+async def watchdog(admin: asyncpg.Connection, stall: Stall) -> list[asyncpg.Record]:
+    """api.end_overlong_transactions() every WATCHDOG_INTERVAL, as the service runs it, until the
+    stalling session is ended (bounded); returns every row it returned."""
+    ended = []
+    deadline = time.monotonic() + BOUND + 10
+    while stall.ended is None and time.monotonic() < deadline:
+        ended += await admin.fetch("SELECT * FROM end_overlong_transactions()")
+        await asyncio.sleep(WATCHDOG_INTERVAL)
+    return ended
+
+
+async def buy_until_sold(url: str, option_id) -> float:
+    """Buys one ticket of the option as the API role, retrying while its lock is held (bounded);
+    returns the monotonic time it sold."""
+    buyer = await asyncpg.connect(url)
+    try:
+        for _ in range(int((BOUND + 10) / 0.1)):
+            try:
+                await buyer.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 1)", option_id)
+                return time.monotonic()
+            except asyncpg.LockNotAvailableError:  # waited lock_timeout for the stalling session
+                await asyncio.sleep(0.1)
+        pytest.fail("sales never resumed")
+    finally:
+        await buyer.close()
+
+
+async def still_running(conn, pid) -> bool:
+    """Whether backend `pid` is still there, a moment after its client saw it end."""
+    for _ in range(50):
+        if not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)", pid):
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+def lift_transaction_timeout(has_transaction_timeout: bool) -> tuple[str, ...]:
+    """What a psql user runs to lift PostgreSQL 17's transaction_timeout once it holds what it wanted
+    (the functions check it when called, not after); nothing to lift on 15 and 16."""
+    return ("SET transaction_timeout = 0",) if has_transaction_timeout else ()
+
+
+async def test_the_watchdog_ends_a_busy_transaction_holding_an_options_lock(
+        bounded, database_url, has_transaction_timeout):
+    """purchase_tickets in an open transaction, then a statement every STALL_STEP: the option's sales
+    stall until the watchdog ends the session, no sooner than the bound and no later than it plus the
+    watchdog's interval; then they resume, and the stalled purchase never happened."""
+    owner = await asyncpg.connect(database_url)
+    admin = await asyncpg.connect(bounded(embedded.ADMIN_ROLE))
+    try:
+        option_id = await create_option(owner, 10)
+        stall = Stall(bounded(embedded.PSQL_ROLE),
+                      f"SELECT * FROM purchase_tickets('{option_id}', gen_random_uuid(), 1)",
+                      *lift_transaction_timeout(has_transaction_timeout))
+        async with stall:
+            buying = asyncio.create_task(buy_until_sold(bounded(embedded.API_ROLE), option_id))
+            ended = await watchdog(admin, stall)
+            sold_at = await buying
+        assert BOUND <= stall.ended_after <= BOUND + SLACK, stall.ended_after
+        assert sold_at - stall.began <= BOUND + SLACK
+        (row,) = ended
+        assert (row["pid"], row["role"], row["query"]) == (stall.pid, embedded.PSQL_ROLE, "SELECT 1")
+        assert not await still_running(owner, stall.pid)
+        assert row["transaction_age"].total_seconds() >= BOUND and row["bound"].total_seconds() == BOUND
+        option = await owner.fetchrow("SELECT * FROM get_ticket_option($1)", option_id)
+        assert (option["remaining"], option["sold"]) == (9, 1)  # the buyer's; the stalled one rolled back
+        assert await owner.fetch("SELECT * FROM check_consistency()") == []
+    finally:
+        await admin.close()
+        await owner.close()
+
+
+async def test_a_busy_transaction_holding_an_options_lock_is_ended_within_the_bound(
+        bounded, database_url, has_transaction_timeout):
+    """The same stall, without lifting anything: on 17+ transaction_timeout ends it by itself (no
+    watchdog runs here); on 15 and 16 only the watchdog can, and does."""
+    owner = await asyncpg.connect(database_url)
+    admin = await asyncpg.connect(bounded(embedded.ADMIN_ROLE))
+    try:
+        option_id = await create_option(owner, 10)
+        stall = Stall(bounded(embedded.PSQL_ROLE), f"SELECT * FROM purchase_tickets('{option_id}', gen_random_uuid(), 1)")
+        async with stall:
+            buying = asyncio.create_task(buy_until_sold(bounded(embedded.API_ROLE), option_id))
+            if has_transaction_timeout:
+                for _ in range(int((BOUND + 10) / 0.1)):
+                    if stall.ended is not None:
+                        break
+                    await asyncio.sleep(0.1)
+            else:
+                assert await watchdog(admin, stall)
+            sold_at = await buying
+        assert not await still_running(owner, stall.pid)
+        assert stall.ended is not None and BOUND <= stall.ended_after <= BOUND + SLACK, stall.ended_after
+        assert sold_at - stall.began <= BOUND + SLACK
+        assert (await owner.fetchrow("SELECT * FROM get_ticket_option($1)", option_id))["sold"] == 1
+    finally:
+        await admin.close()
+        await owner.close()
+
+
+async def test_the_watchdog_ends_a_feed_freeze(bounded, database_url, has_transaction_timeout):
+    """BEGIN; SELECT pg_current_xact_id(); then a statement every STALL_STEP: the feed shows nothing
+    committed after that transaction began (it never skips) until the watchdog ends it. It calls
+    no function that locks, so nothing checks its transaction_timeout: it may lift it first."""
+    owner = await asyncpg.connect(database_url)
+    admin = await asyncpg.connect(bounded(embedded.ADMIN_ROLE))
+    try:
+        stall = Stall(bounded(embedded.PSQL_ROLE), *lift_transaction_timeout(has_transaction_timeout),
+                      "SELECT pg_current_xact_id()")
+        async with stall:
+            option_id = await create_option(owner, 10)  # committed while the freeze holds the horizon
+            assert [e["type"] for e in await admin.fetch("SELECT * FROM events_after()")] == []
+            ended = await watchdog(admin, stall)
+        assert BOUND <= stall.ended_after <= BOUND + SLACK, stall.ended_after
+        assert [(row["pid"], row["role"]) for row in ended] == [(stall.pid, embedded.PSQL_ROLE)]
+        events = await admin.fetch("SELECT * FROM events_after()")
+        assert [(e["type"], json.loads(e["data"])["id"]) for e in events] == [("ticket_option.created", str(option_id))]
+    finally:
+        await admin.close()
+        await owner.close()
+
+
+@pytest.mark.parametrize("role", CALLING_ROLES)
+async def test_the_watchdog_ends_an_overlong_transaction_of_each_calling_role(bounded, role, has_transaction_timeout):
+    admin = await asyncpg.connect(bounded(embedded.ADMIN_ROLE))
+    try:
+        async with Stall(bounded(role), *lift_transaction_timeout(has_transaction_timeout), "SELECT 1") as stall:
+            ended = await watchdog(admin, stall)
+        assert [(row["pid"], row["role"]) for row in ended] == [(stall.pid, role)]
+    finally:
+        await admin.close()
+
+
+async def test_the_watchdog_spares_young_transactions_the_owners_and_its_own(
+        bounded, database_url, has_transaction_timeout):
+    """A calling role's transaction younger than the bound, and the owner's (migrations run long) of
+    any age, go on; so does the admin session that runs the watchdog inside a long transaction."""
+    owner = await asyncpg.connect(database_url)
+    young = await asyncpg.connect(bounded(embedded.API_ROLE))
+    admin = await asyncpg.connect(bounded(embedded.ADMIN_ROLE))
+    try:
+        await owner.execute("BEGIN")
+        await owner.fetchval("SELECT pg_current_xact_id()")
+        await admin.execute("BEGIN")
+        for lift in lift_transaction_timeout(has_transaction_timeout):
+            await admin.execute(lift)
+        await asyncio.sleep(BOUND + 0.5)
+        await young.execute("BEGIN")
+        await young.fetchval("SELECT 1")
+        assert await admin.fetch("SELECT * FROM end_overlong_transactions()") == []
+        for conn in (owner, young, admin):
+            assert await conn.fetchval("SELECT 1") == 1
+            await conn.execute("COMMIT")
+    finally:
+        for conn in (admin, young, owner):
+            await conn.close()
+
+
+async def test_the_bound_is_the_owners(bounded):
+    for role in CALLING_ROLES:
+        conn = await asyncpg.connect(bounded(role))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("UPDATE ticket_allocation.settings SET max_transaction_timeout = '1 day'")
+        finally:
+            await conn.close()
+
+
+@pytest.mark.parametrize("role", [embedded.API_ROLE, embedded.PSQL_ROLE])
+async def test_only_the_admin_role_may_run_the_watchdog(server_url, database_name, role):
+    conn = await asyncpg.connect(ROLE_URLS[role](server_url, database_name))
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT * FROM end_overlong_transactions()")
+    finally:
+        await conn.close()
+
+
+async def test_the_calling_roles_have_a_transaction_timeout_within_the_bound(
+        server_url, database_name, has_transaction_timeout):
+    """On 17+: API and psql 10 s, admin 30 s, the bound 30 s. On 15 and 16 PostgreSQL has no such
+    setting (the watchdog alone bounds transactions there)."""
+    expected = {embedded.API_ROLE: "10s", embedded.ADMIN_ROLE: "30s", embedded.PSQL_ROLE: "10s"}
+    for role in CALLING_ROLES:
+        conn = await asyncpg.connect(ROLE_URLS[role](server_url, database_name))
+        try:
+            value = await conn.fetchval("SELECT current_setting('transaction_timeout', true)")
+            assert value == (expected[role] if has_transaction_timeout else None)
+        finally:
+            await conn.close()
+
+
+@pytest.mark.parametrize("value", ["0", "1h"])
+async def test_on_17_a_session_that_lifts_its_transaction_timeout_may_not_lock(
+        server_url, database_name, database_url, has_transaction_timeout, value):
+    """On 17+ (as for the other limits): TA008 naming transaction_timeout. On 15 and 16 there is
+    nothing to lift: PostgreSQL refuses the setting itself."""
+    owner = await asyncpg.connect(database_url)
+    api = await asyncpg.connect(api_url(server_url, database_name))
+    try:
+        option_id = await create_option(owner, 10)
+        if not has_transaction_timeout:
+            with pytest.raises(asyncpg.UndefinedObjectError):
+                await api.execute(f"SET transaction_timeout = '{value}'")
+            return
+        await api.execute(f"SET transaction_timeout = '{value}'")
+        with pytest.raises(asyncpg.PostgresError) as refused:
+            await api.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 1)", option_id)
+        assert refused.value.sqlstate == "TA008"
+        assert "transaction_timeout" in refused.value.message
+        await api.execute("RESET transaction_timeout")
+        assert await api.fetchrow("SELECT * FROM purchase_tickets($1, gen_random_uuid(), 1)", option_id)
+    finally:
+        await api.close()
+        await owner.close()
