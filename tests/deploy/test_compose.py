@@ -99,6 +99,7 @@ ROLE_URLS = {  # the app's variable -> (role, the db's variable holding its pass
     "DATABASE_URL": ("ticket_allocation_api", "API_DB_PASSWORD"),
     "ADMIN_DATABASE_URL": ("ticket_allocation_admin", "ADMIN_DB_PASSWORD"),
     "MIGRATE_DATABASE_URL": ("ticket_allocation_owner", "OWNER_DB_PASSWORD"),
+    "PSQL_DATABASE_URL": ("ticket_allocation_psql", "PSQL_DB_PASSWORD"),
 }
 
 
