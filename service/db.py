@@ -187,7 +187,7 @@ async def end_overlong_transactions(pool: asyncpg.Pool, stopping: asyncio.Event)
 def log_ended_transaction(ended: asyncpg.Record) -> None:
     log.warning(
         "ended the session of %s (pid %d, database %s, from %s, application %r): its transaction had been "
-        "open for %.1f s (%s), longer than the bound of %.1f s (settings.max_transaction_timeout); whatever "
+        "open for %.1f s (state: %s), longer than the bound of %.1f s (settings.max_transaction_timeout); whatever "
         "it held (an option's lock, the event feed's horizon) is released. Its last statement: %r",
         ended["role"], ended["pid"], ended["database"], ended["client_addr"] or "a local socket",
         ended["application_name"], ended["transaction_age"].total_seconds(), ended["state"],

@@ -61,6 +61,23 @@ def create_roles(server_url: str) -> None:
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(ROLE_PASSWORD)))
 
 
+CALLING_ROLES = (embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE)
+
+
+def set_transaction_bound(server_url: str, database: str, seconds: float) -> None:
+    """settings.max_transaction_timeout of `database` (a short one keeps tests short), and on
+    PostgreSQL 17+ the calling roles' transaction_timeout in it to match (at their defaults the
+    functions would refuse them: TA008). Connections opened after it get the new timeout."""
+    with psycopg.connect(owner_url(server_url, database), autocommit=True) as owner:
+        owner.execute("UPDATE settings SET max_transaction_timeout = make_interval(secs => %s)", (seconds,))
+    with psycopg.connect(server_url, autocommit=True) as superuser:
+        if int(superuser.execute("SHOW server_version_num").fetchone()[0]) < 170000:
+            return
+        for role in CALLING_ROLES:
+            superuser.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET transaction_timeout = {}").format(
+                sql.Identifier(role), sql.Identifier(database), sql.Literal(f"{int(seconds * 1000)}ms")))
+
+
 @pytest.fixture(scope="session")
 def server_url():
     """Admin URL of the server the tests use (a superuser, or CREATEDB and CREATEROLE rights)."""
@@ -75,6 +92,13 @@ def server_url():
     yield server.get_uri()
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def has_transaction_timeout(server_url) -> bool:
+    """Whether the server has transaction_timeout (PostgreSQL 17+)."""
+    with psycopg.connect(server_url) as conn:
+        return int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 170000
 
 
 @pytest.fixture(scope="session")

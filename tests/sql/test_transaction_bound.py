@@ -9,82 +9,28 @@ import json
 import time
 
 import asyncpg
-import psycopg
 import pytest
-from psycopg import sql
 
 from service import embedded
-from tests.conftest import admin_url, api_url, psql_url
+from ..conftest import CALLING_ROLES, admin_url, api_url, psql_url, set_transaction_bound
 
+from ..psql_sessions import STEP, Stall, lift_transaction_timeout
 from .helpers import create_option
 
 BOUND = 2.0  # seconds: settings.max_transaction_timeout in these tests (the default is 30 s)
 WATCHDOG_INTERVAL = 0.5  # how often the tests run the watchdog, as the service does every second
 # How late past the bound a transaction may end: the watchdog's interval, the signal's delivery and
-# the stalling session's next statement (every STALL_STEP), on a machine shared with other tests.
+# the stalling session's next statement (every STEP), on a machine shared with other tests.
 SLACK = WATCHDOG_INTERVAL + 1.5
-STALL_STEP = 0.3
-CALLING_ROLES = (embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE)
 ROLE_URLS = {embedded.API_ROLE: api_url, embedded.ADMIN_ROLE: admin_url, embedded.PSQL_ROLE: psql_url}
 
 
-def server_version(server_url) -> int:
-    with psycopg.connect(server_url) as conn:
-        return int(conn.execute("SHOW server_version_num").fetchone()[0])
-
-
 @pytest.fixture
-def has_transaction_timeout(server_url) -> bool:
-    return server_version(server_url) >= 170000
-
-
-@pytest.fixture
-def bounded(server_url, database_name, database_url, has_transaction_timeout):
-    """The test's database with a transaction bound of BOUND seconds (and, on 17+, the calling roles'
-    transaction_timeout in it lowered to match, or the functions would refuse them: TA008); returns
-    url(role) for connections made after it."""
-    with psycopg.connect(database_url, autocommit=True) as owner:
-        owner.execute("UPDATE settings SET max_transaction_timeout = make_interval(secs => %s)", (BOUND,))
-    if has_transaction_timeout:
-        with psycopg.connect(server_url, autocommit=True) as superuser:
-            for role in CALLING_ROLES:
-                superuser.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET transaction_timeout = {}").format(
-                    sql.Identifier(role), sql.Identifier(database_name), sql.Literal(f"{int(BOUND * 1000)}ms")))
+def bounded(server_url, database_name):
+    """The test's database with a transaction bound of BOUND seconds; returns url(role) for
+    connections made after it."""
+    set_transaction_bound(server_url, database_name, BOUND)
     return lambda role: ROLE_URLS[role](server_url, database_name)
-
-
-class Stall:
-    """A psql user's transaction kept busy: `opening` statements, then `SELECT 1` every STALL_STEP,
-    never idle long enough for idle_in_transaction_session_timeout, until its session is ended."""
-
-    def __init__(self, url: str, *opening: str):
-        self.url, self.opening = url, opening
-        self.ended: BaseException | None = None
-        self.began = None
-
-    async def __aenter__(self):
-        self.conn = await asyncpg.connect(self.url)
-        self.pid = self.conn.get_server_pid()
-        await self.conn.execute("BEGIN")
-        self.began = time.monotonic()
-        for statement in self.opening:
-            await self.conn.execute(statement)
-        self.task = asyncio.create_task(self.keep_busy())
-        return self
-
-    async def keep_busy(self):
-        try:
-            for _ in range(int(60 / STALL_STEP)):  # bounded: 60 s at most
-                await asyncio.sleep(STALL_STEP)
-                await self.conn.execute("SELECT 1")
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-            self.ended = error
-            self.ended_after = time.monotonic() - self.began
-
-    async def __aexit__(self, *exc):
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        self.conn.terminate()
 
 
 async def watchdog(admin: asyncpg.Connection, stall: Stall) -> list[asyncpg.Record]:
@@ -123,15 +69,9 @@ async def still_running(conn, pid) -> bool:
     return True
 
 
-def lift_transaction_timeout(has_transaction_timeout: bool) -> tuple[str, ...]:
-    """What a psql user runs to lift PostgreSQL 17's transaction_timeout once it holds what it wanted
-    (the functions check it when called, not after); nothing to lift on 15 and 16."""
-    return ("SET transaction_timeout = 0",) if has_transaction_timeout else ()
-
-
 async def test_the_watchdog_ends_a_busy_transaction_holding_an_options_lock(
         bounded, database_url, has_transaction_timeout):
-    """purchase_tickets in an open transaction, then a statement every STALL_STEP: the option's sales
+    """purchase_tickets in an open transaction, then a statement every STEP: the option's sales
     stall until the watchdog ends the session, no sooner than the bound and no later than it plus the
     watchdog's interval; then they resume, and the stalled purchase never happened."""
     owner = await asyncpg.connect(database_url)
@@ -188,7 +128,7 @@ async def test_a_busy_transaction_holding_an_options_lock_is_ended_within_the_bo
 
 
 async def test_the_watchdog_ends_a_feed_freeze(bounded, database_url, has_transaction_timeout):
-    """BEGIN; SELECT pg_current_xact_id(); then a statement every STALL_STEP: the feed shows nothing
+    """BEGIN; SELECT pg_current_xact_id(); then a statement every STEP: the feed shows nothing
     committed after that transaction began (it never skips) until the watchdog ends it. It calls
     no function that locks, so nothing checks its transaction_timeout: it may lift it first."""
     owner = await asyncpg.connect(database_url)
