@@ -70,9 +70,9 @@ def set_transaction_bound(server_url: str, database: str, seconds: float) -> Non
     functions would refuse them: TA008). Connections opened after it get the new timeout."""
     with psycopg.connect(owner_url(server_url, database), autocommit=True) as owner:
         owner.execute("UPDATE settings SET max_transaction_timeout = make_interval(secs => %s)", (seconds,))
+    if not server_has_transaction_timeout(server_url):
+        return
     with psycopg.connect(server_url, autocommit=True) as superuser:
-        if int(superuser.execute("SHOW server_version_num").fetchone()[0]) < 170000:
-            return
         for role in CALLING_ROLES:
             superuser.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET transaction_timeout = {}").format(
                 sql.Identifier(role), sql.Identifier(database), sql.Literal(f"{int(seconds * 1000)}ms")))
@@ -94,11 +94,15 @@ def server_url():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def has_transaction_timeout(server_url) -> bool:
+def server_has_transaction_timeout(server_url: str) -> bool:
     """Whether the server has transaction_timeout (PostgreSQL 17+)."""
     with psycopg.connect(server_url) as conn:
         return int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 170000
+
+
+@pytest.fixture(scope="session")
+def has_transaction_timeout(server_url) -> bool:
+    return server_has_transaction_timeout(server_url)
 
 
 @pytest.fixture(scope="session")
