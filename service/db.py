@@ -1,7 +1,8 @@
 """The connection pools, living as long as the app (aiohttp cleanup_ctx), and calls of the SQL API.
 
 Two pools: buyers are served as the API role (DATABASE_URL), admin calls run
-as the admin role (ADMIN_DATABASE_URL), which the API role cannot become.
+as the admin role (ADMIN_DATABASE_URL), which the API role cannot become; and
+the watchdog's own connection, as the admin role (end_overlong_transactions).
 """
 
 import asyncio
@@ -55,9 +56,14 @@ async def pool_context(app: web.Application):
             **failover.pool_options(app[ADMIN_DATABASE_URL]), min_size=0, max_size=ADMIN_POOL_SIZE,
             server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
         )
+        # The watchdog's own connection, as the admin role: busy admin calls cannot delay a round.
+        watchdog_pool = await asyncpg.create_pool(
+            **failover.pool_options(app[ADMIN_DATABASE_URL]), min_size=0, max_size=1,
+            server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
+        )
     except asyncpg.InvalidParameterValueError as error:
         raise SystemExit(f"a database setting of the service is invalid: {error}") from None
-    async with pool, admin_pool:
+    async with pool, admin_pool, watchdog_pool:
         await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
         app[ADMIN_POOL] = admin_pool
@@ -71,7 +77,7 @@ async def pool_context(app: web.Application):
         purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
         deliverer = start_deliverer(app, stopping)
         sweeper = asyncio.create_task(sweep_expired_holds(admin_pool, stopping, metrics))
-        watchdog = asyncio.create_task(end_overlong_transactions(admin_pool, stopping))
+        watchdog = asyncio.create_task(end_overlong_transactions(watchdog_pool, stopping))
         yield
         # Not cancelled: a purge, sweep or watchdog round in progress finishes before the pool closes.
         stopping.set()
@@ -163,10 +169,10 @@ async def sweep_once(pool: asyncpg.Pool) -> int:
 
 
 async def end_overlong_transactions(pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
-    """The watchdog: every WATCHDOG_INTERVAL_SECONDS, api.end_overlong_transactions() ends the calling
-    roles' transactions that outlived the bound (a psql session stalling an option's sales or the
-    feed), on every PostgreSQL version; each one ended is logged. A failure is logged once, until
-    the error changes or a round succeeds."""
+    """The watchdog, over a pool of its own (one admin connection): every WATCHDOG_INTERVAL_SECONDS,
+    api.end_overlong_transactions() ends the calling roles' transactions that outlived the bound (a
+    psql session stalling an option's sales or the feed), on every PostgreSQL version; each one
+    ended is logged. A failure is logged once, until the error changes or a round succeeds."""
     failing = None
     while True:
         with contextlib.suppress(asyncio.TimeoutError):
