@@ -182,7 +182,8 @@ async def end_overlong_transactions(pool: asyncpg.Pool, stopping: asyncio.Event)
             for ended in await pool.fetch("SELECT * FROM api.end_overlong_transactions()"):
                 log_ended_transaction(ended)
             failing = None
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as error:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+                asyncio.TimeoutError) as error:  # a connection lost mid-round included: the next reconnects
             if str(error) != failing:
                 log.warning("could not end overlong transactions (will retry every %d s): %s; transactions "
                             "of psql users are bounded only by transaction_timeout (PostgreSQL 17+) meanwhile. "
