@@ -22,7 +22,7 @@ test-fast: $(STAMP)  ## the inner loop: the tests marked neither slow, process, 
 migrate: $(STAMP)  ## apply migrations and re-create the sql/ functions
 	$(BIN)/python -m service migrate
 
-psql: $(STAMP)  ## psql on the service's database
+psql: $(STAMP)  ## psql on the service's database, as the psql role (--admin, --owner: python -m service psql)
 	$(BIN)/python -m service psql
 
 $(STAMP): pyproject.toml
