@@ -65,15 +65,19 @@ CALLING_ROLES = (embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE)
 
 
 def set_transaction_bound(server_url: str, database: str, seconds: float) -> None:
-    """settings.max_transaction_timeout of `database` (a short one keeps tests short), and on
-    PostgreSQL 17+ the calling roles' transaction_timeout in it to match (at their defaults the
-    functions would refuse them: TA008). Connections opened after it get the new timeout."""
+    """settings.max_transaction_timeout of `database` (a short one keeps tests short), and the
+    transaction_timeout that sql/server/roles.sql gives each calling role (PostgreSQL 17+) lowered
+    to match in it (at their defaults the functions would refuse them: TA008); a role that has none
+    keeps none. Connections opened after it get the new timeout."""
     with psycopg.connect(owner_url(server_url, database), autocommit=True) as owner:
         owner.execute("UPDATE settings SET max_transaction_timeout = make_interval(secs => %s)", (seconds,))
-    if not server_has_transaction_timeout(server_url):
-        return
     with psycopg.connect(server_url, autocommit=True) as superuser:
-        for role in CALLING_ROLES:
+        timed = [row[0] for row in superuser.execute(
+            """SELECT r.rolname FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+               WHERE s.setdatabase = 0 AND r.rolname = ANY(%s)
+                 AND EXISTS (SELECT FROM unnest(s.setconfig) AS c WHERE c LIKE 'transaction_timeout=%%')""",
+            (list(CALLING_ROLES),))]
+        for role in timed:
             superuser.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET transaction_timeout = {}").format(
                 sql.Identifier(role), sql.Identifier(database), sql.Literal(f"{int(seconds * 1000)}ms")))
 
