@@ -127,15 +127,17 @@ async def test_a_busy_transaction_holding_an_options_lock_is_ended_within_the_bo
         await owner.close()
 
 
-async def test_the_watchdog_ends_a_feed_freeze(bounded, database_url, has_transaction_timeout):
+@pytest.mark.parametrize("database", ["the service's", "postgres"])
+async def test_the_watchdog_ends_a_feed_freeze(bounded, server_url, database_url, has_transaction_timeout, database):
     """BEGIN; SELECT pg_current_xact_id(); then a statement every STEP: the feed shows nothing
     committed after that transaction began (it never skips) until the watchdog ends it. It calls
-    no function that locks, so nothing checks its transaction_timeout: it may lift it first."""
+    no function that locks, so nothing checks its transaction_timeout: it may lift it first. From
+    any database of the server: transaction ids, and so the feed's horizon, are the server's."""
     owner = await asyncpg.connect(database_url)
     admin = await asyncpg.connect(bounded(embedded.ADMIN_ROLE))
+    freezing = bounded(embedded.PSQL_ROLE) if database == "the service's" else psql_url(server_url, database)
     try:
-        stall = Stall(bounded(embedded.PSQL_ROLE), *lift_transaction_timeout(has_transaction_timeout),
-                      "SELECT pg_current_xact_id()")
+        stall = Stall(freezing, *lift_transaction_timeout(has_transaction_timeout), "SELECT pg_current_xact_id()")
         async with stall:
             option_id = await create_option(owner, 10)  # committed while the freeze holds the horizon
             assert [e["type"] for e in await admin.fetch("SELECT * FROM events_after()")] == []
