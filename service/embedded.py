@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "ticket_allocation"
 # The roles (see sql/server/roles.sql): migrations run as the owner, the service serves buyers
-# as the API role and runs admin calls as the admin role.
+# as the API role and runs admin calls as the admin role; people given psql access log in as the
+# psql role, which has the API role's grants but cannot signal the service's connections.
 OWNER_ROLE = "ticket_allocation_owner"
 API_ROLE = "ticket_allocation_api"
 ADMIN_ROLE = "ticket_allocation_admin"
+PSQL_ROLE = "ticket_allocation_psql"
 ROLES_SQL = files("service.sql") / "server" / "roles.sql"
 
 
@@ -142,9 +144,9 @@ def process_start_time(pid: int) -> float | None:
         return None
 
 
-def prepare_database(server, database: str = DATABASE_NAME) -> tuple[str, str, str]:
-    """(owner URL, API URL, admin URL) of `database` on the embedded server; creates the roles and the
-    database if missing."""
+def prepare_database(server, database: str = DATABASE_NAME) -> tuple[str, str, str, str]:
+    """(owner URL, API URL, admin URL, psql URL) of `database` on the embedded server; creates the roles
+    and the database if missing."""
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(ROLES_SQL.read_text())
@@ -152,7 +154,7 @@ def prepare_database(server, database: str = DATABASE_NAME) -> tuple[str, str, s
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(database), sql.Identifier(OWNER_ROLE)))
-    return tuple(role_url(admin_url, role, database) for role in (OWNER_ROLE, API_ROLE, ADMIN_ROLE))
+    return tuple(role_url(admin_url, role, database) for role in (OWNER_ROLE, API_ROLE, ADMIN_ROLE, PSQL_ROLE))
 
 
 def role_url(url: str, role: str, database: str, password: str | None = None) -> str:
