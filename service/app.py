@@ -33,7 +33,7 @@ def create_app(
 ) -> web.Application:
     """The app. admin_database_url: the role admin calls run as (default: database_url's);
     database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
-    admin_token: when set, creating options and cancelling purchases require it;
+    admin_token: when set, the admin routes require it;
     worker: the `worker` label of its metrics; api_tokens: when given, the API routes require
     one of them (or the admin token); body_read_timeout: seconds to receive a body (None: no limit);
     webhook_settings: how this process delivers webhooks (None: it does not deliver)."""

@@ -5,8 +5,6 @@ Orders are not coalesced (see service/coalescing.py): each is one place_order ca
 transaction, whatever its number of lines.
 """
 
-from datetime import timedelta
-
 from aiohttp import web
 
 from .auth import CALLER, require_admin
@@ -20,7 +18,7 @@ routes = web.RouteTableDef()
 ORDER_FIELDS = (
     Field("user_id", "uuid"),
     Field("lines", "objects"),
-    Field("ttl_seconds", "integer", required=False, default=OMITTED),
+    Field("ttl_seconds", "seconds", required=False, default=OMITTED),
 )
 ORDER_LINE_FIELDS = (Field("ticket_option_id", "uuid"), Field("quantity", "integer"))
 QUOTA_FIELDS = (
@@ -67,8 +65,7 @@ async def place_order(request: web.Request) -> web.Response:
     body = await read_json_object(request, ORDER_FIELDS)
     lines = order_lines(body["lines"])
     # Without ttl_seconds, null: bought at once (place_order's default).
-    ttl = OMITTED if body["ttl_seconds"] is OMITTED else timedelta(seconds=body["ttl_seconds"])
-    row = await call(request, "place_order", p_user_id=body["user_id"], p_lines=lines, p_ttl=ttl,
+    row = await call(request, "place_order", p_user_id=body["user_id"], p_lines=lines, p_ttl=body["ttl_seconds"],
                      p_idempotency_key=key, p_caller=request.get(CALLER))
     order = resource_json(row)
     location = request.app.router["order"].url_for(id=order["id"])

@@ -7,7 +7,7 @@ resource_json serialises any of them, field by field.
 import asyncio
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 from aiohttp import web
@@ -43,7 +43,7 @@ PURCHASE_FIELDS = (
 )
 HOLD_FIELDS = (
     *PURCHASE_FIELDS,
-    Field("ttl_seconds", "integer", required=False, default=OMITTED),
+    Field("ttl_seconds", "seconds", required=False, default=OMITTED),
 )
 # Routes that take no query parameters still refuse them (e.g. ?dry_run=true), as documented.
 NO_QUERY: tuple[Field, ...] = ()
@@ -136,7 +136,7 @@ async def hold_tickets(request: web.Request) -> web.Response:
     body = await read_json_object(request, HOLD_FIELDS)
     # hold_tickets_batch, shared with concurrent holds of the option (see coalescing.py); a ttl
     # left out is null in the batch, which takes hold_tickets' default for it.
-    ttl = None if body["ttl_seconds"] is OMITTED else timedelta(seconds=body["ttl_seconds"])
+    ttl = None if body["ttl_seconds"] is OMITTED else body["ttl_seconds"]
     metrics = request.app[METRICS]
     try:
         hold = await request.app[HOLDS].submit(

@@ -219,7 +219,8 @@ $$;
 -- or, p_from_held, from `held` (the caller marks the holds confirmed). The
 -- CHECKs of ticket_options and quotas refuse anything that would oversell.
 -- Events: per option (in order of first appearance), its purchase.created
--- events, then its stock event if any.
+-- events, then its stock event if any (unless p_from_held: the confirmation
+-- appends those after its hold.confirmed, which the sale also causes).
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_purchases(
     p_purchase_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL,
     p_from_held boolean DEFAULT false)
@@ -252,14 +253,15 @@ BEGIN
     INSERT INTO tickets (ticket_option_id, purchase_id)
     SELECT r.ticket_option_id, p_purchase_ids[r.ordinality]
     FROM unnest(p_requests) WITH ORDINALITY AS r, generate_series(1, r.quantity);
-    -- Events (sql/events.sql): each option's new purchases, then its sold_out if it is.
+    -- Events (sql/events.sql): each option's new purchases, then its sold_out if it is; from held
+    -- tickets, the confirmation appends that after its hold.confirmed, which the sale also causes.
     FOR i IN 1 .. cardinality(befores) LOOP
         PERFORM append_purchase_events(
             'purchase.created',
             ARRAY(SELECT p_purchase_ids[n::integer]
                   FROM jsonb_array_elements_text(by_option -> (befores[i]).id::text) WITH ORDINALITY AS o (n, k)
                   ORDER BY k),
-            befores[i]);
+            CASE WHEN NOT p_from_held THEN befores[i] END);
     END LOOP;
 END;
 $$;
