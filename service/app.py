@@ -4,7 +4,7 @@ import asyncio
 
 from aiohttp import web
 
-from . import db, docs, event_routes, health, malformed_http, metrics, routes
+from . import db, docs, event_routes, health, malformed_http, metrics, order_routes, routes
 from .auth import ADMIN_TOKEN, API_TOKENS, api_token_middleware
 from .errors import problem_middleware
 from .inputs import BODY_READ_TIMEOUT
@@ -33,7 +33,7 @@ def create_app(
 ) -> web.Application:
     """The app. admin_database_url: the role admin calls run as (default: database_url's);
     database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
-    admin_token: when set, creating options and cancelling purchases require it;
+    admin_token: when set, the admin routes require it;
     worker: the `worker` label of its metrics; api_tokens: when given, the API routes require
     one of them (or the admin token); body_read_timeout: seconds to receive a body (None: no limit);
     webhook_settings: how this process delivers webhooks (None: it does not deliver)."""
@@ -61,6 +61,7 @@ def create_app(
     app.cleanup_ctx.append(db.pool_context)
     app.add_routes(routes.routes)
     app.add_routes(event_routes.routes)
+    app.add_routes(order_routes.routes)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(docs.routes)

@@ -7,6 +7,8 @@ one commit), whatever their options: each still decided alone, in arrival
 order, all or nothing, with its own answer. At low load a batch is one
 request, so nothing waits. Holds are coalesced the same way, by a second
 coalescer calling hold_tickets_batch (BatchFunction says which function).
+Both take one array of api.ticket_request, the shape every batch of the SQL
+API shares.
 
 Lanes. Options are spread over LANES lanes by a hash of their id, and each
 lane has at most one call in flight: so the batches of a hot option (always
@@ -23,6 +25,11 @@ That option then leaves the lanes: its deferred requests, and every later
 one of it, queue for a call of their own (one in flight per option) that
 waits for the lock as purchase_tickets does (at most lock_timeout). Once
 that queue is empty, the option's requests go by the lanes again.
+
+Orders are not coalesced (yet): an order is already one call and one commit
+for many lines. They could ride the same lanes (a batch function deciding
+orders beside single requests, deferred as a whole when any of its options
+is locked; its lane: its first option's) if orders become the bulk of a sale.
 
 Bounds, so that load cannot turn into failures: a batch is capped by its
 requests, by the tickets it inserts (a long transaction would meet
@@ -71,6 +78,7 @@ class Refused(Exception):
         self.sqlstate = refusal["sqlstate"]
         self.message = refusal["message"]
         self.column_name = refusal["column_name"]
+        self.detail = refusal["detail"]
 
 
 @dataclass
@@ -90,8 +98,10 @@ class PendingRequest:
 
 @dataclass(frozen=True)
 class BatchFunction:
-    """A batch function of the SQL API: its call (the requests, then p_skip_locked), the field of its
-    outcome rows that answers a request (the others: its refusal, and whether it was deferred)."""
+    """A batch function of the SQL API: its call, which takes one api.ticket_request[] (option,
+    user, quantity, idempotency key, caller, ttl: a tuple per request, as asyncpg sends a composite)
+    and p_skip_locked, and the field of its outcome rows that answers a request (the others: its
+    refusal, and whether it was deferred)."""
     query: str
     answer: str
     noun: str  # in the Overloaded message

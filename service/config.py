@@ -29,6 +29,9 @@ class Settings:
     migrate_database_url: str | None
     # The role admin calls run as, after the admin token is checked; None: database_url's.
     admin_database_url: str | None
+    # The login `psql` opens for people (the psql role); None: database_url's server and
+    # database as ticket_allocation_psql, without a password (psql asks for it).
+    psql_database_url: str | None
     host: str
     port: int
     workers: int
@@ -57,6 +60,7 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             migrate_database_url=env.get("MIGRATE_DATABASE_URL") or None,
             admin_database_url=env.get("ADMIN_DATABASE_URL") or None,
+            psql_database_url=env.get("PSQL_DATABASE_URL") or None,
             host=env.get("HOST", "127.0.0.1"),
             port=_int_setting(env, "PORT", 3000),
             # Half the CPUs: the other half is PostgreSQL's when it runs on this machine

@@ -1,7 +1,8 @@
 """The connection pools, living as long as the app (aiohttp cleanup_ctx), and calls of the SQL API.
 
 Two pools: buyers are served as the API role (DATABASE_URL), admin calls run
-as the admin role (ADMIN_DATABASE_URL), which the API role cannot become.
+as the admin role (ADMIN_DATABASE_URL), which the API role cannot become; and
+the watchdog's own connection, as the admin role (end_overlong_transactions).
 """
 
 import asyncio
@@ -38,6 +39,9 @@ PURGE_MAX_CHUNKS = 100
 # keeps the live-holds index small) for options nobody touches.
 SWEEP_INTERVAL_SECONDS = 5
 SWEEP_CALLS = 10  # release_expired_holds() calls per sweep at most (each bounded in SQL)
+# How often the watchdog ends the calling roles' transactions older than the bound
+# (settings.max_transaction_timeout, 30 s): such a transaction lasts at most the bound plus this.
+WATCHDOG_INTERVAL_SECONDS = 1
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +56,14 @@ async def pool_context(app: web.Application):
             **failover.pool_options(app[ADMIN_DATABASE_URL]), min_size=0, max_size=ADMIN_POOL_SIZE,
             server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
         )
+        # The watchdog's own connection, as the admin role: busy admin calls cannot delay a round.
+        watchdog_pool = await asyncpg.create_pool(
+            **failover.pool_options(app[ADMIN_DATABASE_URL]), min_size=0, max_size=1,
+            server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
+        )
     except asyncpg.InvalidParameterValueError as error:
         raise SystemExit(f"a database setting of the service is invalid: {error}") from None
-    async with pool, admin_pool:
+    async with pool, admin_pool, watchdog_pool:
         await warn_if_tables_are_writable(pool)
         app[DB_POOL] = pool
         app[ADMIN_POOL] = admin_pool
@@ -68,11 +77,13 @@ async def pool_context(app: web.Application):
         purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
         deliverer = start_deliverer(app, stopping)
         sweeper = asyncio.create_task(sweep_expired_holds(admin_pool, stopping, metrics))
+        watchdog = asyncio.create_task(end_overlong_transactions(watchdog_pool, stopping))
         yield
-        # Not cancelled: a purge or sweep in progress finishes before the pool closes.
+        # Not cancelled: a purge, sweep or watchdog round in progress finishes before the pool closes.
         stopping.set()
         await purger
         await sweeper
+        await watchdog
         if deliverer is not None:
             await deliverer
 
@@ -155,6 +166,40 @@ async def sweep_once(pool: asyncpg.Pool) -> int:
         if not swept:
             break
     return total
+
+
+async def end_overlong_transactions(pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
+    """The watchdog, over a pool of its own (one admin connection): every WATCHDOG_INTERVAL_SECONDS,
+    api.end_overlong_transactions() ends the calling roles' transactions that outlived the bound (a
+    psql session stalling an option's sales or the feed), on every PostgreSQL version; each one
+    ended is logged. A failure is logged once, until the error changes or a round succeeds."""
+    failing = None
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=WATCHDOG_INTERVAL_SECONDS)
+            return
+        try:
+            for ended in await pool.fetch("SELECT * FROM api.end_overlong_transactions()"):
+                log_ended_transaction(ended)
+            failing = None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+                asyncio.TimeoutError) as error:  # a connection lost mid-round included: the next reconnects
+            if str(error) != failing:
+                log.warning("could not end overlong transactions (will retry every %d s): %s; transactions "
+                            "of psql users are bounded only by transaction_timeout (PostgreSQL 17+) meanwhile. "
+                            "ADMIN_DATABASE_URL must be the admin role", WATCHDOG_INTERVAL_SECONDS, error)
+                failing = str(error)
+
+
+def log_ended_transaction(ended: asyncpg.Record) -> None:
+    log.warning(
+        "ended the session of %s (pid %d, database %s, from %s, application %r): its transaction had been "
+        "open for %.1f s (state: %s), longer than the bound of %.1f s (settings.max_transaction_timeout); whatever "
+        "it held (an option's lock, the event feed's horizon) is released. Its last statement: %r",
+        ended["role"], ended["pid"], ended["database"], ended["client_addr"] or "a local socket",
+        ended["application_name"], ended["transaction_age"].total_seconds(), ended["state"],
+        ended["bound"].total_seconds(), ended["query"],
+    )
 
 
 # An argument left out of a call, so that the SQL function's default applies:

@@ -10,7 +10,8 @@ from .db import OMITTED, call, call_many
 from .errors import INVALID_ARGUMENT, WEBHOOK_NOT_FOUND, Problem
 from .inputs import Field, path_uuid, read_json_object, read_query
 from .routes import NO_QUERY, resource_json
-from .webhooks import WEBHOOK_SETTINGS, DestinationRefused, check_destination
+from .destinations import DestinationRefused, check_destination
+from .webhooks import WEBHOOK_SETTINGS
 
 routes = web.RouteTableDef()
 

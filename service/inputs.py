@@ -11,6 +11,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -22,13 +23,20 @@ from .metrics import METRICS
 log = logging.getLogger(__name__)
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# Integer literals (JSON or query string) of more significant digits than this are beyond every
+# range here whatever their digits: read as +-10**LONG_INTEGER_DIGITS, so that none meets Python's
+# int-conversion limit (sys.set_int_max_str_digits: 4,300 digits) or costs time to convert.
+LONG_INTEGER_DIGITS = 30
+# A "seconds" field is sent as an interval, which holds any value of it up to this (about 31 years;
+# further out, the same refusal): the SQL rule on it, not the 32-bit range, says what it may be.
+LONGEST_SECONDS = 10**9
 # Only the canonical 8-4-4-4-12 form (any case): what PostgreSQL and asyncpg take, and one
 # spelling per id. uuid.UUID() also takes braces, "urn:uuid:" and stray hyphens.
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # The rule of claim_idempotency_key in sql/idempotency.sql (the source), checked here too so that
 # a request with a bad key is refused before it joins a batch of other buyers' purchases.
-IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
-IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters"
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x2b\x2d-\x7e]{1,255}")
+IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters, no comma"
 # Seconds a client may take to send its body (BODY_READ_TIMEOUT_MS / 1000); then 408.
 BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 
@@ -36,25 +44,40 @@ BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "string" | "integer" | "uuid" | "strings" (an array of strings)
+    # "string" | "integer" (32-bit) | "seconds" (an integer, sent as an interval) | "uuid" |
+    # "strings", "uuids" (arrays of those) | "objects" (an array of objects, each the route's to check)
+    kind: str
     required: bool = True
     default: object = None
     nullable: bool = False
 
 
+def whole_number(literal: str) -> int:
+    """An integer literal's value; one too long for any range here as +-10**LONG_INTEGER_DIGITS."""
+    if len(literal.lstrip("-").lstrip("0")) <= LONG_INTEGER_DIGITS:
+        return int(literal)
+    return -(10**LONG_INTEGER_DIGITS) if literal.startswith("-") else 10**LONG_INTEGER_DIGITS
+
+
 def type_error(kind: str, value) -> str | None:
     """Why `value` is not of `kind`, or None if it is."""
-    if kind == "integer":
+    if kind in ("integer", "seconds"):
         # bool is an int in Python, and 1.0 or "2" are not integers in this API.
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be an integer"
-        if not INT32_MIN <= value <= INT32_MAX:
-            return f"must be between {INT32_MIN} and {INT32_MAX}"
+        if kind == "integer" and not INT32_MIN <= value <= INT32_MAX:
+            # The SQL parameter is 32-bit: its rule cannot see the value, so say why here.
+            return f"is out of range: whole numbers here are 32-bit, from {INT32_MIN} to {INT32_MAX}"
         return None
-    if kind == "strings":
+    if kind in ("strings", "uuids"):
+        noun = kind.removesuffix("s")
         if not isinstance(value, list) or len(value) > 100:
-            return "must be an array of at most 100 strings"
-        return next((reason for item in value if (reason := type_error("string", item))), None)
+            return f"must be an array of at most 100 {noun}s"
+        return next((reason for item in value if (reason := type_error(noun, item))), None)
+    if kind == "objects":  # each checked by the route (e.g. an order's lines)
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            return "must be an array of objects"
+        return None
     if not isinstance(value, str):
         return "must be a string" if kind == "string" else "must be a UUID string"
     if "\x00" in value:
@@ -69,8 +92,17 @@ def type_error(kind: str, value) -> str | None:
 
 
 def converted(kind: str, value):
-    """A valid value as the SQL function's parameter takes it: UUIDs as uuid.UUID."""
-    return uuid.UUID(value) if kind == "uuid" and value is not None else value
+    """A valid value as the SQL function's parameter takes it: UUIDs as uuid.UUID, seconds as an
+    interval (the SQL function decides its range)."""
+    if value is None:
+        return None
+    if kind == "uuid":
+        return uuid.UUID(value)
+    if kind == "uuids":
+        return [uuid.UUID(item) for item in value]
+    if kind == "seconds":
+        return timedelta(seconds=max(-LONGEST_SECONDS, min(value, LONGEST_SECONDS)))
+    return value
 
 
 def _json_type(value) -> str:
@@ -127,16 +159,13 @@ def _parse_json(raw: bytes):
     try:
         # Strictly UTF-8: json.loads(bytes) would also guess UTF-16 and UTF-32, and skip a BOM.
         return json.loads(
-            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_object_without_duplicates
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_int=whole_number,
+            object_pairs_hook=_object_without_duplicates,
         )
     except UnicodeDecodeError:
         raise Problem(MALFORMED_BODY, "The request body is not UTF-8.") from None
     except DuplicateKey as duplicate:
-        message = f"{duplicate.name} is given more than once"
-        raise Problem(
-            INVALID_ARGUMENT, f"The request has invalid fields: {duplicate.name}.",
-            [{"field": duplicate.name, "message": message}],
-        ) from None
+        raise invalid([given_twice(duplicate.name)]) from None
     except (ValueError, RecursionError) as error:
         raise Problem(MALFORMED_BODY, f"The request body is not valid JSON: {error}.") from None
 
@@ -176,8 +205,7 @@ async def read_json_object(request: web.Request, fields: tuple[Field, ...]) -> d
         else:
             values[field.name] = converted(field.kind, data[field.name])
     if errors:
-        names = ", ".join(error["field"] for error in errors)
-        raise Problem(INVALID_ARGUMENT, f"The request has invalid fields: {names}.", errors)
+        raise invalid(errors)
     return values
 
 
@@ -189,25 +217,39 @@ def read_query(request: web.Request, fields: tuple[Field, ...]) -> dict:
     known = {field.name for field in fields}
     errors = [
         {"field": name, "message": f"{name} is not a known query parameter (expected: {', '.join(sorted(known))})"}
-        for name in request.query
+        for name in request.query  # each name once (multidict iterates unique keys)
         if name not in known
     ]
     values = {}
     for field in fields:
-        raw = request.query.get(field.name)
+        given = request.query.getall(field.name, [])
         values[field.name] = field.default
-        if raw is None:
+        if not given:
             continue
-        value = int(raw) if field.kind == "integer" and re.fullmatch(r"-?[0-9]{1,10}", raw) else raw
+        if len(given) > 1:  # a proxy or framework in front may read either
+            errors.append(given_twice(field.name))
+            continue
+        raw = given[0]
+        value = whole_number(raw) if field.kind in ("integer", "seconds") and re.fullmatch(r"-?[0-9]+", raw) else raw
         reason = type_error(field.kind, value)
         if reason:
             errors.append({"field": field.name, "message": f"{field.name} {reason}"})
         else:
             values[field.name] = converted(field.kind, value)
     if errors:
-        names = ", ".join(error["field"] for error in errors)
-        raise Problem(INVALID_ARGUMENT, f"The request has invalid query parameters: {names}.", errors)
+        raise invalid(errors)
     return values
+
+
+def given_twice(name: str) -> dict:
+    return {"field": name, "message": f"{name} is given more than once"}
+
+
+def invalid(errors: list[dict]) -> Problem:
+    """The 422 for these invalid fields (or parameters, or headers): one error each, and a detail
+    that says what is wrong, as the SQL functions' refusals do."""
+    detail = "; ".join(error["message"] for error in errors)
+    return Problem(INVALID_ARGUMENT, detail, errors)
 
 
 def path_uuid(request: web.Request, name: str, not_found: ProblemType) -> uuid.UUID:
@@ -219,10 +261,10 @@ def path_uuid(request: web.Request, name: str, not_found: ProblemType) -> uuid.U
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    """The Idempotency-Key header, if any; 422 if it breaks the key rule."""
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        message = f"idempotency_key {IDEMPOTENCY_KEY_RULE}"
-        raise Problem(INVALID_ARGUMENT, f"The Idempotency-Key header {IDEMPOTENCY_KEY_RULE}.",
-                      [{"field": "idempotency_key", "message": message}])
-    return key
+    """The Idempotency-Key header, if any; 422 if it is given twice or breaks the key rule."""
+    keys = request.headers.getall("Idempotency-Key", [])
+    if len(keys) > 1:
+        raise invalid([given_twice("idempotency_key")])
+    if keys and not IDEMPOTENCY_KEY.fullmatch(keys[0]):
+        raise invalid([{"field": "idempotency_key", "message": f"idempotency_key {IDEMPOTENCY_KEY_RULE}"}])
+    return keys[0] if keys else None

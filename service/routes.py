@@ -7,7 +7,7 @@ resource_json serialises any of them, field by field.
 import asyncio
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 from aiohttp import web
@@ -43,7 +43,7 @@ PURCHASE_FIELDS = (
 )
 HOLD_FIELDS = (
     *PURCHASE_FIELDS,
-    Field("ttl_seconds", "integer", required=False, default=OMITTED),
+    Field("ttl_seconds", "seconds", required=False, default=OMITTED),
 )
 # Routes that take no query parameters still refuse them (e.g. ?dry_run=true), as documented.
 NO_QUERY: tuple[Field, ...] = ()
@@ -64,12 +64,15 @@ def json_value(value):
         return value.isoformat()
     if isinstance(value, list):
         return [json_value(item) for item in value]
+    if isinstance(value, asyncpg.Record):  # a resource inside a resource (an order's purchases)
+        return resource_json(value)
     return value
 
 
-def resource_json(row) -> dict:
-    """A resource of the SQL API (a row of an api type) as JSON."""
-    return {JSON_NAMES.get(name, name): json_value(value) for name, value in row.items()}
+def resource_json(row, names: dict[str, str] = JSON_NAMES) -> dict:
+    """A resource of the SQL API (a row of an api type) as JSON; `names`: the JSON names that differ
+    from the SQL ones (a quota's `remaining` keeps its name: only an option's is `allocation`)."""
+    return {names.get(name, name): json_value(value) for name, value in row.items()}
 
 
 @routes.post("/ticket_options")
@@ -133,7 +136,7 @@ async def hold_tickets(request: web.Request) -> web.Response:
     body = await read_json_object(request, HOLD_FIELDS)
     # hold_tickets_batch, shared with concurrent holds of the option (see coalescing.py); a ttl
     # left out is null in the batch, which takes hold_tickets' default for it.
-    ttl = None if body["ttl_seconds"] is OMITTED else timedelta(seconds=body["ttl_seconds"])
+    ttl = None if body["ttl_seconds"] is OMITTED else body["ttl_seconds"]
     metrics = request.app[METRICS]
     try:
         hold = await request.app[HOLDS].submit(

@@ -27,6 +27,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from .config import Settings, redact
+from .openapi import admin_operations
 from .logs import AccessLogger
 
 log = logging.getLogger("service")
@@ -160,8 +161,8 @@ def serve(settings: Settings, database_url: str, admin_database_url: str, source
     check_port_is_free(settings.host, settings.port)
     if settings.admin_token is None:
         log.warning(
-            "ADMIN_TOKEN is not set: anyone who can reach this server can create ticket options and cancel "
-            "purchases. Set ADMIN_TOKEN to require Authorization: Bearer <token> on those routes."
+            "ADMIN_TOKEN is not set: anyone who can reach this server can call the admin routes (%s). Set "
+            "ADMIN_TOKEN to require Authorization: Bearer <token> on them.", ", ".join(admin_operations())
         )
     if not settings.api_tokens:
         log.warning(

@@ -1,19 +1,22 @@
 """Webhook delivery: signed POSTs of the event feed to the subscriptions (sql/webhooks.sql).
 
 Each server process runs one delivery loop with a pool of its own (admin role,
-DELIVERY_POOL_SIZE connections) and at most WEBHOOK_CONCURRENCY requests in
-flight, so a slow receiver takes neither buyers' connections nor more than its
-share of the loop. The database decides what is sent: claim_webhook_deliveries
-leases attempts (FOR UPDATE SKIP LOCKED) to whichever worker of whichever
-instance asks, and finish_webhook_attempt applies the answer. The signing
-secret comes with the claim and is never logged.
+DELIVERY_POOL_SIZE connections), so receivers never take buyers' connections.
+The database decides what is sent: claim_webhook_deliveries leases attempts
+(FOR UPDATE SKIP LOCKED) to whichever worker of whichever instance asks, never
+two at once to one subscription, and finish_webhook_attempt applies the answer.
+The signing secret comes with the claim and is never logged.
+
+Fair shares: the loop has WEBHOOK_CONCURRENCY slots. An attempt holds one until
+its answer is recorded, or for SLOT_SECONDS: then it waits for its answer (to
+the timeout) beside the slots, and the slot goes to the next subscription with
+work. A receiver that never answers thus holds back only its own subscription,
+however many there are; what waits beside the slots is at most one attempt per
+subscription (the claim's rule) and MAX_WAITING in all.
 """
 
 import asyncio
-import contextlib
-import ipaddress
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,18 +24,25 @@ from datetime import datetime, timezone
 import aiohttp
 import asyncpg
 from aiohttp import web
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from standardwebhooks.webhooks import Webhook
 from yarl import URL
+
+from . import failover
+from .destinations import DestinationRefused, GuardedResolver, Network, check_literal, parse_networks
 
 log = logging.getLogger(__name__)
 
 DELIVERY_POOL_SIZE = 2
+# How long an attempt may hold a slot before it waits beside the slots: longer than a healthy
+# receiver takes to answer, short against the lag a subscription may suffer for others.
+SLOT_SECONDS = 0.25
+# Attempts of one process waiting beside the slots, at most (then nothing more is claimed).
+MAX_WAITING = 100
+# claim_webhook_deliveries' p_limit, at most (sql/webhooks.sql).
+MAX_CLAIM = 100
 USER_AGENT = "ticket-allocation-webhooks/1"
 # How often the lag gauges are refreshed (one cheap query per subscription).
 LAG_REFRESH_SECONDS = 5.0
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class WebhookSettings:
     allowed_networks: tuple[Network, ...] = ()
     # Seconds to connect, and to get the answer's status line (WEBHOOK_TIMEOUT_MS).
     timeout: float = 10.0
-    # Requests in flight per server process (WEBHOOK_CONCURRENCY).
+    # Delivery slots per server process (WEBHOOK_CONCURRENCY); see "Fair shares" above.
     concurrency: int = 4
     # Seconds between polls when nothing is due (WEBHOOK_POLL_MS).
     poll_interval: float = 0.5
@@ -68,58 +78,6 @@ class WebhookSettings:
 WEBHOOK_SETTINGS = web.AppKey("webhook_settings", WebhookSettings)
 
 
-def parse_networks(raw: str) -> tuple[Network, ...]:
-    try:
-        return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
-    except ValueError as error:
-        raise SystemExit(f"WEBHOOK_ALLOWED_NETWORKS={raw!r}: {error}") from None
-
-
-def address_allowed(address: str, allowed: tuple[Network, ...]) -> bool:
-    """Public addresses, and those in the allowed networks; never loopback, private, link-local..."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in allowed) or ip.is_global
-
-
-class DestinationRefused(OSError):
-    pass
-
-
-async def check_destination(url: str, allowed: tuple[Network, ...]) -> None:
-    """Raise DestinationRefused unless every address the URL's host resolves to is allowed."""
-    host = URL(url).host
-    if not host:
-        raise DestinationRefused("the URL has no host")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise DestinationRefused(f"{host} does not resolve: {error}") from None
-    refused = sorted({info[4][0] for info in infos if not address_allowed(info[4][0], allowed)})
-    if refused:
-        raise DestinationRefused(f"{host} resolves to {', '.join(refused)}, outside WEBHOOK_ALLOWED_NETWORKS")
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves as usual, then keeps only the allowed addresses: checked at each connection, after
-    DNS, so a name that later resolves to an internal address is refused then."""
-
-    def __init__(self, allowed: tuple[Network, ...]):
-        self.inner = DefaultResolver()
-        self.allowed = allowed
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
-        infos = await self.inner.resolve(host, port, family)
-        permitted = [info for info in infos if address_allowed(info["host"], self.allowed)]
-        if not permitted:
-            raise DestinationRefused(f"{host} resolves only to addresses outside WEBHOOK_ALLOWED_NETWORKS")
-        return permitted
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
 def signed_headers(secret: str, message_id: str, body: str) -> dict[str, str]:
     """The Standard Webhooks headers for one attempt (https://www.standardwebhooks.com/)."""
     now = datetime.now(timezone.utc)
@@ -139,14 +97,17 @@ class Deliverer:
         self.metrics = metrics
         self.database_settings = database_settings
         self.in_flight: set[asyncio.Task] = set()
+        self.in_slots: set[int] = set()  # attempt ids holding a slot
+        self.changed = asyncio.Event()  # a slot was given up, or an attempt ended
 
     async def run(self, stopping: asyncio.Event) -> None:
-        pool = await asyncpg.create_pool(self.admin_url, min_size=0, max_size=DELIVERY_POOL_SIZE,
-                                         server_settings=self.database_settings)
+        pool = await asyncpg.create_pool(**failover.pool_options(self.admin_url), min_size=0,
+                                         max_size=DELIVERY_POOL_SIZE, server_settings=self.database_settings)
         timeout = aiohttp.ClientTimeout(sock_connect=self.settings.timeout, sock_read=self.settings.timeout,
                                         total=2 * self.settings.timeout)
+        # One connection per attempt in flight: the loop bounds them, an attempt never waits for one.
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.settings.allowed_networks),
-                                         limit=self.settings.concurrency)
+                                         limit=self.settings.concurrency + MAX_WAITING)
         async with pool, aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             try:
                 await self.loop(pool, session, stopping)
@@ -156,10 +117,15 @@ class Deliverer:
                     task.cancel()
                 await asyncio.gather(*self.in_flight, return_exceptions=True)
 
+    def free_slots(self) -> int:
+        return min(self.settings.concurrency - len(self.in_slots),
+                   self.settings.concurrency + MAX_WAITING - len(self.in_flight), MAX_CLAIM)
+
     async def loop(self, pool, session, stopping: asyncio.Event) -> None:
         next_lag_refresh = 0.0
         while not stopping.is_set():
-            free = self.settings.concurrency - len(self.in_flight)
+            self.changed.clear()
+            free = self.free_slots()
             claimed = []
             try:
                 if free > 0:
@@ -169,27 +135,50 @@ class Deliverer:
                 if time.monotonic() >= next_lag_refresh:
                     next_lag_refresh = time.monotonic() + LAG_REFRESH_SECONDS
                     self.metrics.webhook_lag_observed(await pool.fetch("SELECT * FROM api.webhook_lag()"))
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
-                log.warning("could not claim webhook deliveries (will retry): %s", error)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
+                log.warning("could not claim webhook deliveries (will retry): %s: %s", type(error).__name__, error)
             for delivery in claimed:
+                self.in_slots.add(delivery["attempt_id"])
                 task = asyncio.create_task(self.deliver(pool, session, delivery))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
-            if not claimed:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=self.settings.poll_interval)
-            elif len(self.in_flight) >= self.settings.concurrency:
-                await asyncio.wait(self.in_flight, timeout=self.settings.poll_interval,
-                                   return_when=asyncio.FIRST_COMPLETED)
+            if len(claimed) < free or free <= 0:
+                # Nothing more is due, or no slot is free: until a slot frees or an attempt ends
+                # (its subscription's next event is due then), or the next poll.
+                await self.wait_for_change(stopping)
+
+    async def wait_for_change(self, stopping: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self.changed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def leave_slot(self, attempt_id: int) -> None:
+        if attempt_id in self.in_slots:
+            self.in_slots.discard(attempt_id)
+            self.changed.set()
 
     async def deliver(self, pool, session: aiohttp.ClientSession, delivery) -> None:
-        status, error = await self.post(session, delivery)
+        answer = asyncio.ensure_future(self.post(session, delivery))
+        try:
+            if not (await asyncio.wait({answer}, timeout=SLOT_SECONDS))[0]:
+                self.leave_slot(delivery["attempt_id"])  # slow or hanging: it waits beside the slots
+            status, error = await answer
+            await self.record(pool, delivery, status, error)
+        finally:
+            answer.cancel()  # when this task is cancelled (shutdown); nothing when done
+            self.leave_slot(delivery["attempt_id"])
+            self.changed.set()
+
+    async def record(self, pool, delivery, status: int | None, error: str | None) -> None:
         try:
             outcome = await pool.fetchval("SELECT api.finish_webhook_attempt($1, $2, $3)",
                                           delivery["attempt_id"], status, error)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as db_error:
-            log.warning("could not record webhook attempt %s (its lease will expire and it is sent again): %s",
-                        delivery["attempt_id"], db_error)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as db_error:
+            log.warning("could not record webhook attempt %s (its lease will expire and it is sent again): %s: %s",
+                        delivery["attempt_id"], type(db_error).__name__, db_error)
             return
         self.metrics.webhook_delivered(outcome)
         if outcome != "delivered":
@@ -200,21 +189,17 @@ class Deliverer:
         """The receiver's status, or None and why there was none. Redirects are not followed."""
         body = delivery["body"]  # jsonb as text: the exact bytes signed and sent
         url = delivery["url"]
-        host = URL(url).host or ""
+        try:
+            host = URL(url).host or ""
+        except ValueError as error:  # stored before the URL rule (migrations/0014)
+            return None, f"InvalidURL: the URL cannot be parsed ({error})"[:500]
         try:
             # aiohttp does not resolve IP literals, so the resolver's check does not see them.
-            if _is_ip(host) and not address_allowed(host, self.settings.allowed_networks):
-                raise DestinationRefused(f"{host} is outside WEBHOOK_ALLOWED_NETWORKS")
+            check_literal(host, self.settings.allowed_networks)
             headers = signed_headers(delivery["secret"], str(delivery["event_id"]), body)
             async with session.post(url, data=body.encode(), headers=headers, allow_redirects=False) as response:
                 return response.status, None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as error:
+            if isinstance(getattr(error, "os_error", None), DestinationRefused):
+                error = error.os_error  # refused by the resolver: aiohttp's wrapper would hide why
             return None, f"{type(error).__name__}: {error}"[:500]
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True

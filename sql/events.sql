@@ -37,9 +37,22 @@ AS $$
                 ELSE p_resource END
 $$;
 
+-- event_data_bytes(p_data jsonb) RETURNS integer
+-- The size of an event's data as the feed sends it (its JSON text, in bytes):
+-- what events.data_bytes holds, and what a feed page's budget counts.
+CREATE OR REPLACE FUNCTION ticket_allocation.event_data_bytes(p_data jsonb)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT octet_length(p_data::text)
+$$;
+
 -- append_events(p_type text, p_data jsonb[]) RETURNS void
 -- Appends one event of p_type per element of p_data (resources already as
--- JSON, see api_json), in one statement, in the calling transaction.
+-- JSON, see api_json), in one statement, in the calling transaction, each
+-- with its size (event_data_bytes).
 -- Timestamps inside p_data render in the caller's TimeZone: build them with
 -- the helpers below, which pin UTC.
 CREATE OR REPLACE FUNCTION ticket_allocation.append_events(p_type text, p_data jsonb[])
@@ -47,7 +60,8 @@ RETURNS void
 LANGUAGE sql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    INSERT INTO events (type, data) SELECT p_type, d FROM unnest(p_data) WITH ORDINALITY AS u(d, n) ORDER BY n
+    INSERT INTO events (type, data, data_bytes)
+    SELECT p_type, d, event_data_bytes(d) FROM unnest(p_data) WITH ORDINALITY AS u(d, n) ORDER BY n
 $$;
 
 -- append_ticket_option_events(p_type text, p_option api.ticket_option) RETURNS void
@@ -88,7 +102,9 @@ $$;
 --     RETURNS void
 -- Appends a p_type event per purchase (in array order, as the API shows each
 -- now), then the stock events of their option (p_option_before: the option
--- before the change, under its lock). No purchases: nothing.
+-- before the change, under its lock; a row of nulls: none, the caller appends
+-- them after events of its own that the change also causes, as confirm_hold
+-- does). No purchases: nothing.
 CREATE OR REPLACE FUNCTION ticket_allocation.append_purchase_events(
     p_type text, p_purchase_ids uuid[], p_option_before api.ticket_option)
 RETURNS void
@@ -104,7 +120,9 @@ BEGIN
     -- receipts view: see the note above RETURN QUERY in api.purchase_tickets_batch.
     PERFORM append_events(p_type, array_agg(api_json(to_jsonb(purchase_resource(u.id))) ORDER BY u.n))
     FROM unnest(p_purchase_ids) WITH ORDINALITY AS u(id, n);
-    PERFORM append_stock_events(p_option_before, get_ticket_option(p_option_before.id));
+    IF p_option_before.id IS NOT NULL THEN
+        PERFORM append_stock_events(p_option_before, get_ticket_option(p_option_before.id));
+    END IF;
 END;
 $$;
 
@@ -189,18 +207,80 @@ AS $$
     SELECT p_xid::text || '-' || p_id::text
 $$;
 
+-- events_page_byte_budget() RETURNS integer
+-- The bytes of event data a page of the feed carries at most, but for its
+-- last event: a purchase event carries up to 1,000 ticket ids (about 40 kB),
+-- so 1,000 of them would otherwise be 40 MB for one request.
+CREATE OR REPLACE FUNCTION ticket_allocation.events_page_byte_budget()
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT 1048576
+$$;
+
+-- feed_position(p_cursor text, p_horizon xid8, OUT after_xid xid8, OUT after_id bigint)
+-- Where a cursor of the feed points: '0-0' (before every event), or after
+-- the event (xid, id) it names, which must be one the feed can have given
+-- out: its xid one the server gives transactions (3 and up), and below
+-- p_horizon (the caller's), since a cursor is given out under a horizon
+-- (pg_snapshot_xmin) above its xid and the horizon only rises; its id one
+-- the events' sequence handed out. Anything else
+-- is refused rather than paged: a cursor ahead of what is committed would
+-- answer empty pages, and then skip whatever commits below it.
+-- Errors: TA001 (after) when p_cursor is none of those.
+CREATE OR REPLACE FUNCTION ticket_allocation.feed_position(
+    p_cursor text, p_horizon xid8, OUT after_xid xid8, OUT after_id bigint)
+LANGUAGE plpgsql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    xid_part numeric;
+    id_part numeric;
+BEGIN
+    IF p_cursor ~ '^[0-9]{1,20}-[0-9]{1,19}$' THEN
+        -- As numbers first: digits beyond xid8 or bigint are refused like any other cursor.
+        xid_part := split_part(p_cursor, '-', 1)::numeric;
+        id_part := split_part(p_cursor, '-', 2)::numeric;
+        IF (xid_part = 0 AND id_part = 0)
+           OR (xid_part BETWEEN 3 AND p_horizon::text::numeric - 1 AND id_part BETWEEN 1 AND last_event_id()) THEN
+            after_xid := xid_part::text::xid8;
+            after_id := id_part::bigint;
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM raise_invalid_argument('after', 'is not a cursor of this feed; pass next_cursor (or an event''s cursor) unchanged, or none to start');
+END;
+$$;
+
+-- last_event_id() RETURNS bigint
+-- The last id the events' sequence handed out (0 before the first).
+CREATE OR REPLACE FUNCTION ticket_allocation.last_event_id()
+RETURNS bigint
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq
+$$;
+
 -- api.events_after(p_cursor text DEFAULT NULL, p_limit integer DEFAULT 100, p_types text[] DEFAULT NULL)
 --     RETURNS SETOF api.event
 -- Admin. The feed: up to p_limit events after p_cursor (null or '0-0': from
 -- the oldest kept), in feed order (writing transaction, then id), only of
--- p_types when given; each row carries the cursor to pass back to continue
+-- p_types when given, and no more than fit in events_page_byte_budget() bytes
+-- of data (a page ends with the event that reaches it; a page that is not
+-- empty has at least one event): a page shorter than p_limit is not the end,
+-- only an empty one is. Each row carries the cursor to pass back to continue
 -- after it. The feed never skips: it shows only events of transactions older
 -- than every transaction still running (pg_snapshot_xmin), and any
 -- transaction that commits later has an xid at least that horizon, so its
 -- events sort after every event already shown. A long transaction anywhere on
 -- the server delays the feed (never reorders it).
--- Errors: TA001 when p_limit is outside 1..1000, p_cursor is malformed, or a
---         type is not in the catalogue.
+-- Errors: TA001 when p_limit is outside 1..1000, p_cursor is not a cursor of
+--         this feed (feed_position), or a type is not in the catalogue.
 CREATE OR REPLACE FUNCTION api.events_after(
     p_cursor text DEFAULT NULL, p_limit integer DEFAULT 100, p_types text[] DEFAULT NULL)
 RETURNS SETOF api.event
@@ -217,43 +297,51 @@ DECLARE
     horizon constant xid8 := pg_snapshot_xmin(pg_current_snapshot());
     after_xid xid8 := '0'::xid8;
     after_id bigint := 0::bigint;
+    candidates bigint[];  -- the next p_limit events' ids, in feed order
 BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000 THEN
         PERFORM raise_invalid_argument('limit', 'must be a whole number from 1 to 1000');
     END IF;
     IF p_cursor IS NOT NULL THEN
-        IF p_cursor !~ '^[0-9]{1,20}-[0-9]{1,19}$' THEN
-            PERFORM raise_invalid_argument('after', 'is not a cursor of this feed');
-        END IF;
-        after_xid := split_part(p_cursor, '-', 1)::xid8;
-        after_id := split_part(p_cursor, '-', 2)::bigint;
+        SELECT f.after_xid, f.after_id INTO after_xid, after_id FROM feed_position(p_cursor, horizon) AS f;
     END IF;
     IF p_types IS NULL THEN
-        RETURN QUERY
-            SELECT e.id, e.type, e.occurred_at, e.data, event_cursor(e.xid, e.id)
-            FROM events e
+        candidates := ARRAY(
+            SELECT e.id FROM events e
             WHERE (e.xid, e.id) > (after_xid, after_id) AND e.xid < horizon
             ORDER BY e.xid, e.id
-            LIMIT p_limit;
-        RETURN;
+            LIMIT p_limit);
+    ELSE
+        IF NOT p_types <@ event_types() OR cardinality(p_types) = 0 THEN
+            PERFORM raise_invalid_argument('types', format('must be some of: %s', array_to_string(event_types(), ', ')));
+        END IF;
+        -- Per type, its next p_limit events (index events_by_type), merged.
+        candidates := ARRAY(
+            SELECT e.id
+            FROM (SELECT DISTINCT t FROM unnest(p_types) AS t) AS wanted
+            CROSS JOIN LATERAL (
+                SELECT e.xid, e.id FROM events e
+                -- One range of events_by_type, written on all its columns: a generic plan
+                -- would otherwise walk events_feed_order filtering by type (all of it, for a rare type).
+                WHERE (e.type, e.xid, e.id) > (wanted.t, after_xid, after_id) AND (e.type, e.xid, e.id) < (wanted.t, horizon, 0)
+                ORDER BY e.type, e.xid, e.id
+                LIMIT p_limit
+            ) AS e
+            ORDER BY e.xid, e.id
+            LIMIT p_limit);
     END IF;
-    IF NOT p_types <@ event_types() OR cardinality(p_types) = 0 THEN
-        PERFORM raise_invalid_argument('types', format('must be some of: %s', array_to_string(event_types(), ', ')));
-    END IF;
-    -- Per type, its next p_limit events (index events_by_type), merged.
+    -- The candidates, one primary-key lookup each, up to the event that brings the page to the
+    -- byte budget (events written before data_bytes existed are measured here).
     RETURN QUERY
-        SELECT e.id, e.type, e.occurred_at, e.data, event_cursor(e.xid, e.id)
-        FROM (SELECT DISTINCT t FROM unnest(p_types) AS t) AS wanted
-        CROSS JOIN LATERAL (
-            SELECT * FROM events e
-            -- One range of events_by_type, written on all its columns: a generic plan
-            -- would otherwise walk events_feed_order filtering by type (all of it, for a rare type).
-            WHERE (e.type, e.xid, e.id) > (wanted.t, after_xid, after_id) AND (e.type, e.xid, e.id) < (wanted.t, horizon, 0)
-            ORDER BY e.type, e.xid, e.id
-            LIMIT p_limit
-        ) AS e
-        ORDER BY e.xid, e.id
-        LIMIT p_limit;
+        SELECT page.id, page.type, page.occurred_at, page.data, event_cursor(page.xid, page.id)
+        FROM (SELECT e.*, c.n,
+                     sum(e.bytes) OVER (ORDER BY c.n) - e.bytes AS bytes_before
+              FROM unnest(candidates) WITH ORDINALITY AS c (id, n)
+              CROSS JOIN LATERAL (
+                  SELECT ev.*, coalesce(ev.data_bytes, event_data_bytes(ev.data)) AS bytes
+                  FROM events ev WHERE ev.id = c.id) AS e) AS page
+        WHERE page.bytes_before < events_page_byte_budget()
+        ORDER BY page.n;
 END;
 $$;
 

@@ -640,10 +640,12 @@ SET enable_bitmapscan = off -- cached while the tables were small (README: Plan 
 AS $$
 DECLARE
     target holds;
+    option_before api.ticket_option;
     new_purchase_id constant uuid := gen_random_uuid();
 BEGIN
     PERFORM assert_session_limits();
     target := locked_hold(p_id);
+    option_before := get_ticket_option(target.ticket_option_id);  -- under its lock
     IF target.status = 'confirmed' THEN
         RETURN ROW(false, purchase_resource(target.purchase_id))::api.hold_confirmation;
     ELSIF target.status = 'released' THEN
@@ -657,7 +659,9 @@ BEGIN
         p_from_held => true);
     UPDATE holds SET status = 'confirmed', confirmed_at = decision_clock(), purchase_id = new_purchase_id
     WHERE id = p_id;
-    PERFORM append_hold_events('hold.confirmed', ARRAY[p_id]);  -- after purchase.created (apply_purchases)
+    -- Events: purchase.created (apply_purchases), hold.confirmed, then the option's sold_out if it is.
+    PERFORM append_hold_events('hold.confirmed', ARRAY[p_id]);
+    PERFORM append_stock_events(option_before, get_ticket_option(target.ticket_option_id));
     RETURN ROW(true, purchase_resource(new_purchase_id))::api.hold_confirmation;
 END;
 $$;

@@ -71,7 +71,9 @@ $$;
 -- Takes the key of the scope for this transaction. `earlier` is the key's unexpired
 -- outcome for the same request, if any (else a row of nulls). `refused`,
 -- when not null, says why the request must be refused:
---   TA001 when the key is not 1..255 printable ASCII characters;
+--   TA001 when the key is not 1..255 printable ASCII characters other than the
+--         comma (a proxy joins two Idempotency-Key headers with a comma, so a key
+--         with one could be two keys; CHECK idempotency_keys_key_rule, migration 0015);
 --   TA005 when the key was used in the scope for a different request;
 --   TA006 when another transaction holds the scope's key right now.
 CREATE OR REPLACE FUNCTION ticket_allocation.claim_idempotency_key(
@@ -80,8 +82,8 @@ LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 BEGIN
-    IF p_key IS NULL OR p_key !~ '^[\x20-\x7e]{1,255}$' THEN
-        refused := invalid_argument('idempotency_key', 'must be 1 to 255 printable ASCII characters');
+    IF p_key IS NULL OR p_key !~ '^[\x20-\x2b\x2d-\x7e]{1,255}$' THEN
+        refused := invalid_argument('idempotency_key', 'must be 1 to 255 printable ASCII characters, no comma');
         RETURN;
     END IF;
     -- Try, not wait: a retry racing its own first attempt is told so at once.

@@ -281,6 +281,7 @@ DECLARE
     target orders;
     hold_ids uuid[];
     purchase_ids uuid[];
+    options_before api.ticket_option[];  -- by line: its option as it was
 BEGIN
     PERFORM assert_session_limits();
     target := locked_order(p_id);
@@ -292,6 +293,8 @@ BEGIN
         PERFORM raise_refusal(order_expired(p_id, target.expires_at));
     END IF;
     hold_ids := ARRAY(SELECT l.hold_id FROM order_lines l WHERE l.order_id = p_id ORDER BY l.line);
+    options_before := ARRAY(SELECT get_ticket_option(l.ticket_option_id) FROM order_lines l WHERE l.order_id = p_id
+                            ORDER BY l.line);
     purchase_ids := ARRAY(SELECT gen_random_uuid() FROM generate_series(1, target.lines));
     -- Before the purchases, whose order_id names their line.
     UPDATE order_lines SET purchase_id = purchase_ids[line] WHERE order_id = p_id;
@@ -299,8 +302,11 @@ BEGIN
     UPDATE holds h SET status = 'confirmed', confirmed_at = decision_clock(),
                        purchase_id = (SELECT l.purchase_id FROM order_lines l WHERE l.order_id = p_id AND l.hold_id = h.id)
     WHERE h.id = ANY (hold_ids);
-    PERFORM append_hold_events('hold.confirmed', hold_ids);  -- after the purchase.created events
     UPDATE orders SET status = 'confirmed', confirmed_at = decision_clock() WHERE id = p_id;
+    -- Events: the purchase.created (apply_purchases), the hold.confirmed, the options' sold_out if
+    -- they are, then order.confirmed.
+    PERFORM append_hold_events('hold.confirmed', hold_ids);
+    PERFORM append_stock_events(o, get_ticket_option(o.id)) FROM unnest(options_before) AS o;
     PERFORM append_order_events('order.confirmed', ARRAY[p_id]);
     RETURN ROW(true, order_resource(p_id))::api.order_confirmation;
 END;

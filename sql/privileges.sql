@@ -4,6 +4,7 @@
 -- functions are SECURITY DEFINER with a pinned search_path, so they run with
 -- the owner's rights and cannot be redirected to look-alike objects.
 --   ticket_allocation_api    buys and reads: the buyer-facing service
+--   ticket_allocation_psql   the same, for people given psql access (a login of its own)
 --   ticket_allocation_admin  everything the API role may, plus the admin functions
 -- A function not listed here is executable by nobody but the owner (default
 -- privileges revoke EXECUTE from PUBLIC), so a new admin function is safe
@@ -24,10 +25,11 @@ DECLARE
         'events_after', 'purge_old_events',
         'create_webhook', 'get_webhook', 'list_webhooks', 'delete_webhook', 'list_webhook_deliveries',
         'claim_webhook_deliveries', 'finish_webhook_attempt', 'webhook_lag',
-        'release_expired_holds',
+        'release_expired_holds', 'end_overlong_transactions',
         'create_quota', 'get_quota', 'update_quota', 'cancel_order'];
     role_functions constant jsonb := jsonb_build_object(
         'ticket_allocation_api', to_jsonb(buying_and_reading),
+        'ticket_allocation_psql', to_jsonb(buying_and_reading),
         'ticket_allocation_admin', to_jsonb(buying_and_reading || admin));
     grantee text;
     function_name text;

@@ -219,9 +219,11 @@ $$;
 -- or, p_from_held, from `held` (the caller marks the holds confirmed). The
 -- CHECKs of ticket_options and quotas refuse anything that would oversell.
 -- Events: per option (in order of first appearance), its purchase.created
--- events, then its sold_out if it is (append_sale_events). An option it buys
--- from had tickets on sale or held, so it is sold out exactly when none is
--- left after (remaining + held is the same in the row as in the resource).
+-- events, then its sold_out if it is (append_sale_events), unless
+-- p_from_held: the confirmation appends the stock events after its
+-- hold.confirmed, which the sale also causes. An option it buys from had
+-- tickets on sale, so it is sold out exactly when none is left on sale nor
+-- held after (remaining + held is the same in the row as in the resource).
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_purchases(
     p_purchase_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL,
     p_from_held boolean DEFAULT false)
@@ -246,7 +248,8 @@ BEGIN
         in_option_order := in_option_order || bought.ordinals::integer[];
         PERFORM move_tickets(bought.ticket_option_id, CASE WHEN p_from_held THEN -bought.tickets ELSE 0 END,
                              bought.tickets);
-        IF (SELECT o.remaining + o.held FROM ticket_options o WHERE o.id = bought.ticket_option_id) = 0 THEN
+        IF NOT p_from_held
+           AND (SELECT o.remaining + o.held FROM ticket_options o WHERE o.id = bought.ticket_option_id) = 0 THEN
             sold_out := sold_out || bought.ticket_option_id;
         END IF;
     END LOOP;

@@ -23,8 +23,12 @@ $$;
 -- Admin. Subscribes p_url to the events of p_types (null: all) committed from
 -- now on, with a new signing secret (whsec_ + base64 of 32 random bytes from
 -- gen_random_uuid's strong generator), returned here and never again.
--- Destination networks are the service's to check (WEBHOOK_ALLOWED_NETWORKS).
--- Errors: TA001 when the url is not http(s) or over 2000 characters, a type is
+-- The URL must have the shape of webhook_url_problem (migrations/0014): http(s),
+-- no credentials, a well-formed host and port. Its addresses are the service's
+-- to check (WEBHOOK_ALLOWED_NETWORKS): over HTTP at registration, and for
+-- every subscription, however registered, at every delivery, so a psql caller
+-- may register http://10.0.0.1/ but nothing is ever sent there unless allowed.
+-- Errors: TA001 when the url breaks that rule (the message says how), a type is
 --         not in the catalogue, types is empty, or description is over 500 characters.
 CREATE OR REPLACE FUNCTION api.create_webhook(p_url text, p_types text[] DEFAULT NULL, p_description text DEFAULT '')
 RETURNS api.created_webhook
@@ -36,10 +40,10 @@ DECLARE
     created webhooks;
     secret text;
 BEGIN
-    IF p_url IS NULL OR p_url !~* '^https?://[^/?#]+' THEN
+    IF p_url IS NULL THEN
         PERFORM raise_invalid_argument('url', 'must be an http or https URL');
-    ELSIF char_length(p_url) > 2000 THEN
-        PERFORM raise_invalid_argument('url', 'must be at most 2000 characters');
+    ELSIF webhook_url_problem(p_url) IS NOT NULL THEN  -- see migrations/0014_webhook_fairness.sql
+        PERFORM raise_invalid_argument('url', webhook_url_problem(p_url));
     END IF;
     IF p_types IS NOT NULL AND (cardinality(p_types) = 0 OR NOT p_types <@ event_types()
                                 OR array_position(p_types, NULL) IS NOT NULL) THEN
@@ -173,13 +177,16 @@ END;
 $$;
 
 -- api.claim_webhook_deliveries(p_limit integer, p_lease interval) RETURNS SETOF api.claimed_delivery
--- Admin (delivery workers). Claims up to p_limit due subscriptions (enabled,
--- next_attempt_at passed, no running lease), skipping those another worker
--- holds, and for each with an event to send records an attempt and leases it
--- for p_lease: until the lease runs out nobody else sends it; a worker that
--- dies leaves it to be claimed again then. The body is the JSON the receiver
--- gets: {"id", "type", "occurred_at", "data"}. Subscriptions with nothing to
--- send go to the back of the queue.
+-- Admin (delivery workers). Claims up to p_limit attempts, one per due
+-- subscription with an event to send (enabled, next_attempt_at passed, no
+-- attempt in flight: no running lease), the longest due first, skipping those
+-- another worker is claiming. Each is recorded and leased for p_lease: until
+-- the lease runs out nobody else sends it; a worker that dies leaves it to be
+-- claimed again then. So a subscription never has two attempts in flight (one
+-- whose receiver hangs takes at most one of a worker's slots), and
+-- subscriptions with nothing to send never use up p_limit (it reads each due
+-- subscription until p_limit are found: a handful per deployment). The body is
+-- the JSON the receiver gets: {"id", "type", "occurred_at", "data"}.
 -- Errors: TA001 when p_limit is outside 1..100 or p_lease is not positive.
 CREATE OR REPLACE FUNCTION api.claim_webhook_deliveries(p_limit integer, p_lease interval)
 RETURNS SETOF api.claimed_delivery
@@ -204,6 +211,7 @@ BEGIN
     FOR hook IN
         SELECT * FROM webhooks w
         WHERE w.enabled AND w.next_attempt_at <= now() AND (w.leased_until IS NULL OR w.leased_until <= now())
+          AND (w.pending_event_id IS NOT NULL OR (next_event_for(w, horizon)).id IS NOT NULL)
         ORDER BY w.next_attempt_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -213,7 +221,7 @@ BEGIN
         ELSE
             next_event := next_event_for(hook, horizon);
         END IF;
-        IF next_event.id IS NULL THEN
+        IF next_event.id IS NULL THEN  -- its pending event was purged (retention): on to the next one
             UPDATE webhooks SET next_attempt_at = now(), pending_event_id = NULL WHERE id = hook.id;
             CONTINUE;
         END IF;

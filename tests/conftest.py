@@ -21,7 +21,7 @@ from service.app import create_app
 from service.migrations import migrate
 
 
-# Both roles get this password: it works where the server asks for one, and trust ignores it.
+# Every role gets this password: it works where the server asks for one, and trust ignores it.
 ROLE_PASSWORD = "Tq7-role-secret"
 
 
@@ -35,6 +35,10 @@ def api_url(server_url: str, database: str) -> str:
 
 def admin_url(server_url: str, database: str) -> str:
     return embedded.role_url(server_url, embedded.ADMIN_ROLE, database, ROLE_PASSWORD)
+
+
+def psql_url(server_url: str, database: str) -> str:
+    return embedded.role_url(server_url, embedded.PSQL_ROLE, database, ROLE_PASSWORD)
 
 
 def create_database(server_url: str, name: str, template: str | None = None) -> None:
@@ -53,8 +57,29 @@ def drop_database(server_url: str, name: str) -> None:
 def create_roles(server_url: str) -> None:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(embedded.ROLES_SQL.read_text())
-        for role in (embedded.OWNER_ROLE, embedded.API_ROLE, embedded.ADMIN_ROLE):
+        for role in (embedded.OWNER_ROLE, embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE):
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(ROLE_PASSWORD)))
+
+
+CALLING_ROLES = (embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE)
+
+
+def set_transaction_bound(server_url: str, database: str, seconds: float) -> None:
+    """settings.max_transaction_timeout of `database` (a short one keeps tests short), and the
+    transaction_timeout that sql/server/roles.sql gives each calling role (PostgreSQL 17+) lowered
+    to match in it (at their defaults the functions would refuse them: TA008); a role that has none
+    keeps none. Connections opened after it get the new timeout."""
+    with psycopg.connect(owner_url(server_url, database), autocommit=True) as owner:
+        owner.execute("UPDATE settings SET max_transaction_timeout = make_interval(secs => %s)", (seconds,))
+    with psycopg.connect(server_url, autocommit=True) as superuser:
+        timed = [row[0] for row in superuser.execute(
+            """SELECT r.rolname FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+               WHERE s.setdatabase = 0 AND r.rolname = ANY(%s)
+                 AND EXISTS (SELECT FROM unnest(s.setconfig) AS c WHERE c LIKE 'transaction_timeout=%%')""",
+            (list(CALLING_ROLES),))]
+        for role in timed:
+            superuser.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET transaction_timeout = {}").format(
+                sql.Identifier(role), sql.Identifier(database), sql.Literal(f"{int(seconds * 1000)}ms")))
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +96,17 @@ def server_url():
     yield server.get_uri()
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def server_has_transaction_timeout(server_url: str) -> bool:
+    """Whether the server has transaction_timeout (PostgreSQL 17+)."""
+    with psycopg.connect(server_url) as conn:
+        return int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 170000
+
+
+@pytest.fixture(scope="session")
+def has_transaction_timeout(server_url) -> bool:
+    return server_has_transaction_timeout(server_url)
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +153,12 @@ def api_database_url(server_url, database_name):
 def admin_database_url(server_url, database_name):
     """The test's database as the admin role: the API and the admin functions."""
     return admin_url(server_url, database_name)
+
+
+@pytest.fixture
+def psql_database_url(server_url, database_name):
+    """The test's database as the psql role: people's psql login, with the API role's grants."""
+    return psql_url(server_url, database_name)
 
 
 @pytest.fixture

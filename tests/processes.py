@@ -39,14 +39,17 @@ def request(port, method, path, payload=None, headers=None):
 
 
 class Server:
-    def __init__(self, env: dict, log_path, command=(sys.executable, "-m", "service"), cwd=PROJECT_ROOT):
-        """`command serve` (the checkout's code unless told otherwise), listening on a free port."""
+    def __init__(self, env: dict, log_path, command=(sys.executable, "-m", "service"), cwd=PROJECT_ROOT,
+                 own_group: bool = False):
+        """`command serve` (the checkout's code unless told otherwise), listening on a free port;
+        own_group: in a process group (session) of its own, as a shell runs a command, so that
+        signals can go to its whole group as Ctrl-C sends them."""
         self.port = free_port()
         self.log_path = log_path
         env = {**env, "PORT": str(self.port)}
         self.process = subprocess.Popen(
             [*command, "serve"], cwd=cwd, env=env,
-            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"),
+            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), start_new_session=own_group,
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -68,8 +71,8 @@ class Server:
 
 
 def base_env() -> dict:
-    unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "ADMIN_DATABASE_URL", "EMBEDDED_PGDATA", "PORT", "HOST", "WORKERS", "ADMIN_TOKEN",
-             "API_TOKENS", "BODY_READ_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS", "LOG_FORMAT")
+    unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "ADMIN_DATABASE_URL", "PSQL_DATABASE_URL", "EMBEDDED_PGDATA", "PORT",
+             "HOST", "WORKERS", "ADMIN_TOKEN", "API_TOKENS", "BODY_READ_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS", "LOG_FORMAT")
     return {k: v for k, v in os.environ.items() if k not in unset}
 
 

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from service.__main__ import main
+from service import embedded
+from service.__main__ import main, psql_url_of
 from service.config import PROJECT_ROOT
 
 from .conftest import ROLE_PASSWORD
-from .processes import served_env
+from .processes import admin_url_of, served_env
 
 COMMANDS = ("serve", "migrate", "psql", "check")
 # Every variable the settings read, as config.py names them.
@@ -45,18 +46,39 @@ def service(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-async def test_psql_passes_its_arguments_on_and_connects_as_the_api_role(database_url, api_database_url, conn):
+async def test_psql_passes_its_arguments_on_and_connects_as_the_psql_role(database_url, api_database_url, conn):
+    """By default the psql login, derived from DATABASE_URL (no password: the tests' server trusts),
+    never the service's own; --admin and --owner as those roles."""
     option_id = await conn.fetchval("SELECT id FROM create_ticket_option('Gig', '', 10)")
     env = served_env(database_url, api_database_url)
-    as_api = service(env, "psql", "-X", "-At", "-c", f"SELECT name FROM get_ticket_option('{option_id}')")
-    assert (as_api.returncode, as_api.stdout) == (0, "Gig\n"), as_api.stderr
+    as_psql = service(env, "psql", "-X", "-At", "-c",
+                      f"SELECT current_user, name FROM get_ticket_option('{option_id}')")
+    assert (as_psql.returncode, as_psql.stdout) == (0, f"{embedded.PSQL_ROLE}|Gig\n"), as_psql.stderr
     denied = service(env, "psql", "-X", "-c", "SELECT count(*) FROM ticket_allocation.ticket_options")
     assert "permission denied for schema ticket_allocation" in denied.stderr
-    as_admin = service(env, "psql", "--admin", "-X", "-At", "-c", "SELECT count(*) FROM check_consistency()")
-    assert (as_admin.returncode, as_admin.stdout) == (0, "0\n"), as_admin.stderr
+    as_admin = service(env, "psql", "--admin", "-X", "-At", "-c", "SELECT current_user, count(*) FROM check_consistency()")
+    assert (as_admin.returncode, as_admin.stdout) == (0, f"{embedded.ADMIN_ROLE}|0\n"), as_admin.stderr
     as_owner = service(env, "psql", "--owner", "-X", "-At", "-c", "SELECT count(*) FROM ticket_options")
     assert (as_owner.returncode, as_owner.stdout) == (0, "1\n"), as_owner.stderr
     assert service(env, "migrate", "-c", "x").returncode == 2  # only psql takes extra arguments
+
+
+def test_psql_takes_psql_database_url(database_url, api_database_url):
+    """PSQL_DATABASE_URL, when set, is the login psql opens (here: given the admin role's URL, to tell)."""
+    env = served_env(database_url, api_database_url, PSQL_DATABASE_URL=admin_url_of(api_database_url))
+    result = service(env, "psql", "-X", "-At", "-c", "SELECT current_user")
+    assert (result.returncode, result.stdout) == (0, f"{embedded.ADMIN_ROLE}\n"), result.stderr
+
+
+@pytest.mark.parametrize(("database_url", "psql_url"), [
+    ("postgresql://ticket_allocation_api:pw@db:5432/ticket_allocation?sslmode=require",
+     "postgresql://ticket_allocation_psql@db:5432/ticket_allocation?sslmode=require"),
+    ("postgresql://api:p%40ss@h1:5432,h2:5432/tickets?target_session_attrs=read-write",
+     "postgresql://ticket_allocation_psql@h1:5432,h2:5432/tickets?target_session_attrs=read-write"),
+    ("postgresql://ticket_allocation_api@db", "postgresql://ticket_allocation_psql@db/ticket_allocation_api"),
+])
+def test_the_psql_login_is_derived_from_database_url_without_its_password(database_url, psql_url):
+    assert psql_url_of(database_url) == psql_url
 
 
 def test_check_that_cannot_connect_says_so(database_url, api_database_url):

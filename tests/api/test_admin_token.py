@@ -1,6 +1,10 @@
 """With ADMIN_TOKEN, creating options and cancelling purchases need it; buying and reading never do."""
 
+import uuid
+
 import pytest
+
+from service.openapi import OPENAPI, admin_operations
 
 from ..people import USER
 from .helpers import assert_problem, raw_request
@@ -51,3 +55,18 @@ async def test_a_token_that_is_not_ascii_is_refused_not_a_crash(client):
             b'{"name": "Gig", "allocation": 5}',
         )
         assert status == 403 and headers["content-type"].startswith("application/problem+json"), body
+
+
+async def test_exactly_the_operations_the_contract_marks_admin_require_the_token(client):
+    """admin_operations() (the start-up warning without ADMIN_TOKEN names them) is what the routes do."""
+    some_id = str(uuid.uuid4())
+    admin = set(admin_operations())
+    assert {"POST /ticket_options", "POST /purchases/{id}/cancel", "GET /events", "POST /webhooks",
+            "DELETE /webhooks/{id}"} <= admin
+    for path, item in OPENAPI["paths"].items():
+        for method in item:
+            response = await client.request(method.upper(), path.replace("{id}", some_id), json={})
+            if f"{method.upper()} {path}" in admin:
+                await assert_problem(response, 401, "/problems/unauthorized")
+            else:
+                assert response.status != 401, (method, path)

@@ -1,14 +1,19 @@
 """`python -m service serve` as a user runs it: start, serve, stop on SIGTERM."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 
 from service.config import PROJECT_ROOT
+from service.openapi import admin_operations
 
 from ..people import USER
 from ..processes import Server, base_env, children, live_workers, request, served_env
@@ -37,7 +42,9 @@ def test_serves_with_database_url_and_never_logs_the_password(database_url, api_
     ]
     assert password not in log
     assert "can write the tables" not in log  # the API role cannot
-    assert "ADMIN_TOKEN is not set" in log
+    warning = next(line for line in log.splitlines() if "ADMIN_TOKEN is not set" in line)
+    for operation in admin_operations():  # events and webhooks included: every route that wants the token
+        assert operation in warning, (operation, warning)
 
 
 def test_serving_as_a_role_that_can_write_tables_is_warned_about(database_url, tmp_path):
@@ -68,6 +75,49 @@ def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
     finally:
         assert second.stop() == 0
     assert not (pgdata / "postmaster.pid").exists()
+
+
+def postmaster_pid(pgdata: Path) -> int:
+    return int((pgdata / "postmaster.pid").read_text().split()[0])
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not running(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_a_killed_server_does_not_keep_the_embedded_database_running(tmp_path):
+    """A server killed with SIGKILL never takes itself off the wheel's list of joiners
+    (.handle_pids.json); the next server must still stop the embedded PostgreSQL on Ctrl-C."""
+    pgdata = tmp_path / "pgdata"
+    env = {**base_env(), "EMBEDDED_PGDATA": str(pgdata), "WORKERS": "1"}
+    killed = Server(env, tmp_path / "killed.log", own_group=True)
+    postgres = postmaster_pid(pgdata)
+    try:
+        killed.process.kill()
+        killed.process.wait(timeout=10)  # reaped: gone, not a zombie
+        second = Server(env, tmp_path / "second.log", own_group=True)
+        assert postmaster_pid(pgdata) == postgres  # joined the server the killed one started
+        assert request(second.port, "GET", "/healthz")[0] == 200
+        os.killpg(second.process.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        assert second.process.wait(timeout=60) == 0
+        assert gone_within(postgres, 30), f"the embedded PostgreSQL still runs:\n{second.log()}"
+        assert not (pgdata / "postmaster.pid").exists()
+    finally:
+        if running(postgres):  # not left behind for the next tests
+            os.kill(postgres, signal.SIGQUIT)
 
 
 def test_workers_share_the_port_and_stop_together(database_url, api_database_url, tmp_path):

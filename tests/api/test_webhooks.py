@@ -1,8 +1,11 @@
 """Webhooks: real receivers on 127.0.0.1, signed deliveries checked with the standardwebhooks verifier."""
 
 import asyncio
+import contextlib
 import ipaddress
 import json
+import statistics
+import time
 import uuid
 from datetime import datetime
 
@@ -36,10 +39,12 @@ class Receiver:
         self.statuses = list(statuses)
         self.hang = hang
         self.requests: list[tuple[dict, str, int]] = []
+        self.arrived_at: dict[int, float] = {}  # event id: when its request arrived (time.time())
         self.arrived = asyncio.Condition()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.text()
+        self.arrived_at.setdefault(json.loads(body)["id"], time.time())
         status = self.statuses.pop(0) if self.statuses else 200
         if self.hang is not None:
             await self.hang.wait()
@@ -157,6 +162,56 @@ async def test_a_slow_subscription_does_not_hold_back_another(client, aiohttp_se
     await fine.wait_for(2)
     await stuck.wait_for(1)
     assert {json.loads(body)["id"] for _, body, _ in stuck.requests} == {json.loads(fine.requests[0][1])["id"]}
+
+
+async def start_hanging_receiver() -> tuple[str, asyncio.Server]:
+    """A receiver that accepts the connection, reads the request and never answers."""
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", server
+
+
+# Deliveries hang for 5 s (the timeout) and are retried at once (fast_retries): 8 of them want
+# every slot all the time, twice the default WEBHOOK_CONCURRENCY.
+HANGING_RECEIVERS = 8
+FAIRNESS_SETTINGS = WebhookSettings(allowed_networks=LOOPBACK, timeout=5.0, concurrency=4, poll_interval=0.1)
+LAG_BOUND_SECONDS = 1.0
+
+
+@pytest.mark.parametrize("webhook_settings", [FAIRNESS_SETTINGS])
+async def test_receivers_that_never_answer_do_not_delay_a_healthy_one(client, aiohttp_server, webhook_settings):
+    """The healthy subscription's lag, from each event's occurred_at (its transaction's start, so
+    before its commit: an upper bound of commit-to-arrival) to its arrival, stays under a second."""
+    hanging = [await start_hanging_receiver() for _ in range(HANGING_RECEIVERS)]
+    healthy = Receiver()
+    try:
+        for url, _ in hanging:
+            await subscribe(client, url)
+        await subscribe(client, await start_receiver(aiohttp_server, healthy))
+        events = 0
+        deadline = time.monotonic() + 2.5 * FAIRNESS_SETTINGS.timeout  # two rounds of hanging attempts and more
+        while time.monotonic() < deadline:
+            await create_option(client)
+            events += 1
+            await asyncio.sleep(0.25)
+        with contextlib.suppress(asyncio.TimeoutError):  # what has not arrived by then counts as late
+            await healthy.wait_for(events)
+        feed = (await (await client.get("/events?limit=1000")).json())["events"]
+        assert len(feed) == events
+        lags = [healthy.arrived_at.get(event["id"], time.time()) - datetime.fromisoformat(event["occurred_at"]).timestamp()
+                for event in feed]
+        print(f"healthy subscription beside {HANGING_RECEIVERS} hanging ones: {len(healthy.arrived_at)} of {events} events "
+              f"arrived, lag median {statistics.median(lags):.3f} s, max {max(lags):.3f} s")
+        assert max(lags) < LAG_BOUND_SECONDS, sorted(lags)[-5:]
+    finally:
+        for _, server in hanging:
+            server.close()
 
 
 async def test_purchases_keep_going_while_a_receiver_hangs(client, aiohttp_server):

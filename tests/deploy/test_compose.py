@@ -100,6 +100,8 @@ ROLE_URLS = {  # the app's variable -> (role, the db's variable holding its pass
     "ADMIN_DATABASE_URL": ("ticket_allocation_admin", "ADMIN_DB_PASSWORD"),
     "MIGRATE_DATABASE_URL": ("ticket_allocation_owner", "OWNER_DB_PASSWORD"),
 }
+# Roles the db creates that the app does not log in as: people's psql login.
+PEOPLE_ROLES = {"ticket_allocation_psql": "PSQL_DB_PASSWORD"}
 
 
 def test_app_serves_administers_and_migrates_each_as_its_own_role(app, db):
@@ -121,7 +123,7 @@ def test_db_creates_the_roles_and_database_on_first_start(compose, db):
     (init,) = db["configs"]
     script = compose["configs"][init["source"]]["content"].replace("$$", "$")
     assert init["target"].startswith("/docker-entrypoint-initdb.d/")
-    for role, password in ROLE_URLS.values():
+    for role, password in [*ROLE_URLS.values(), *PEOPLE_ROLES.items()]:
         assert f"ALTER ROLE {role} PASSWORD" in script
         assert f"${password}" in script
     assert "CREATE DATABASE ticket_allocation OWNER ticket_allocation_owner" in script
@@ -133,6 +135,9 @@ def test_secrets_come_from_the_environment(app, db):
         assert "${" + password in env(app)[variable]
         assert "${" + password in env(db)[password]
     assert "${POSTGRES_PASSWORD" in env(db)["POSTGRES_PASSWORD"]
+    for password in PEOPLE_ROLES.values():
+        assert "${" + password in env(db)[password]
+        assert all(password not in value for value in env(app).values())  # the app never needs it
 
 
 def test_app_healthcheck_asks_readyz(app):

@@ -275,7 +275,8 @@ class Cluster:
         --dbname: it installs pg_stat_statements there, which the owner's REVOKEs (sql/privileges.sql) cannot touch."""
         with psycopg.connect(self.admin_url(self.primary(), "postgres"), autocommit=True) as conn:
             conn.execute(roles_sql)
-            for role in ("ticket_allocation_owner", "ticket_allocation_api", "ticket_allocation_admin"):
+            for role in ("ticket_allocation_owner", "ticket_allocation_api", "ticket_allocation_admin",
+                         "ticket_allocation_psql"):
                 conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
             if not conn.execute("SELECT FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
                 conn.execute(f"CREATE DATABASE {DATABASE} OWNER ticket_allocation_owner")

@@ -39,6 +39,8 @@ def cluster():
 @pytest.fixture(scope="module")
 def service(cluster, tmp_path_factory):
     env = {**base_env(), "WORKERS": "1", "LOG_FORMAT": "text",
+           # The webhook receiver of test_failover.py listens on 127.0.0.1.
+           "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "WEBHOOK_POLL_MS": "100", "WEBHOOK_TIMEOUT_MS": "2000",
            "DATABASE_URL": cluster.url(embedded.API_ROLE, ROLE_PASSWORD),
            "ADMIN_DATABASE_URL": cluster.url(embedded.ADMIN_ROLE, ROLE_PASSWORD),
            "MIGRATE_DATABASE_URL": cluster.url(embedded.OWNER_ROLE, ROLE_PASSWORD)}

@@ -45,6 +45,7 @@ def main() -> int:
         write_wrapper(cluster)
         env = {**os.environ, "DATABASE_URL": cluster.url(embedded.API_ROLE, PASSWORD),
                "ADMIN_DATABASE_URL": cluster.url(embedded.ADMIN_ROLE, PASSWORD),
+               "PSQL_DATABASE_URL": cluster.url(embedded.PSQL_ROLE, PASSWORD),
                "MIGRATE_DATABASE_URL": cluster.url(embedded.OWNER_ROLE, PASSWORD), "LOG_FORMAT": "text"}
         service = subprocess.Popen([sys.executable, "-m", "service", "serve", "--no-migrate"], env=env)
         port = env.get("PORT", "3000")

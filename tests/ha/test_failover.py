@@ -1,4 +1,5 @@
-"""The on-sale survives losing the primary: planned and unplanned failovers, a hung primary, the old one rejoining.
+"""The on-sale survives losing the primary: planned and unplanned failovers, a hung primary, the old one rejoining,
+and webhooks keep being delivered.
 
 Every purchase carries an Idempotency-Key and one in four is cancelled right after. After each fault:
 every acknowledged purchase and cancel is on the new primary, every 503 that said "nothing was changed"
@@ -14,8 +15,9 @@ import time
 import aiohttp
 import psycopg
 import pytest
+from aiohttp import web
 
-from ..processes import request
+from ..processes import free_port, request
 from ..reliability.books import reconcile, retry_with_same_keys
 from .cluster import Cluster, Node
 from .load import Load
@@ -156,3 +158,71 @@ async def test_hung_primary_never_killed(cluster, service):
         cluster.thaw(old)
     # Woken up, it finds itself demoted and rejoins as the standby.
     await asyncio.to_thread(cluster.wait_until, cluster.is_healthy, "the thawed old primary to rejoin as standby")
+
+
+WEBHOOK_WAIT_SECONDS = 60  # after the load stops: every event delivered by then (a hung deliverer never is)
+
+
+async def start_receiver(received: list[tuple[float, int]]) -> tuple[str, web.AppRunner]:
+    """A webhook receiver on 127.0.0.1 recording (arrival time, event id) of each delivery; answers 200."""
+    async def receive(request: web.Request) -> web.Response:
+        await request.read()
+        received.append((time.monotonic(), int(request.headers["webhook-id"])))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}/hook", runner
+
+
+def purchase_events(url: str, option_id: str) -> list[int]:
+    """The option's purchase.created events on the primary, in feed order."""
+    with psycopg.connect(url) as conn:
+        return [event_id for (event_id,) in conn.execute(
+            "SELECT id FROM events WHERE type = 'purchase.created' AND data->>'ticket_option_id' = %s "
+            "ORDER BY xid, id", (option_id,))]
+
+
+async def test_webhooks_are_delivered_across_a_hung_primary(cluster, service):
+    """The deliverer's pool finds the primary as the service's pools do (service/failover.py): with the
+    primary frozen (accepting TCP, never answering), delivery resumes on the new primary, and every
+    purchase event reaches the receiver, in feed order (at least once: a cut answer may repeat one)."""
+    received: list[tuple[float, int]] = []
+    receiver_url, runner = await start_receiver(received)
+    try:
+        await asyncio.to_thread(cluster.wait_until, cluster.is_healthy, "a primary with its synchronous standby")
+        status, hook = request(service.port, "POST", "/webhooks", {"url": receiver_url, "types": ["purchase.created"]})
+        assert status == 201, hook
+        load, running, old = await start_load(cluster, service)
+        assert received, "no webhook was delivered before the fault"
+        fault_at = time.monotonic()
+        cluster.freeze(old)
+        try:
+            await wait_for_new_primary(cluster, old)
+            await wait_for_recovery(load, fault_at, service)
+            load.stopping.set()
+            await running
+            expected = purchase_events(cluster.books_url(cluster.primary()), load.option_id)
+            deadline = time.monotonic() + WEBHOOK_WAIT_SECONDS
+            while not set(expected) <= {event_id for _, event_id in received} and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            first_seen = list(dict.fromkeys(event_id for _, event_id in received))
+            missing = sorted(set(expected) - set(first_seen))
+            assert not missing, (f"{len(missing)} of {len(expected)} purchase events never delivered; "
+                                 f"the service's log:\n{service.log()[-4000:]}")
+            assert first_seen == expected
+            after = [at for at, _ in received if at > fault_at]
+            pause = max(b - a for a, b in zip([fault_at, *after], after))
+            print(f"\nwebhooks across a hung primary: {len(expected)} purchase events, all delivered in feed order "
+                  f"({len(received) - len(first_seen)} sent twice); deliveries paused {pause:.1f} s at the fault")
+        finally:
+            load.stopping.set()
+            await running
+            cluster.thaw(old)
+        await asyncio.to_thread(cluster.wait_until, cluster.is_healthy, "the thawed old primary to rejoin as standby")
+    finally:
+        await runner.cleanup()

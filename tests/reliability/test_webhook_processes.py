@@ -147,7 +147,7 @@ async def test_purchases_keep_their_throughput_while_a_receiver_hangs(database_u
         for _ in range(3):  # interleaved, so that drift in the machine's load hits both alike
             alone += sales(await purchase_load(server.port, option["id"], seconds=2, concurrency=16))
             hooks = [request(server.port, "POST", "/webhooks", {"url": f"http://127.0.0.1:{receiver_port}/hook"})[1]
-                     for _ in range(4)]  # every delivery slot taken by a receiver that never answers
+                     for _ in range(4)]  # as many as the slots, each never answered
             hanging += sales(await purchase_load(server.port, option["id"], seconds=2, concurrency=16))
             for hook in hooks:
                 assert delete(server.port, f"/webhooks/{hook['id']}") == 204

@@ -98,6 +98,85 @@ async def test_bad_arguments_are_refused(conn):
             raise AssertionError(args)
 
 
+async def test_a_confirmation_that_sells_out_says_so_after_the_hold_is_confirmed(conn):
+    """Events derived from the option's state come after the events of the change that made it."""
+    option_id = await create_option(conn, 2)
+    hold = await conn.fetchrow("SELECT * FROM hold_tickets($1, $2, 2)", option_id, USER_ID)
+    await conn.fetchrow("SELECT * FROM confirm_hold($1)", hold["id"])
+    assert [e["type"] for e in await feed(conn)] == [
+        "ticket_option.created", "hold.created", "purchase.created", "hold.confirmed", "ticket_option.sold_out"]
+    sold_out = json.loads((await feed(conn))[-1]["data"])
+    assert (sold_out["allocation"], sold_out["held"], sold_out["sold"]) == (0, 0, 2)
+
+
+async def test_a_page_stops_at_its_byte_budget(conn):
+    """40 purchases of 1,000 tickets (about 40 kB of ticket ids each): a page of limit 1000 stops
+    at the event that brings it to the budget, and the next pages carry on, none skipped."""
+    budget = await conn.fetchval("SELECT events_page_byte_budget()")
+    option_id = await create_option(conn, 40_000)
+    await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                     ticket_requests(option_id, [uuid.uuid4() for _ in range(40)], [1000] * 40))
+    pages, cursor = [], None
+    for _ in range(20):  # bounded: about 26 events a page
+        page = await feed(conn, cursor, limit=1000)
+        if not page:
+            break
+        pages.append(page)
+        cursor = page[-1]["cursor"]
+    sizes = [[len(e["data"].encode()) for e in page] for page in pages]
+    assert len(pages) >= 2
+    assert all(sum(page[:-1]) < budget <= sum(page) for page in sizes[:-1])  # full pages, by bytes
+    assert sum(sizes[-1][:-1]) < budget
+    assert max(sum(page) for page in sizes) < budget + 50_000  # at most one event past the budget
+    followed = [e["id"] for page in pages for e in page]  # created, 40 purchases, sold_out, in order
+    assert followed == [row["id"] for row in await conn.fetch("SELECT id FROM events ORDER BY xid, id")]
+    assert len(followed) == 42
+    # data_bytes is what the feed sends: the JSON text of the data.
+    assert await conn.fetchval(
+        "SELECT bool_and(data_bytes = octet_length(data::text)) FROM events") is True
+
+
+async def test_events_written_before_their_size_was_kept_are_measured_as_read(conn):
+    option_id = await create_option(conn, 40_000)
+    await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                     ticket_requests(option_id, [uuid.uuid4() for _ in range(40)], [1000] * 40))
+    await conn.execute("UPDATE events SET data_bytes = NULL")  # as rows from before migration 0015
+    budget = await conn.fetchval("SELECT events_page_byte_budget()")
+    page = await feed(conn, limit=1000)
+    assert sum(len(e["data"].encode()) for e in page[:-1]) < budget < sum(len(e["data"].encode()) for e in page)
+    typed = await feed(conn, limit=1000, types=["purchase.created"])
+    assert len(typed) < 40 and sum(len(e["data"].encode()) for e in typed[:-1]) < budget
+
+
+async def cursor_refusal(conn, cursor) -> asyncpg.PostgresError:
+    try:
+        await feed(conn, cursor)
+    except asyncpg.PostgresError as error:
+        return error
+    raise AssertionError(f"{cursor!r} was taken for a cursor")
+
+
+async def test_a_cursor_the_feed_never_gave_out_is_refused(conn):
+    option_id = await create_option(conn, 10)
+    await purchase(conn, option_id, 1)
+    last = (await feed(conn))[-1]["cursor"]
+    horizon = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
+    last_id = await conn.fetchval("SELECT max(id) FROM events")
+    for cursor in (
+        f"{horizon + 1000}-0",                       # beyond anything committed
+        f"{horizon}-{last_id}",                      # at the horizon: not below it
+        f"1-{last_id + 1000}",                       # an id the sequence never handed out
+        "99999999999999999999-0", "0-9999999999999999999",  # beyond xid8 and bigint
+        "18446744073709551615-1",                    # the largest xid8
+        "0-1", "", "-0", "1-2-3", " 1-2", "1_2",
+    ):
+        error = await cursor_refusal(conn, cursor)
+        assert (error.sqlstate, error.column_name) == ("TA001", "after"), cursor
+        assert error.message.startswith("after is not a cursor of this feed"), error.message
+    assert await feed(conn, last) == []  # the feed's own cursors, the last one too, still work
+    assert len(await feed(conn, "0-0")) == 2
+
+
 async def test_a_transaction_that_commits_after_a_later_one_is_not_skipped(database_url, conn):
     """The classic outbox trap: A takes the smaller id but commits after B. A follower reading
     in id order would pass over A's event; this feed holds B's back until A ends."""

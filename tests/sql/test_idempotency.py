@@ -51,7 +51,8 @@ async def test_a_key_belongs_to_its_caller_option_and_user(conn, books):
     assert (await purchase(conn, option_id, 2, key="order-7f3a"))["id"] == first["id"]
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "line\nbreak", "caf\u00e9", "tab\there"])
+# "k-a, k-b": two Idempotency-Key headers as a proxy joins them (RFC 9110, 5.3), not one key.
+@pytest.mark.parametrize("key", ["", "x" * 256, "line\nbreak", "caf\u00e9", "tab\there", "k-a, k-b", ","])
 async def test_malformed_keys_raise_TA001(conn, key):
     option_id = await create_option(conn, 10)
     with pytest.raises(asyncpg.PostgresError) as raised:
@@ -61,9 +62,18 @@ async def test_malformed_keys_raise_TA001(conn, key):
 
 async def test_longest_printable_key_is_accepted(conn):
     option_id = await create_option(conn, 10)
-    key = "".join(chr(c) for c in range(0x20, 0x7F)) * 2 + "k" * 65
+    key = "".join(chr(c) for c in range(0x20, 0x7F) if c != ord(",")) * 2 + "k" * 67
     assert len(key) == 255
     assert (await purchase(conn, option_id, 1, key=key))["quantity"] == 1
+
+
+async def test_the_schema_refuses_a_key_with_a_comma(conn):
+    """CHECK idempotency_keys_key_rule backs the rule of claim_idempotency_key."""
+    option_id = await create_option(conn, 10)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute(
+            "INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, expires_at) "
+            "VALUES ('|ticket_option', 'k-a, k-b', '{}', $1, now() + interval '1 day')", option_id)
 
 
 async def test_a_retry_during_the_first_attempt_raises_TA006(conn, database_url):

@@ -113,3 +113,58 @@ def test_0004_keeps_the_keys_remembered_before_it(empty_database_url):
         again = conn.execute("SELECT id FROM create_ticket_option('Gig', '', 10, NULL, 'create-1')").fetchone()[0]
         sold = conn.execute("SELECT sold FROM ticket_options WHERE id = %s", (option,)).fetchone()[0]
     assert (replayed, again, sold) == (purchase, option, 2)
+
+
+def test_0015_drops_keys_with_a_comma_and_keeps_older_events_readable(empty_database_url):
+    """Keys with a comma (two Idempotency-Key headers a proxy joined) go, the others stay, and the
+    new CHECK is valid; events written before data_bytes existed are still paged by size."""
+    backend = get_backend(yoyo_url(empty_database_url))
+    before = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id < "0015")
+    with backend.lock():
+        backend.apply_migrations_only(backend.to_apply(before))
+    backend.connection.close()
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("SET search_path = ticket_allocation")
+        option = conn.execute("INSERT INTO ticket_options (name, remaining, sold, total) VALUES ('Gig', 10, 0, 10) "
+                              "RETURNING id").fetchone()[0]
+        for key in ("k-a, k-b", "plain-key"):
+            conn.execute("INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, expires_at) "
+                         "VALUES ('|ticket_option', %s, '{}', %s, now() + interval '1 hour')", (key, option))
+        conn.execute("INSERT INTO events (type, data) SELECT 'ticket_option.created', %s FROM generate_series(1, 3)",
+                     (Jsonb({"id": str(option), "name": "x" * 600_000}),))
+
+    assert migrate(empty_database_url) == [m for m in VERSIONED if m >= "0015"]
+    with psycopg.connect(empty_database_url) as conn:
+        keys = conn.execute("SELECT key FROM ticket_allocation.idempotency_keys").fetchall()
+        checks = conn.execute("SELECT conname, convalidated FROM pg_constraint "
+                              "WHERE conrelid = 'ticket_allocation.idempotency_keys'::regclass AND contype = 'c' "
+                              "AND conname LIKE 'idempotency_keys_key%'").fetchall()
+        page = conn.execute("SELECT id FROM api.events_after(NULL, 1000)").fetchall()
+        sizes = conn.execute("SELECT data_bytes FROM ticket_allocation.events").fetchall()
+    assert keys == [("plain-key",)]
+    assert checks == [("idempotency_keys_key_rule", True)]
+    assert len(page) == 2  # the second of 600 kB each reaches 1 MiB: measured though data_bytes is null
+    assert sizes == [(None,)] * 3
+
+
+def test_0014_disables_subscriptions_whose_url_breaks_the_new_rule(empty_database_url):
+    """Credentials leave every stored URL; subscriptions with credentials or an unclear URL are
+    disabled, saying why; the others go on."""
+    backend = get_backend(yoyo_url(empty_database_url))
+    before = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id < "0014")
+    with backend.lock():
+        backend.apply_migrations_only(backend.to_apply(before))
+    backend.connection.close()
+    urls = ["https://user:secret@example.com/hook", "http://127.0.0.1:99999/", "https://example.com/fine"]
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        for url in urls:
+            conn.execute("INSERT INTO ticket_allocation.webhooks (url, cursor_xid) VALUES (%s, '0')", (url,))
+
+    assert "0014_webhook_fairness" in migrate(empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
+        rows = dict((url, (enabled, reason)) for url, enabled, reason in conn.execute(
+            "SELECT url, enabled, disabled_reason FROM ticket_allocation.webhooks").fetchall())
+    assert set(rows) == {"https://example.com/hook", "http://127.0.0.1:99999/", "https://example.com/fine"}
+    assert rows["https://example.com/hook"][0] is False and "credentials" in rows["https://example.com/hook"][1]
+    assert rows["http://127.0.0.1:99999/"][0] is False and "port" in rows["http://127.0.0.1:99999/"][1]
+    assert rows["https://example.com/fine"] == (True, None)

@@ -164,6 +164,7 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
         Call("replayed create option", "SELECT * FROM create_ticket_option('Plan', '', 10, 2, $1)",
              ("key-5",), 1),  # a key used for a purchase: refused (TA005)
         Call("purge", "SELECT purge_expired_idempotency_keys()", (), PURCHASES // 240),  # the expired keys
+        Call("watchdog", "SELECT * FROM end_overlong_transactions()", (), 0),  # pg_stat_activity, no table
         *hold_calls(hot_option),
         *order_calls(hot_option),
         *quota_calls(hot_option),

@@ -101,3 +101,47 @@ async def test_only_subscribed_types_are_claimed_and_the_api_role_cannot_read_se
             raise AssertionError(f"the API role could run {query}")
     finally:
         await api.close()
+
+
+async def test_subscriptions_with_nothing_to_send_do_not_use_up_a_claim(conn):
+    idle = [await subscribe(conn, ["purchase.cancelled"]) for _ in range(5)]  # due first: oldest
+    busy = await subscribe(conn)
+    await create_option(conn, 5)
+    (delivery,) = await claim(conn, 1)
+    assert delivery["webhook_id"] == busy
+    # None of the idle ones was given an attempt (nor a slot of the claim).
+    assert await conn.fetchval("SELECT count(*) FROM webhook_attempts WHERE webhook_id = ANY($1)", idle) == 0
+
+
+async def test_a_subscription_never_has_two_attempts_in_flight(conn):
+    hook = await subscribe(conn)
+    for _ in range(3):
+        await create_option(conn, 5)
+    (first,) = await claim(conn, 10)
+    assert await claim(conn, 10) == []  # its next events wait for this attempt's answer, whoever asks
+    await conn.fetchval("SELECT finish_webhook_attempt($1, 200)", first["attempt_id"])
+    (second,) = await claim(conn, 10)
+    assert second["webhook_id"] == hook and second["event_id"] > first["event_id"]
+
+
+async def test_a_new_subscription_gets_what_the_feed_has_not_shown_yet(database_url, conn):
+    """Events committed before it (the feed showed them) are not sent; events of a transaction that
+    was open when it was created are, though written before it (README: Events and webhooks)."""
+    await create_option(conn, 5)  # committed, and shown by the feed: before the subscription
+    early = await asyncpg.connect(database_url)
+    try:
+        transaction = early.transaction()
+        await transaction.start()
+        written_before = await early.fetchval("SELECT id FROM create_ticket_option('Early', '', 5)")
+        hook = await subscribe(conn)
+        await transaction.commit()
+    finally:
+        await early.close()
+    later = await create_option(conn, 5)
+    (first,) = await claim(conn)
+    await conn.fetchval("SELECT finish_webhook_attempt($1, 200)", first["attempt_id"])
+    (second,) = await claim(conn)
+    await conn.fetchval("SELECT finish_webhook_attempt($1, 200)", second["attempt_id"])
+    assert await claim(conn) == []
+    sent = [await conn.fetchval("SELECT data->>'id' FROM events WHERE id = $1", row["event_id"]) for row in (first, second)]
+    assert sent == [str(written_before), str(later)] and first["webhook_id"] == hook
