@@ -84,16 +84,18 @@ def requests(option_ids, size, keyed, quantity, attempt):
              f"plan-{uuid.uuid4()}" if keyed else None, None, None) for n in range(size)]
 
 
-def batch(option_ids, size, keyed, quantity=1):
-    return Call(f"batch of {size}{' keyed' if keyed else ''} over {len(option_ids)} options",
-                "SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
-                lambda attempt: (requests(option_ids, size, keyed, quantity, attempt),), size * quantity)
+def batch(option_ids, size, keyed, quantity=1, skip_locked=False):
+    return Call(f"{'skip-locked ' if skip_locked else ''}batch of {size}{' keyed' if keyed else ''} "
+                f"over {len(option_ids)} options",
+                "SELECT * FROM purchase_tickets_batch($1::ticket_request[], p_skip_locked => $2)",
+                lambda attempt: (requests(option_ids, size, keyed, quantity, attempt), skip_locked), size * quantity)
 
 
-def hold_batch(option_ids, size, keyed):
-    return Call(f"hold batch of {size}{' keyed' if keyed else ''} over {len(option_ids)} options",
-                "SELECT * FROM hold_tickets_batch($1::ticket_request[])",
-                lambda attempt: (requests(option_ids, size, keyed, 1, attempt),), size)
+def hold_batch(option_ids, size, keyed, skip_locked=False):
+    return Call(f"{'skip-locked ' if skip_locked else ''}hold batch of {size}{' keyed' if keyed else ''} "
+                f"over {len(option_ids)} options",
+                "SELECT * FROM hold_tickets_batch($1::ticket_request[], p_skip_locked => $2)",
+                lambda attempt: (requests(option_ids, size, keyed, 1, attempt), skip_locked), size)
 
 
 def seeded_hold(i) -> uuid.UUID:
@@ -106,6 +108,7 @@ def hold_calls(hot_option: uuid.UUID) -> list[Call]:
     return [
         *(hold_batch([hot_option], size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
         hold_batch([hot_option, seeded("option", 3), seeded("option", 4)], 50, True),
+        hold_batch([hot_option, seeded("option", 3), seeded("option", 4)], 50, True, skip_locked=True),
         Call("hold", "SELECT * FROM hold_tickets($1, $2, $3)",
              lambda attempt: (hot_option, seeded("user", 2 * attempt), 1), 1),
         Call("keyed hold", "SELECT * FROM hold_tickets($1, $2, $3, '5 minutes', $4)",
@@ -135,6 +138,9 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
         *(batch([hot_option], size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
         batch([cold_option], 50, True, quantity=3),
         batch([seeded("option", 4), hot_option, cold_option], 50, False),
+        # The coalescer's: over many options (the hot one in two quotas), locks skipped when taken.
+        batch([hot_option, *(seeded("option", n) for n in range(1, 20))], 64, False, skip_locked=True),
+        batch([hot_option, *(seeded("option", n) for n in range(1, 8))], 32, True, skip_locked=True),
         # A user with a history, another one each time (the per-user sum reads the
         # user's purchases of the option: what one user bought, not what was sold).
         Call("purchase", "SELECT * FROM purchase_tickets($1, $2, $3)",
