@@ -135,27 +135,54 @@ AS $$
             WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > decision_clock())
 $$;
 
--- move_tickets(p_ticket_option_id uuid, p_to_held integer, p_to_sold integer) RETURNS void
--- THE place the counters change: under the locks of the option and its
--- quotas, adds p_to_held to the option's held and p_to_sold to its sold,
+-- move_tickets(p_ticket_option_ids uuid[], p_to_held integer[], p_to_sold integer[]) RETURNS uuid[]
+-- THE place the counters change: under the locks of the options and their
+-- quotas, adds p_to_held[i] to option i's held and p_to_sold[i] to its sold,
 -- taking them from what is on sale (negative numbers give tickets back), and
--- adds the same to held and sold of every quota of the option. A hold is
--- (q, 0), its release or expiry (-q, 0), a purchase (0, q), a confirmation
--- (-q, q), a cancellation (0, -q). The CHECKs refuse any overdraft of the
--- option (remaining >= 0) or of a quota (sold + held <= size).
+-- adds the same to held and sold of every quota of the option; an option
+-- named twice moves the sum. A hold is (q, 0), its release or expiry (-q, 0),
+-- a purchase (0, q), a confirmation (-q, q), a cancellation (0, -q). The
+-- CHECKs refuse any overdraft of an option (remaining >= 0) or of a quota
+-- (sold + held <= size). Two statements whatever the number of options.
+-- Returns the options moved that have nothing left on sale nor held, in id order.
+CREATE OR REPLACE FUNCTION ticket_allocation.move_tickets(
+    p_ticket_option_ids uuid[], p_to_held integer[], p_to_sold integer[])
+RETURNS uuid[]
+LANGUAGE sql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    WITH moves AS (
+        SELECT m.id, sum(m.to_held)::integer AS to_held, sum(m.to_sold)::integer AS to_sold
+        FROM unnest(p_ticket_option_ids, p_to_held, p_to_sold) AS m (id, to_held, to_sold)
+        GROUP BY m.id
+    ), moved AS (
+        UPDATE ticket_options o
+        SET remaining = o.remaining - m.to_held - m.to_sold, held = o.held + m.to_held, sold = o.sold + m.to_sold,
+            updated_at = now()
+        FROM moves m
+        WHERE o.id = m.id
+        RETURNING o.id, o.remaining + o.held AS unsold
+    ), quotas_moved AS (  -- runs to completion though nothing reads it
+        UPDATE quotas q
+        SET held = q.held + d.to_held, sold = q.sold + d.to_sold, updated_at = now()
+        FROM (SELECT qo.quota_id, sum(m.to_held)::integer AS to_held, sum(m.to_sold)::integer AS to_sold
+              FROM moves m
+              JOIN quota_options qo ON qo.ticket_option_id = m.id
+              GROUP BY qo.quota_id) AS d
+        WHERE q.id = d.quota_id
+    )
+    SELECT ARRAY(SELECT m.id FROM moved m WHERE m.unsold = 0 ORDER BY m.id)
+$$;
+
+-- move_tickets(p_ticket_option_id uuid, p_to_held integer, p_to_sold integer) RETURNS void
+-- The same for one option.
 CREATE OR REPLACE FUNCTION ticket_allocation.move_tickets(
     p_ticket_option_id uuid, p_to_held integer, p_to_sold integer)
 RETURNS void
 LANGUAGE sql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    UPDATE ticket_options
-    SET remaining = remaining - p_to_held - p_to_sold, held = held + p_to_held, sold = sold + p_to_sold,
-        updated_at = now()
-    WHERE id = p_ticket_option_id;
-    UPDATE quotas
-    SET held = held + p_to_held, sold = sold + p_to_sold, updated_at = now()
-    WHERE id = ANY (ARRAY(SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = p_ticket_option_id));
+    SELECT move_tickets(ARRAY[p_ticket_option_id], ARRAY[p_to_held], ARRAY[p_to_sold])
 $$;
 
 -- reclaim_expired_holds(p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
@@ -430,28 +457,20 @@ $$;
 -- p_requests[i]'s quantity of its option for its user, until
 -- decision_clock() + its ttl, or + the option's max_hold_seconds when that
 -- is shorter, a line of order p_order_id when given) and moves the tickets
--- from on sale to held, per option (move_tickets). The CHECKs refuse any
--- overdraft.
+-- from on sale to held (move_tickets). The CHECKs refuse any overdraft.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_holds(
     p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-DECLARE
-    taken record;
 BEGIN
     IF coalesce(cardinality(p_hold_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    FOR taken IN
-        SELECT r.ticket_option_id, sum(r.quantity)::integer AS tickets
-        FROM unnest(p_requests) WITH ORDINALITY AS r
-        GROUP BY r.ticket_option_id
-        ORDER BY min(r.ordinality)
-    LOOP
-        PERFORM move_tickets(taken.ticket_option_id, taken.tickets, 0);
-    END LOOP;
+    PERFORM move_tickets(ARRAY(SELECT r.ticket_option_id FROM unnest(p_requests) AS r),
+                         ARRAY(SELECT r.quantity FROM unnest(p_requests) AS r),
+                         array_fill(0, ARRAY[cardinality(p_requests)]));
     INSERT INTO holds (id, ticket_option_id, user_id, quantity, created_at, expires_at, order_id)
     SELECT p_hold_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, decision_clock(),
            decision_clock() + least(r.ttl, (SELECT make_interval(secs => o.max_hold_seconds)

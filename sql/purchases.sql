@@ -215,7 +215,7 @@ $$;
 -- purchases are made. Under the locks (lock_options), set-based: inserts
 -- purchase i (p_purchase_ids[i]: p_requests[i]'s quantity of its option for
 -- its user, a line of order p_order_id when given) and its tickets, and moves
--- the tickets, per option (move_tickets), to `sold` from what is on sale,
+-- the tickets (move_tickets) to `sold` from what is on sale,
 -- or, p_from_held, from `held` (the caller marks the holds confirmed). The
 -- CHECKs of ticket_options and quotas refuse anything that would oversell.
 -- Events: per option (in order of first appearance), its purchase.created
@@ -232,27 +232,21 @@ LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    bought record;
-    in_option_order integer[] := '{}'::integer[];  -- the ordinals, each option's together, options in order
-    sold_out uuid[] := '{}'::uuid[];
+    -- The ordinals, each option's together, options in order of first appearance (for the events).
+    in_option_order constant integer[] := ARRAY(
+        SELECT r.ordinality
+        FROM (SELECT u.ordinality, min(u.ordinality) OVER (PARTITION BY u.ticket_option_id) AS first
+              FROM unnest(p_requests) WITH ORDINALITY AS u) AS r
+        ORDER BY r.first, r.ordinality);
+    sold_out uuid[];
 BEGIN
     IF coalesce(cardinality(p_purchase_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    FOR bought IN
-        SELECT r.ticket_option_id, sum(r.quantity)::integer AS tickets, array_agg(r.ordinality ORDER BY r.ordinality) AS ordinals
-        FROM unnest(p_requests) WITH ORDINALITY AS r
-        GROUP BY r.ticket_option_id
-        ORDER BY min(r.ordinality)
-    LOOP
-        in_option_order := in_option_order || bought.ordinals::integer[];
-        PERFORM move_tickets(bought.ticket_option_id, CASE WHEN p_from_held THEN -bought.tickets ELSE 0 END,
-                             bought.tickets);
-        IF NOT p_from_held
-           AND (SELECT o.remaining + o.held FROM ticket_options o WHERE o.id = bought.ticket_option_id) = 0 THEN
-            sold_out := sold_out || bought.ticket_option_id;
-        END IF;
-    END LOOP;
+    sold_out := move_tickets(
+        ARRAY(SELECT r.ticket_option_id FROM unnest(p_requests) AS r),
+        ARRAY(SELECT CASE WHEN p_from_held THEN -r.quantity ELSE 0 END FROM unnest(p_requests) AS r),
+        ARRAY(SELECT r.quantity FROM unnest(p_requests) AS r));
     INSERT INTO purchases (id, ticket_option_id, user_id, quantity, order_id)
     SELECT p_purchase_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, p_order_id
     FROM unnest(p_requests) WITH ORDINALITY AS r;
@@ -263,7 +257,7 @@ BEGIN
                                      ORDER BY k),
                                ARRAY(SELECT (p_requests[n]).ticket_option_id
                                      FROM unnest(in_option_order) WITH ORDINALITY AS o (n, k) ORDER BY k),
-                               sold_out);  -- sql/events.sql
+                               CASE WHEN NOT p_from_held THEN sold_out END);  -- sql/events.sql
 END;
 $$;
 
