@@ -121,7 +121,9 @@ DECLARE
     requested constant integer := coalesce(cardinality(p_requests), 0);
     on_sale jsonb := '{}'::jsonb;    -- option -> on sale now, the takes of this call included
     left_in jsonb := '{}'::jsonb;    -- quota -> left now (size - sold - held), likewise
-    quotas_of jsonb := '{}'::jsonb;  -- option -> its quotas, in id order
+    quotas_of jsonb := '{}'::jsonb;  -- option -> its quotas, in id order (absent: none)
+    its_quotas uuid[];
+    quotas_in text[];                -- the request's option's quotas (null: none)
     limit_of jsonb := '{}'::jsonb;   -- option -> max_per_user (json null: none)
     by_user jsonb := '{}'::jsonb;    -- [option, user] -> their tickets bought or held, likewise
     saved jsonb;                     -- on_sale, left_in, by_user as the current group found them
@@ -152,21 +154,26 @@ BEGIN
             IF NOT on_sale ? option_key THEN
                 SELECT * INTO found_option FROM ticket_options WHERE id = request.ticket_option_id;
                 IF FOUND THEN
+                    its_quotas := option_quota_ids(found_option.id);
                     on_sale := on_sale || jsonb_build_object(option_key, found_option.remaining);
                     limit_of := limit_of || jsonb_build_object(option_key, found_option.max_per_user);
-                    quotas_of := quotas_of || jsonb_build_object(option_key, to_jsonb(option_quota_ids(found_option.id)));
-                    left_in := (SELECT coalesce(jsonb_object_agg(q.id, q.size - q.sold - q.held), '{}'::jsonb)
-                                FROM quotas q WHERE q.id = ANY (option_quota_ids(found_option.id)))
-                               || left_in;  -- what this call took already wins
+                    IF cardinality(its_quotas) > 0 THEN  -- most options are in none
+                        quotas_of := quotas_of || jsonb_build_object(option_key, to_jsonb(its_quotas));
+                        left_in := (SELECT coalesce(jsonb_object_agg(q.id, q.size - q.sold - q.held), '{}'::jsonb)
+                                    FROM quotas q WHERE q.id = ANY (its_quotas))
+                                   || left_in;  -- what this call took already wins
+                    END IF;
                 END IF;
             END IF;
             user_key := jsonb_build_array(option_key, request.user_id)::text;
+            quotas_in := CASE WHEN quotas_of ? option_key
+                              THEN ARRAY(SELECT jsonb_array_elements_text(quotas_of -> option_key)) END;
             IF NOT on_sale ? option_key THEN
                 refusal := ticket_option_not_found(request.ticket_option_id);
             ELSIF (on_sale ->> option_key)::integer < request.quantity THEN
                 refusal := insufficient_tickets(request.quantity, (on_sale ->> option_key)::integer);
             ELSE
-                FOR quota_key IN SELECT jsonb_array_elements_text(quotas_of -> option_key) LOOP
+                FOREACH quota_key IN ARRAY coalesce(quotas_in, '{}'::text[]) LOOP
                     IF (left_in ->> quota_key)::integer < request.quantity THEN
                         refusal := quota_exhausted(quota_key::uuid, (SELECT q.name FROM quotas q WHERE q.id = quota_key::uuid),
                                                    request.quantity, (left_in ->> quota_key)::integer);
@@ -186,7 +193,7 @@ BEGIN
             END IF;
             IF refusal.sqlstate IS NULL THEN
                 on_sale := on_sale || jsonb_build_object(option_key, (on_sale ->> option_key)::integer - request.quantity);
-                FOR quota_key IN SELECT jsonb_array_elements_text(quotas_of -> option_key) LOOP
+                FOREACH quota_key IN ARRAY coalesce(quotas_in, '{}'::text[]) LOOP
                     left_in := left_in || jsonb_build_object(quota_key, (left_in ->> quota_key)::integer - request.quantity);
                 END LOOP;
                 members := members || i;
