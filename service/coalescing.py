@@ -12,9 +12,11 @@ calling hold_tickets_batch (BatchFunction says which function). Both take one
 array of api.ticket_request, the shape every batch of the SQL API shares; a
 batch here names one option (the one whose lock its requests would queue on).
 
-Orders are not coalesced: an order locks all of its lines' options (and the
-options sharing their quotas) at once, so two orders rarely queue on the same
-set, and an order is already one call and one commit for many lines.
+Orders are coalesced the same way by a third coalescer calling
+place_orders_batch (api.order_request[]: user, lines, ttl, key, caller), per
+set of options: orders over the same options queue on the same locks (every
+option of the set and of its quotas), so they ride one call, each still all or
+nothing. Orders over different sets go in calls of their own, in parallel.
 
 Bounds, so that load cannot turn into failures: a batch is capped by its
 purchases, by the tickets it inserts (a long transaction would meet
@@ -27,7 +29,7 @@ would.
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -62,31 +64,27 @@ class Refused(Exception):
 
 @dataclass
 class PendingRequest:
-    user_id: uuid.UUID
-    quantity: int
-    idempotency_key: str | None
-    caller: str | None  # whose key it is (see idempotency_scope in sql/idempotency.sql)
-    ttl: timedelta | None = None  # holds only; None: the SQL function's default
+    request: tuple  # what the batch function takes for it: an api.ticket_request or api.order_request
+    tickets: int  # what it would insert, at most
+    keyed: bool  # it has an Idempotency-Key (an advisory lock in PostgreSQL)
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 @dataclass(frozen=True)
 class BatchFunction:
-    """A batch function of the SQL API, which takes one api.ticket_request[] (option, user, quantity,
-    idempotency key, caller, ttl: a tuple per request, as asyncpg sends a composite), and the field
-    of its outcome rows that answers a request (the other is its refusal)."""
+    """A batch function of the SQL API, which takes one array of a composite request type (a tuple
+    per request, as asyncpg sends a composite), and the field of its outcome rows that answers a
+    request (the other is its refusal)."""
     query: str
     answer: str
     noun: str  # in the Overloaded message
 
 
+# api.ticket_request: (option, user, quantity, idempotency key, caller, ttl).
 PURCHASE_BATCH = BatchFunction("SELECT * FROM api.purchase_tickets_batch($1::api.ticket_request[])", "receipt", "purchases")
 HOLD_BATCH = BatchFunction("SELECT * FROM api.hold_tickets_batch($1::api.ticket_request[])", "hold", "holds")
-
-
-def ticket_requests(option_id: uuid.UUID, batch: list[PendingRequest]) -> list[tuple]:
-    """The batch as api.ticket_request[]: every request of it names the option."""
-    return [(option_id, p.user_id, p.quantity, p.idempotency_key, p.caller, p.ttl) for p in batch]
+# api.order_request: (user, lines [(option, quantity), ...], ttl, idempotency key, caller).
+ORDER_BATCH = BatchFunction("SELECT * FROM api.place_orders_batch($1::api.order_request[])", "order", "orders")
 
 
 def take_batch(waiting: list[PendingRequest]) -> list[PendingRequest]:
@@ -94,11 +92,10 @@ def take_batch(waiting: list[PendingRequest]) -> list[PendingRequest]:
     tickets = keys = 0
     size = 0
     for pending in waiting[:MAX_BATCH]:
-        keyed = pending.idempotency_key is not None
-        if size and (tickets + pending.quantity > MAX_BATCH_TICKETS or keys + keyed > MAX_BATCH_KEYS):
+        if size and (tickets + pending.tickets > MAX_BATCH_TICKETS or keys + pending.keyed > MAX_BATCH_KEYS):
             break  # in arrival order: the rest go in the next call
-        tickets += pending.quantity
-        keys += keyed
+        tickets += pending.tickets
+        keys += pending.keyed
         size += 1
     batch = waiting[:size]
     del waiting[:size]
@@ -113,7 +110,7 @@ class Coalescer:
         self._pool_timeout = pool_timeout
         self._batch_sent = batch_sent  # metrics: called with each batch's size
         self._max_queue = max_queue
-        self._waiting: dict[uuid.UUID, list[PendingRequest]] = {}
+        self._waiting: dict[Hashable, list[PendingRequest]] = {}  # by what they queue on in PostgreSQL
         self._senders: set[asyncio.Task] = set()
 
     def queue_depth(self) -> int:
@@ -124,44 +121,50 @@ class Coalescer:
         self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None,
         caller: str | None = None, ttl: timedelta | None = None,
     ):
-        """The request's answer (a purchase's receipt, a hold); raises Refused, Overloaded, or the
-        database error that failed its batch."""
-        pending = PendingRequest(user_id, quantity, idempotency_key, caller, ttl)
-        waiting = self._waiting.get(option_id)
-        if waiting is not None:  # a call for this option is in flight: ride the next one
+        """A purchase's receipt, or a hold, of the option (an api.ticket_request of it); raises
+        Refused, Overloaded, or the database error that failed its batch."""
+        request = (option_id, user_id, quantity, idempotency_key, caller, ttl)
+        return await self.submit_request(option_id, request, quantity, idempotency_key is not None)
+
+    async def submit_request(self, queue: Hashable, request: tuple, tickets: int, keyed: bool):
+        """The answer to `request` (the batch function's composite), sent with the requests queued on
+        the same `queue` (an option, or an order's set of options); raises as submit."""
+        pending = PendingRequest(request, tickets, keyed)
+        waiting = self._waiting.get(queue)
+        if waiting is not None:  # a call for the same locks is in flight: ride the next one
             if len(waiting) >= self._max_queue:
-                raise Overloaded(f"{len(waiting)} {self._function.noun} of this option are waiting already")
+                raise Overloaded(f"{len(waiting)} {self._function.noun} are waiting for the same tickets already")
             waiting.append(pending)
         else:
-            self._waiting[option_id] = [pending]
-            sender = asyncio.create_task(self._send_until_drained(option_id))
+            self._waiting[queue] = [pending]
+            sender = asyncio.create_task(self._send_until_drained(queue))
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
         return await pending.answer
 
-    async def _send_until_drained(self, option_id: uuid.UUID) -> None:
-        waiting = self._waiting[option_id]
+    async def _send_until_drained(self, queue: Hashable) -> None:
+        waiting = self._waiting[queue]
         try:
             while waiting:
                 batch = take_batch(waiting)
                 if self._batch_sent:
                     self._batch_sent(len(batch))
-                await self._send(option_id, batch)
+                await self._send(batch)
         finally:
-            del self._waiting[option_id]
+            del self._waiting[queue]
 
-    async def _send(self, option_id: uuid.UUID, batch: list[PendingRequest]) -> None:
+    async def _send(self, batch: list[PendingRequest]) -> None:
         try:
             async with self._pool.acquire(timeout=self._pool_timeout) as conn:
-                outcomes = await conn.fetch(self._function.query, ticket_requests(option_id, batch))
+                outcomes = await conn.fetch(self._function.query, [pending.request for pending in batch])
         except BaseException as error:
             if isinstance(error, asyncpg.DataError) and len(batch) > 1:
                 # A value of some request that asyncpg cannot encode, or PostgreSQL cannot take
                 # (SQLSTATE class 22): nothing was written. Halve the batch until that request is
                 # alone, so that only it fails.
                 middle = len(batch) // 2
-                await self._send(option_id, batch[:middle])
-                await self._send(option_id, batch[middle:])
+                await self._send(batch[:middle])
+                await self._send(batch[middle:])
                 return
             # The whole call failed, so nothing of it was written: each request gets the error.
             for pending in batch:

@@ -1,15 +1,16 @@
 """Routes of orders (many lines, one outcome) and quotas (capacity shared by options): one SQL call
 each (sql/orders.sql, sql/quotas.sql).
 
-Orders are not coalesced (see service/coalescing.py): each is one place_order call, one
-transaction, whatever its number of lines.
+Orders are coalesced by the set of options they name (service/coalescing.py): concurrent orders
+over the same options go to PostgreSQL as one place_orders_batch call, each still all or nothing.
 """
 
 from aiohttp import web
 
 from .auth import CALLER, require_admin
-from .db import OMITTED, call
-from .errors import INVALID_ARGUMENT, ORDER_NOT_FOUND, QUOTA_NOT_FOUND, Problem
+from .coalescing import Overloaded
+from .db import OMITTED, ORDERS, call
+from .errors import DATABASE_UNAVAILABLE, INVALID_ARGUMENT, ORDER_NOT_FOUND, QUOTA_NOT_FOUND, Problem
 from .inputs import Field, converted, idempotency_key, path_uuid, read_json_object, read_query, type_error
 from .routes import NO_QUERY, resource_json
 
@@ -64,10 +65,17 @@ async def place_order(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     body = await read_json_object(request, ORDER_FIELDS)
     lines = order_lines(body["lines"])
-    # Without ttl_seconds, null: bought at once (place_order's default).
-    row = await call(request, "place_order", p_user_id=body["user_id"], p_lines=lines, p_ttl=body["ttl_seconds"],
-                     p_idempotency_key=key, p_caller=request.get(CALLER))
-    order = resource_json(row)
+    # Without ttl_seconds, null: bought at once. Only fully checked values join a batch of other
+    # buyers' orders; the rest of the rules are place_orders_batch's, per order.
+    ttl = None if body["ttl_seconds"] is OMITTED else body["ttl_seconds"]
+    options = tuple(sorted({option_id for option_id, _ in lines}))  # the locks it will queue on
+    try:
+        placed = await request.app[ORDERS].submit_request(
+            options, (body["user_id"], lines, ttl, key, request.get(CALLER)),
+            tickets=sum(quantity for _, quantity in lines), keyed=key is not None)
+    except Overloaded as overloaded:
+        raise Problem(DATABASE_UNAVAILABLE, f"{overloaded}; retry shortly. Nothing was changed.") from None
+    order = resource_json(placed)
     location = request.app.router["order"].url_for(id=order["id"])
     return web.json_response(order, status=201, headers={"Location": str(location)})
 

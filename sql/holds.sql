@@ -315,16 +315,16 @@ AS $$
                 THEN invalid_argument('ttl', 'must be from 1 second to 1 day') END
 $$;
 
--- apply_holds(p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL) RETURNS void
+-- apply_holds(p_hold_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL) RETURNS void
 -- Step 3 of a hold batch, and of a held order: THE place holds are created.
 -- Under the locks (lock_options), set-based: inserts hold i (p_hold_ids[i]:
 -- p_requests[i]'s quantity of its option for its user, until
 -- decision_clock() + its ttl, or + the option's max_hold_seconds when that
--- is shorter, a line of order p_order_id when given) and moves the tickets
+-- is shorter, a line of order p_order_ids[i] when given) and moves the tickets
 -- from on sale to held, per option (move_tickets). The CHECKs refuse any
 -- overdraft.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_holds(
-    p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL)
+    p_hold_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
@@ -347,7 +347,7 @@ BEGIN
     SELECT p_hold_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, decision_clock(),
            decision_clock() + least(r.ttl, (SELECT make_interval(secs => o.max_hold_seconds)
                                             FROM ticket_options o WHERE o.id = r.ticket_option_id)),
-           p_order_id
+           p_order_ids[r.ordinality]
     FROM unnest(p_requests) WITH ORDINALITY AS r;
     PERFORM append_hold_events('hold.created', p_hold_ids);  -- sql/events.sql
 END;
