@@ -163,7 +163,9 @@ $$;
 -- (move_tickets), a few statements per option whatever the number of holds,
 -- with a hold.expired event each (sql/events.sql). holds: how many;
 -- order_ids: the orders of those holds, in id order (the caller locks them
--- and expires them: expire_orders).
+-- and expires them: expire_orders). (plpgsql_check, which plans the
+-- statements in a session that took no lock, finds the decision clock
+-- unset: it is always read under the locks before this runs.)
 CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(
     p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
 LANGUAGE plpgsql
@@ -628,7 +630,8 @@ $$;
 -- quotas' and the locks of the orders of its expired holds, each set in id
 -- order, only if nobody holds any of them (SKIP LOCKED: it never waits, so
 -- it cannot deadlock, nor queue behind a stalled session), reading the
--- decision clock once it has the option. True when it got them all
+-- decision clock once it has the option (plpgsql_check, taking no lock,
+-- finds it unset when it plans the lookup below). True when it got them all
 -- (reclaiming is the caller's); false leaves what it got locked until the end
 -- of the transaction, changing nothing.
 CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_for_sweep(p_ticket_option_id uuid)

@@ -104,7 +104,7 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     active_lines constant integer := (
-        SELECT count(*) FROM order_lines l
+        SELECT count(*)::integer FROM order_lines l
         WHERE l.order_id = p_order_id AND (SELECT p.status FROM purchases p WHERE p.id = l.purchase_id) = 'active');
 BEGIN
     UPDATE orders
