@@ -383,17 +383,19 @@ def free_port() -> int:
 
 
 class Service:
-    """`python -m service serve` on database_url, as a user starts it."""
+    """`python -m service serve` on database_url, as a user starts it (or another command that
+    prints "listening on http://" once it does, e.g. bench/ceiling.py), from the checkout `cwd`."""
 
-    def __init__(self, database_url: str, log_path: Path):
+    def __init__(self, database_url: str, log_path: Path, command: tuple[str, ...] = ("-m", "service", "serve"),
+                 cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = dict(os.environ, DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(self.port))
         self.log_file = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT,
+            [sys.executable, *command],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the bench, which stops the service
         )
         RUNNING.append(self.proc)
