@@ -59,6 +59,7 @@ def create_app(
     app[WEBHOOK_SETTINGS] = webhook_settings or WebhookSettings(enabled=False)
     app[routes.LIST_PAGE_TURN] = asyncio.Semaphore(1)
     app.cleanup_ctx.append(db.pool_context)
+    app.cleanup_ctx.append(metrics.pool_gauges)
     app.add_routes(routes.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(health.routes)
