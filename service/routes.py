@@ -20,6 +20,7 @@ from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_qu
 from .metrics import METRICS
 from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
+from .responses import cacheable_json, json_response
 
 routes = web.RouteTableDef()
 
@@ -84,7 +85,7 @@ async def create_ticket_option(request: web.Request) -> web.Response:
     )
     option = resource_json(row)
     location = request.app.router["ticket_option"].url_for(id=option["id"])
-    return web.json_response(option, status=201, headers={"Location": str(location)})
+    return json_response(option, status=201, headers={"Location": str(location)})
 
 
 @routes.get("/ticket_options/{id}", name="ticket_option")
@@ -92,7 +93,7 @@ async def get_ticket_option(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "get_ticket_option", p_id=option_id)
-    return web.json_response(resource_json(row))
+    return cacheable_json(request, resource_json(row))
 
 
 @routes.post("/ticket_options/{id}/purchases")
@@ -120,7 +121,7 @@ async def purchase_tickets(request: web.Request) -> web.Response:
     request.app[METRICS].purchased(body["quantity"])
     purchase = resource_json(receipt)
     location = request.app.router["purchase"].url_for(id=purchase["id"])
-    return web.json_response(purchase, status=201, headers={"Location": str(location)})
+    return json_response(purchase, status=201, headers={"Location": str(location)})
 
 
 @routes.post("/ticket_options/{id}/holds")
@@ -149,7 +150,7 @@ async def hold_tickets(request: web.Request) -> web.Response:
     metrics.held(body["quantity"])
     held = resource_json(hold)
     location = request.app.router["hold"].url_for(id=held["id"])
-    return web.json_response(held, status=201, headers={"Location": str(location)})
+    return json_response(held, status=201, headers={"Location": str(location)})
 
 
 @routes.get("/holds/{id}", name="hold")
@@ -157,7 +158,7 @@ async def get_hold(request: web.Request) -> web.Response:
     hold_id = path_uuid(request, "id", HOLD_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "get_hold", p_id=hold_id)
-    return web.json_response(resource_json(row))
+    return json_response(resource_json(row))
 
 
 @routes.post("/holds/{id}/confirm")
@@ -167,10 +168,10 @@ async def confirm_hold(request: web.Request) -> web.Response:
     confirmation = await call(request, "confirm_hold", p_id=hold_id)
     purchase = resource_json(confirmation["purchase"])
     if not confirmation["created"]:  # confirmed before: the same purchase, nothing more bought
-        return web.json_response(purchase)
+        return json_response(purchase)
     request.app[METRICS].hold_ended("confirmed")
     location = request.app.router["purchase"].url_for(id=purchase["id"])
-    return web.json_response(purchase, status=201, headers={"Location": str(location)})
+    return json_response(purchase, status=201, headers={"Location": str(location)})
 
 
 @routes.post("/holds/{id}/release")
@@ -179,7 +180,7 @@ async def release_hold(request: web.Request) -> web.Response:
     read_query(request, NO_QUERY)
     row = await call(request, "release_hold", p_id=hold_id)
     request.app[METRICS].hold_ended("released")
-    return web.json_response(resource_json(row))
+    return json_response(resource_json(row))
 
 
 @routes.get("/ticket_options/{id}/purchases")
@@ -207,7 +208,7 @@ async def list_page(request: web.Request, option_id, query: dict, before: tuple)
     # The SQL function says whether a next page may follow (a full page), and where it starts.
     next_cursor = page["next_before_id"] and encode_cursor(page["next_before_created_at"], page["next_before_id"])
     purchases = [resource_json(row) for row in page["purchases"]]
-    return web.json_response({"purchases": purchases, "next_cursor": next_cursor})
+    return json_response({"purchases": purchases, "next_cursor": next_cursor})
 
 
 @routes.get("/purchases/{id}", name="purchase")
@@ -215,7 +216,7 @@ async def get_purchase(request: web.Request) -> web.Response:
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "get_purchase", p_id=purchase_id)
-    return web.json_response(resource_json(row))
+    return json_response(resource_json(row))
 
 
 @routes.post("/purchases/{id}/cancel")
@@ -224,7 +225,7 @@ async def cancel_purchase(request: web.Request) -> web.Response:
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "cancel_purchase", admin=True, p_id=purchase_id)
-    return web.json_response(resource_json(row))
+    return json_response(resource_json(row))
 
 
 @routes.get("/openapi.json")
