@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timezone
 from time import perf_counter
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
@@ -34,8 +35,8 @@ STARTED = web.RequestKey("started", float)
 # then go out in one write; a warning or an error writes them, then itself, at once.
 FLUSH_INTERVAL_SECONDS = 0.1
 FLUSH_CHARACTERS = 64 * 1024
-# One encoder for every line (json.dumps with arguments makes a new one per call).
-JSON_LINE = json.JSONEncoder(default=str).encode
+# The json module's encoder, for the lines orjson refuses (a lone surrogate in a decoded path).
+JSON_FALLBACK = json.JSONEncoder(default=str).encode
 
 # The id of the request being handled by the current task, for its log lines.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -56,7 +57,10 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return JSON_LINE(line)
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except orjson.JSONEncodeError:
+            return JSON_FALLBACK(line)
 
 
 def escape_controls(text: str) -> str:
