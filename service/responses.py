@@ -15,6 +15,7 @@ cache may answer from its copy without asking. `no-store` turns caching off, ETa
 """
 
 import hashlib
+import uuid
 
 import orjson
 from aiohttp import web
@@ -26,9 +27,21 @@ DEFAULT_CACHE_CONTROL = "max-age=1"
 JSON_CONTENT_TYPE = "application/json"
 
 
+def json_bytes(data) -> bytes:
+    """`data` (dicts, lists, strings, numbers, UUIDs, timestamps) as JSON."""
+    return orjson.dumps(data, default=uuid_text)
+
+
+def uuid_text(value) -> str:
+    # orjson encodes uuid.UUID itself, but not its subclasses, such as asyncpg's.
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
-    """`data` (dicts, lists, strings, numbers, UUIDs, timestamps) as an application/json response."""
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type=JSON_CONTENT_TYPE)
+    """`data` (see json_bytes) as an application/json response."""
+    return web.Response(body=json_bytes(data), status=status, headers=headers, content_type=JSON_CONTENT_TYPE)
 
 
 def etag_of(body: bytes) -> str:
@@ -39,7 +52,7 @@ def etag_of(body: bytes) -> str:
 def cacheable_json(request: web.Request, data) -> web.Response:
     """200 with `data` as JSON, its ETag and the server's Cache-Control; or 304 Not Modified when
     the request's If-None-Match names that ETag (weak comparison, RFC 9110 section 13.1.2) or is *."""
-    body = orjson.dumps(data)
+    body = json_bytes(data)
     etag = etag_of(body)
     headers = {"ETag": etag, "Cache-Control": request.app[CACHE_CONTROL]}
     if request.headers.get("If-None-Match") is not None and not_modified(request, etag[1:-1]):
