@@ -730,9 +730,9 @@ def ceilings_markdown(results: dict) -> list[str]:
         h, json_ceiling, fetchrow = p["http"], p["ceilings"]["json"], p["ceilings"]["fetchrow"]
         b = p.get("baseline")
         lines.append(
-            f"| {p['concurrency']} | {fmt(h['rps'])} | {fmt(h['p99_ms'], 1)} | "
-            + (f"{fmt(b['rps'])} | {fmt(b['p99_ms'], 1)} | " if baseline else "")
-            + f"{fmt(json_ceiling['rps'])} | {fmt(fetchrow['rps'])} | {fmt(fetchrow['p99_ms'], 1)} | "
+            f"| {p['concurrency']} | {fmt(h['rps'], 0)} | {fmt(h['p99_ms'], 1)} | "
+            + (f"{fmt(b['rps'], 0)} | {fmt(b['p99_ms'], 1)} | " if baseline else "")
+            + f"{fmt(json_ceiling['rps'], 0)} | {fmt(fetchrow['rps'], 0)} | {fmt(fetchrow['p99_ms'], 1)} | "
             f"**{fmt(p['http_vs_fetchrow'], 2)}** | "
             + (f"{fmt(b['rps'] / fetchrow['rps'], 2)} | " if baseline else "")
             + f"{mib(h)} |")
@@ -758,7 +758,7 @@ def baseline_markdown(results: dict) -> list[str]:
         after, before = h.get("checkouts_per_s", h["rps"]), b.get("checkouts_per_s", b["rps"])
         ok = p["http_check"]["ok"] and p["baseline_check"]["ok"]
         lines.append(
-            f"| {p['workload']} | {p['concurrency']} | {fmt(after)} | {fmt(before)} | {fmt(after / before, 2)} | "
+            f"| {p['workload']} | {p['concurrency']} | {fmt(after, 0)} | {fmt(before, 0)} | {fmt(after / before, 2)} | "
             f"{fmt(h['p99_ms'], 1)} | {fmt(b['p99_ms'], 1)} | "
             + (f"{fmt(after / g['tps'], 2)} | {fmt(before / g['tps'], 2)} | " if g and g["tps"] else "— | — | ")
             + f"{mib(h)} / {mib(b)} | {'ok' if ok else '**FAILED**'} |")
