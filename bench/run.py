@@ -97,6 +97,8 @@ QUICK_CONCURRENCY = {"hot": [1, 32], "spread": [1, 32, 64], "read": [1, 32], "ch
                      "checkout-spread": [1, 32], "get": [32, 64]}
 # The stack's ceilings beside the get points (bench/ceiling.py): name -> its command.
 CEILINGS = {"json": ("-m", "bench.ceiling", "json"), "fetchrow": ("-m", "bench.ceiling", "fetchrow")}
+# Rounds of the get points (each server measured once a round, in turn).
+GET_ROUNDS = 3
 DEFAULT_DURATION = 6
 QUICK_DURATION = 2
 SERVICE_START_TIMEOUT = 60  # seconds
@@ -719,7 +721,8 @@ def ceilings_markdown(results: dict) -> list[str]:
         "the access log), beside bench/ceiling.py on the same database: a bare aiohttp + uvloop app answering a "
         "constant JSON, and the same with one asyncpg fetchrow of get_ticket_option per request. Target: "
         "service ÷ fetchrow >= 0.80 at 32 and 64 connections, p99 no worse than before; peak RSS per worker "
-        "< 150 MiB at 256.",
+        f"< 150 MiB at 256. The four servers run at once and are measured in turn, {GET_ROUNDS} rounds: each "
+        "figure is the median round, each ratio the median of the rounds' ratios (in brackets).",
         "",
         "| C | service req/s | p99 ms | " + ("before req/s | before p99 ms | " if baseline else "")
         + "constant JSON req/s | one fetchrow req/s | fetchrow p99 ms | service ÷ fetchrow | "
@@ -733,8 +736,8 @@ def ceilings_markdown(results: dict) -> list[str]:
             f"| {p['concurrency']} | {fmt(h['rps'], 0)} | {fmt(h['p99_ms'], 1)} | "
             + (f"{fmt(b['rps'], 0)} | {fmt(b['p99_ms'], 1)} | " if baseline else "")
             + f"{fmt(json_ceiling['rps'], 0)} | {fmt(fetchrow['rps'], 0)} | {fmt(fetchrow['p99_ms'], 1)} | "
-            f"**{fmt(p['http_vs_fetchrow'], 2)}** | "
-            + (f"{fmt(b['rps'] / fetchrow['rps'], 2)} | " if baseline else "")
+            f"**{fmt(p['http_vs_fetchrow'], 2)}** ({', '.join(fmt(r, 2) for r in h['vs_fetchrow_rounds'])}) | "
+            + (f"{fmt(b['vs_fetchrow'], 2)} | " if baseline else "")
             + f"{mib(h)} |")
     return lines + [""]
 
@@ -1007,22 +1010,46 @@ def http_point(wrk: str, databases: "Databases", workload: str, c: int, duration
     return result, check
 
 
-def ceiling_points(wrk: str, databases: "Databases", c: int, duration: int, options_file: Path, work: Path) -> dict:
-    """The get workload against each of bench/ceiling.py's apps, on one fresh database."""
-    db_url = databases.fresh(f"get_{c}_ceilings")
-    results = {}
+def interleaved_get_point(wrk: str, databases: "Databases", c: int, duration: int, options_file: Path, work: Path,
+                          baseline: Path | None) -> dict:
+    """The get workload against the service, the baseline's (if any) and bench/ceiling.py's apps, all
+    started at once (a fresh database each), then measured in turn for GET_ROUNDS rounds, so that a
+    change in what else the machine runs falls on all of them alike. Each one's result is its
+    median round (by req/s), with every round's req/s beside it."""
+    servers = {"http": (("-m", "service", "serve"), ROOT)}
+    if baseline:
+        servers["baseline"] = (("-m", "service", "serve"), baseline)
+    servers.update({name: (command, ROOT) for name, command in CEILINGS.items()})
+    urls, running = {}, {}
     try:
-        for name, command in CEILINGS.items():
-            ceiling = Service(db_url, work / f"ceiling-{name}-{c}.log",
-                              command=command + ((db_url,) if name == "fetchrow" else ()))
-            try:
-                results[name] = run_wrk(wrk, ceiling, "get", c, duration, options_file, work)
-                results[name]["service_memory"] = ceiling.peak_memory()
-            finally:
-                ceiling.stop()
+        for name, (command, checkout) in servers.items():
+            urls[name] = databases.fresh(f"get_{c}_{name}")
+            running[name] = Service(urls[name], work / f"get-{c}-{name}.log", cwd=checkout,
+                                    command=command + ((urls[name],) if name == "fetchrow" else ()))
+        rounds: dict[str, list[dict]] = {name: [] for name in servers}
+        for _ in range(GET_ROUNDS):
+            for name, server in running.items():
+                rounds[name].append(run_wrk(wrk, server, "get", c, duration, options_file, work))
+        results, checks = {}, {}
+        for name, server in running.items():
+            ranked = sorted(rounds[name], key=lambda result: result["rps"])
+            results[name] = dict(ranked[len(ranked) // 2], rounds_rps=[result["rps"] for result in rounds[name]],
+                                 service_memory=server.peak_memory())
+            # Ratios per round (the same machine state), their median.
+        fetchrow = [result["rps"] for result in rounds["fetchrow"]]
+        for name in ("http", "baseline"):
+            if name in rounds:
+                ratios = sorted(result["rps"] / ceiling for result, ceiling in zip(rounds[name], fetchrow) if ceiling)
+                results[name]["vs_fetchrow_rounds"] = ratios
+                results[name]["vs_fetchrow"] = ratios[len(ratios) // 2] if ratios else None
     finally:
-        databases.drop(db_url)
-    return results
+        for server in running.values():
+            server.stop()
+    for name in servers:
+        if name in ("http", "baseline"):
+            checks[name] = check_database(urls[name], 0, slack=0)
+        databases.drop(urls[name])
+    return {"results": results, "checks": checks}
 
 
 def main(argv=None) -> int:
@@ -1059,16 +1086,21 @@ def main(argv=None) -> int:
             for c in concurrency[workload]:
                 point = {"workload": workload, "concurrency": c}
                 log(f"{workload} @ C={c}: HTTP")
-                point["http"], point["http_check"] = http_point(
-                    wrk, databases, workload, c, args.duration, options_files[workload], work, ROOT)
-                if args.baseline:
-                    log(f"{workload} @ C={c}: HTTP, the baseline ({args.baseline})")
-                    point["baseline"], point["baseline_check"] = http_point(
-                        wrk, databases, workload, c, args.duration, options_files[workload], work, args.baseline)
-                if workload == "get":
-                    point["ceilings"] = ceiling_points(wrk, databases, c, args.duration, options_files[workload], work)
-                    fetchrow = point["ceilings"]["fetchrow"]["rps"]
-                    point["http_vs_fetchrow"] = point["http"]["rps"] / fetchrow if fetchrow else None
+                if workload == "get":  # the service, the baseline and the ceilings in turn, GET_ROUNDS times
+                    get = interleaved_get_point(wrk, databases, c, args.duration, options_files[workload], work,
+                                                args.baseline)
+                    point["http"], point["http_check"] = get["results"]["http"], get["checks"]["http"]
+                    if args.baseline:
+                        point["baseline"], point["baseline_check"] = get["results"]["baseline"], get["checks"]["baseline"]
+                    point["ceilings"] = {name: get["results"][name] for name in CEILINGS}
+                    point["http_vs_fetchrow"] = point["http"]["vs_fetchrow"]
+                else:
+                    point["http"], point["http_check"] = http_point(
+                        wrk, databases, workload, c, args.duration, options_files[workload], work, ROOT)
+                    if args.baseline:
+                        log(f"{workload} @ C={c}: HTTP, the baseline ({args.baseline})")
+                        point["baseline"], point["baseline_check"] = http_point(
+                            wrk, databases, workload, c, args.duration, options_files[workload], work, args.baseline)
 
                 if c + 20 > int(pg["max_connections"]):
                     point["pgbench"] = None
