@@ -161,6 +161,20 @@ CREATE TYPE api."order" AS (
     purchases   api.purchase[],
     holds       api.hold[]
 );
+-- One order of a batch (place_orders_batch): ttl null buys at once.
+CREATE TYPE api.order_request AS (
+    user_id           uuid,
+    lines             api.order_line[],
+    ttl               interval,
+    idempotency_key   text,
+    caller            text
+);
+-- The answer to one order of a batch: a refusal, or the order.
+CREATE TYPE api.order_outcome AS (
+    ordinal  integer,
+    refusal  api.refusal,
+    "order"  api."order"
+);
 -- What confirm_order returns: the order, and whether this call bought it.
 CREATE TYPE api.order_confirmation AS (
     created  boolean,

@@ -23,7 +23,11 @@ OPEN_PREFIXES = ("/docs/",)
 
 
 def bearer_token(request: web.Request) -> bytes | None:
-    """The Authorization header's bearer token as sent (bytes, so any header is comparable), or None."""
+    """The Authorization header's bearer token as sent (bytes, so any header is comparable), or None.
+    Two Authorization headers are refused (401): a proxy in front may check the other one."""
+    if len(request.headers.getall("Authorization", ())) > 1:
+        raise Problem(UNAUTHORIZED, "Authorization is given more than once: send one bearer token.",
+                      headers={"WWW-Authenticate": 'Bearer realm="ticket-allocation"'})
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     given = given.strip()
     if scheme.lower() != "bearer" or not given:

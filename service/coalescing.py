@@ -26,10 +26,11 @@ one of it, queue for a call of their own (one in flight per option) that
 waits for the lock as purchase_tickets does (at most lock_timeout). Once
 that queue is empty, the option's requests go by the lanes again.
 
-Orders are not coalesced (yet): an order is already one call and one commit
-for many lines. They could ride the same lanes (a batch function deciding
-orders beside single requests, deferred as a whole when any of its options
-is locked; its lane: its first option's) if orders become the bulk of a sale.
+Orders are coalesced the same way by a third coalescer calling
+place_orders_batch (api.order_request[]: user, lines, ttl, key, caller), each
+still all or nothing; an order rides the lane of its first option (in id
+order), and is deferred as a whole when any of its options is locked, then
+queues with the orders over the same set of options.
 
 Bounds, so that load cannot turn into failures: a batch is capped by its
 requests, by the tickets it inserts (a long transaction would meet
@@ -60,9 +61,9 @@ MAX_BATCH_KEYS = 32
 # (Overloaded). At the measured ~5 batches of 256 per second, the last would wait about a second.
 MAX_QUEUE = 1_024
 # Calls in flight at once per worker and coalescer, besides those of locked options; within the
-# default pool of 10. On 2 CPUs, spread purchases at 64 connections went fastest with 1 or 2
-# lanes (bigger batches: fewer commits), slower with 4 and 8 (README, Performance); 2 keeps a
-# slow call (a hot option's full batch) from holding up every other option.
+# default pool of 10. On 2 CPUs, spread purchases at 64 connections went fastest with 2 lanes
+# (bigger batches than with 4 or 8: fewer commits; README, Performance), and 2 keep a slow call
+# (a hot option's full batch) from holding up every other option.
 LANES = 2
 
 
@@ -83,34 +84,31 @@ class Refused(Exception):
 
 @dataclass
 class PendingRequest:
-    option_id: uuid.UUID
-    user_id: uuid.UUID
-    quantity: int
-    idempotency_key: str | None
-    caller: str | None  # whose key it is (see idempotency_scope in sql/idempotency.sql)
-    ttl: timedelta | None = None  # holds only; None: the SQL function's default
+    request: tuple  # what the batch function takes for it: an api.ticket_request or api.order_request
+    options: tuple[uuid.UUID, ...]  # the options it names, in id order: what it waits on when locked
+    tickets: int  # what it would insert, at most
+    keyed: bool  # it has an Idempotency-Key (an advisory lock in PostgreSQL)
     answer: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-    def as_request(self) -> tuple:
-        """The request as an api.ticket_request (asyncpg sends a composite as a tuple)."""
-        return (self.option_id, self.user_id, self.quantity, self.idempotency_key, self.caller, self.ttl)
 
 
 @dataclass(frozen=True)
 class BatchFunction:
-    """A batch function of the SQL API: its call, which takes one api.ticket_request[] (option,
-    user, quantity, idempotency key, caller, ttl: a tuple per request, as asyncpg sends a composite)
-    and p_skip_locked, and the field of its outcome rows that answers a request (the others: its
-    refusal, and whether it was deferred)."""
+    """A batch function of the SQL API: its call, which takes one array of a composite request type
+    (a tuple per request, as asyncpg sends a composite) and p_skip_locked, and the field of its
+    outcome rows that answers a request (the others: its refusal, and whether it was deferred)."""
     query: str
     answer: str
     noun: str  # in the Overloaded message
 
 
+# api.ticket_request: (option, user, quantity, idempotency key, caller, ttl).
 PURCHASE_BATCH = BatchFunction(
     "SELECT * FROM api.purchase_tickets_batch($1::api.ticket_request[], p_skip_locked => $2)", "receipt", "purchases")
 HOLD_BATCH = BatchFunction(
     "SELECT * FROM api.hold_tickets_batch($1::api.ticket_request[], p_skip_locked => $2)", "hold", "holds")
+# api.order_request: (user, lines [(option, quantity), ...], ttl, idempotency key, caller).
+ORDER_BATCH = BatchFunction(
+    "SELECT * FROM api.place_orders_batch($1::api.order_request[], p_skip_locked => $2)", "order", "orders")
 
 
 def take_batch(waiting: list[PendingRequest]) -> list[PendingRequest]:
@@ -118,11 +116,10 @@ def take_batch(waiting: list[PendingRequest]) -> list[PendingRequest]:
     tickets = keys = 0
     size = 0
     for pending in waiting[:MAX_BATCH]:
-        keyed = pending.idempotency_key is not None
-        if size and (tickets + pending.quantity > MAX_BATCH_TICKETS or keys + keyed > MAX_BATCH_KEYS):
+        if size and (tickets + pending.tickets > MAX_BATCH_TICKETS or keys + pending.keyed > MAX_BATCH_KEYS):
             break  # in arrival order: the rest go in the next call
-        tickets += pending.quantity
-        keys += keyed
+        tickets += pending.tickets
+        keys += pending.keyed
         size += 1
     batch = waiting[:size]
     del waiting[:size]
@@ -140,36 +137,44 @@ class Coalescer:
         # Per lane: the requests waiting for its next call (a call is in flight when it is in _sending).
         self._lanes: list[list[PendingRequest]] = [[] for _ in range(lanes)]
         self._sending: set[int] = set()
-        # Options found locked by another session: their requests, waiting for a call that waits.
-        self._locked: dict[uuid.UUID, list[PendingRequest]] = {}
+        # Options (or an order's set of them) found locked by another session: their requests,
+        # waiting for a call that waits.
+        self._locked: dict[tuple[uuid.UUID, ...], list[PendingRequest]] = {}
         self._senders: set[asyncio.Task] = set()
 
-    def lane_of(self, option_id: uuid.UUID) -> int:
-        return zlib.crc32(option_id.bytes) % len(self._lanes)
+    def lane_of(self, options: tuple[uuid.UUID, ...]) -> int:
+        """The lane of a request naming these options (in id order; none: an order the batch function refuses)."""
+        return zlib.crc32(options[0].bytes if options else b"") % len(self._lanes)
 
     def queue_depth(self) -> int:
         """Requests waiting in this worker for a call in flight."""
         return sum(map(len, self._lanes)) + sum(map(len, self._locked.values()))
 
-    def waiting_for(self, option_id: uuid.UUID) -> int:
-        """Requests of the option waiting in this worker for a call in flight."""
-        locked = self._locked.get(option_id)
+    def waiting_for(self, *options: uuid.UUID) -> int:
+        """Requests of exactly these options (in id order) waiting in this worker for a call in flight."""
+        locked = self._locked.get(options)
         if locked is not None:
             return len(locked)
-        return sum(pending.option_id == option_id for pending in self._lanes[self.lane_of(option_id)])
+        return sum(pending.options == options for pending in self._lanes[self.lane_of(options)])
 
     async def submit(
         self, option_id: uuid.UUID, user_id: uuid.UUID, quantity: int, idempotency_key: str | None,
         caller: str | None = None, ttl: timedelta | None = None,
     ):
-        """The request's answer (a purchase's receipt, a hold); raises Refused, Overloaded, or the
-        database error that failed its batch."""
-        pending = PendingRequest(option_id, user_id, quantity, idempotency_key, caller, ttl)
-        locked = self._locked.get(option_id)
-        if locked is not None:  # behind its option's call that waits for the lock
+        """A purchase's receipt, or a hold, of the option (an api.ticket_request of it); raises
+        Refused, Overloaded, or the database error that failed its batch."""
+        request = (option_id, user_id, quantity, idempotency_key, caller, ttl)
+        return await self.submit_request((option_id,), request, quantity, idempotency_key is not None)
+
+    async def submit_request(self, options: tuple[uuid.UUID, ...], request: tuple, tickets: int, keyed: bool):
+        """The answer to `request` (the batch function's composite), which names `options` (in id
+        order); raises as submit."""
+        pending = PendingRequest(request, options, tickets, keyed)
+        locked = self._locked.get(options)
+        if locked is not None:  # behind the call of its options that waits for their locks
             self._enqueue(locked, pending)
         else:
-            lane = self.lane_of(option_id)
+            lane = self.lane_of(options)
             self._enqueue(self._lanes[lane], pending)
             if lane not in self._sending:
                 self._sending.add(lane)
@@ -199,36 +204,35 @@ class Coalescer:
             self._sending.discard(lane)
 
     def _defer(self, pending: PendingRequest) -> None:
-        """A request whose option was locked: to its option's queue, in arrival order, with the
-        requests of that option waiting in its lane (they came later)."""
-        option_id = pending.option_id
-        locked = self._locked.get(option_id)
+        """A request whose options were locked: to their queue, in arrival order, with the requests
+        of the same options waiting in its lane (they came later)."""
+        options = pending.options
+        locked = self._locked.get(options)
         if locked is None:
-            locked = self._locked[option_id] = [pending]
-            lane = self._lanes[self.lane_of(option_id)]
-            locked += [later for later in lane if later.option_id == option_id]
-            lane[:] = [other for other in lane if other.option_id != option_id]
-            self._start(self._drain_locked(option_id))
+            locked = self._locked[options] = [pending]
+            lane = self._lanes[self.lane_of(options)]
+            locked += [later for later in lane if later.options == options]
+            lane[:] = [other for other in lane if other.options != options]
+            self._start(self._drain_locked(options))
         else:
             locked.append(pending)
 
-    async def _drain_locked(self, option_id: uuid.UUID) -> None:
-        waiting = self._locked[option_id]
+    async def _drain_locked(self, options: tuple[uuid.UUID, ...]) -> None:
+        waiting = self._locked[options]
         try:
             while waiting:
                 batch = take_batch(waiting)
                 if self._batch_sent:
                     self._batch_sent(len(batch))
-                await self._send(batch, skip_locked=False)  # waits for the lock: nothing is deferred
+                await self._send(batch, skip_locked=False)  # waits for the locks: nothing is deferred
         finally:
-            del self._locked[option_id]
+            del self._locked[options]
 
     async def _send(self, batch: list[PendingRequest], skip_locked: bool) -> list[PendingRequest]:
         """Sends the batch and answers its requests; returns those deferred (in order)."""
         try:
             async with self._pool.acquire(timeout=self._pool_timeout) as conn:
-                outcomes = await conn.fetch(
-                    self._function.query, [pending.as_request() for pending in batch], skip_locked)
+                outcomes = await conn.fetch(self._function.query, [pending.request for pending in batch], skip_locked)
         except BaseException as error:
             if isinstance(error, asyncpg.DataError) and len(batch) > 1:
                 # A value of some request that asyncpg cannot encode, or PostgreSQL cannot take

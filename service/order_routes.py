@@ -1,17 +1,20 @@
 """Routes of orders (many lines, one outcome) and quotas (capacity shared by options): one SQL call
 each (sql/orders.sql, sql/quotas.sql).
 
-Orders are not coalesced (see service/coalescing.py): each is one place_order call, one
-transaction, whatever its number of lines.
+Orders are coalesced by the set of options they name (service/coalescing.py): concurrent orders
+over the same options go to PostgreSQL as one place_orders_batch call, each still all or nothing.
 """
 
+import asyncpg
 from aiohttp import web
 
 from .auth import CALLER, require_admin
-from .db import OMITTED, call
-from .errors import INVALID_ARGUMENT, ORDER_NOT_FOUND, QUOTA_NOT_FOUND, Problem
+from .coalescing import Overloaded
+from .db import OMITTED, ORDERS, call
+from .errors import DATABASE_UNAVAILABLE, INVALID_ARGUMENT, ORDER_NOT_FOUND, QUOTA_NOT_FOUND, Problem
 from .inputs import Field, converted, idempotency_key, path_uuid, read_json_object, read_query, type_error
-from .routes import NO_QUERY, resource_json
+from .responses import json_response
+from .routes import NO_QUERY
 
 routes = web.RouteTableDef()
 
@@ -30,6 +33,21 @@ QUOTA_CHANGES = (
     Field("size", "integer", required=False, default=OMITTED),
     Field("ticket_option_ids", "uuids", required=False, default=OMITTED),
 )
+
+
+def tree(row) -> dict:
+    """A resource of the SQL API with resources inside it (an order's lines, purchases and holds),
+    as the responses' encoder takes it: records as dicts, all the way down. None of them renames a
+    field (a quota's `remaining` is called so; only a ticket option's is `allocation`)."""
+    return {name: plain(value) for name, value in row.items()}
+
+
+def plain(value):
+    if isinstance(value, asyncpg.Record):
+        return tree(value)
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
 
 
 def order_lines(lines: list[dict]) -> list[tuple]:
@@ -64,19 +82,26 @@ async def place_order(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     body = await read_json_object(request, ORDER_FIELDS)
     lines = order_lines(body["lines"])
-    # Without ttl_seconds, null: bought at once (place_order's default).
-    row = await call(request, "place_order", p_user_id=body["user_id"], p_lines=lines, p_ttl=body["ttl_seconds"],
-                     p_idempotency_key=key, p_caller=request.get(CALLER))
-    order = resource_json(row)
-    location = request.app.router["order"].url_for(id=order["id"])
-    return web.json_response(order, status=201, headers={"Location": str(location)})
+    # Without ttl_seconds, null: bought at once. Only fully checked values join a batch of other
+    # buyers' orders; the rest of the rules are place_orders_batch's, per order.
+    ttl = None if body["ttl_seconds"] is OMITTED else body["ttl_seconds"]
+    options = tuple(sorted({option_id for option_id, _ in lines}))  # the locks it will queue on
+    try:
+        placed = await request.app[ORDERS].submit_request(
+            options, (body["user_id"], lines, ttl, key, request.get(CALLER)),
+            tickets=sum(quantity for _, quantity in lines), keyed=key is not None)
+    except Overloaded as overloaded:
+        raise Problem(DATABASE_UNAVAILABLE, f"{overloaded}; retry shortly. Nothing was changed.") from None
+    order = tree(placed)
+    location = request.app.router["order"].url_for(id=str(order["id"]))
+    return json_response(order, status=201, headers={"Location": str(location)})
 
 
 @routes.get("/orders/{id}", name="order")
 async def get_order(request: web.Request) -> web.Response:
     order_id = path_uuid(request, "id", ORDER_NOT_FOUND)
     read_query(request, NO_QUERY)
-    return web.json_response(resource_json(await call(request, "get_order", p_id=order_id)))
+    return json_response(tree(await call(request, "get_order", p_id=order_id)))
 
 
 @routes.post("/orders/{id}/confirm")
@@ -84,18 +109,18 @@ async def confirm_order(request: web.Request) -> web.Response:
     order_id = path_uuid(request, "id", ORDER_NOT_FOUND)
     read_query(request, NO_QUERY)
     confirmation = await call(request, "confirm_order", p_id=order_id)
-    order = resource_json(confirmation["order"])
+    order = tree(confirmation["order"])
     if not confirmation["created"]:  # bought before: the same order, nothing more bought
-        return web.json_response(order)
-    location = request.app.router["order"].url_for(id=order["id"])
-    return web.json_response(order, status=201, headers={"Location": str(location)})
+        return json_response(order)
+    location = request.app.router["order"].url_for(id=str(order["id"]))
+    return json_response(order, status=201, headers={"Location": str(location)})
 
 
 @routes.post("/orders/{id}/release")
 async def release_order(request: web.Request) -> web.Response:
     order_id = path_uuid(request, "id", ORDER_NOT_FOUND)
     read_query(request, NO_QUERY)
-    return web.json_response(resource_json(await call(request, "release_order", p_id=order_id)))
+    return json_response(tree(await call(request, "release_order", p_id=order_id)))
 
 
 @routes.post("/orders/{id}/cancel")
@@ -103,11 +128,7 @@ async def cancel_order(request: web.Request) -> web.Response:
     require_admin(request)
     order_id = path_uuid(request, "id", ORDER_NOT_FOUND)
     read_query(request, NO_QUERY)
-    return web.json_response(resource_json(await call(request, "cancel_order", admin=True, p_id=order_id)))
-
-
-def quota_json(row) -> dict:
-    return resource_json(row, names={})  # a quota's remaining is called remaining
+    return json_response(tree(await call(request, "cancel_order", admin=True, p_id=order_id)))
 
 
 @routes.post("/quotas")
@@ -117,9 +138,9 @@ async def create_quota(request: web.Request) -> web.Response:
     body = await read_json_object(request, QUOTA_FIELDS)
     row = await call(request, "create_quota", admin=True,
                      p_name=body["name"], p_size=body["size"], p_ticket_option_ids=body["ticket_option_ids"])
-    quota = quota_json(row)
-    location = request.app.router["quota"].url_for(id=quota["id"])
-    return web.json_response(quota, status=201, headers={"Location": str(location)})
+    quota = tree(row)
+    location = request.app.router["quota"].url_for(id=str(quota["id"]))
+    return json_response(quota, status=201, headers={"Location": str(location)})
 
 
 @routes.get("/quotas/{id}", name="quota")
@@ -127,7 +148,7 @@ async def get_quota(request: web.Request) -> web.Response:
     require_admin(request)
     quota_id = path_uuid(request, "id", QUOTA_NOT_FOUND)
     read_query(request, NO_QUERY)
-    return web.json_response(quota_json(await call(request, "get_quota", admin=True, p_id=quota_id)))
+    return json_response(tree(await call(request, "get_quota", admin=True, p_id=quota_id)))
 
 
 @routes.patch("/quotas/{id}")
@@ -138,4 +159,4 @@ async def update_quota(request: web.Request) -> web.Response:
     body = await read_json_object(request, QUOTA_CHANGES)
     row = await call(request, "update_quota", admin=True, p_id=quota_id, p_size=body["size"],
                      p_ticket_option_ids=body["ticket_option_ids"])
-    return web.json_response(quota_json(row))
+    return json_response(tree(row))

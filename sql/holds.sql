@@ -192,7 +192,9 @@ $$;
 -- (move_tickets), a few statements per option whatever the number of holds,
 -- with a hold.expired event each (sql/events.sql). holds: how many;
 -- order_ids: the orders of those holds, in id order (the caller locks them
--- and expires them: expire_orders).
+-- and expires them: expire_orders). (plpgsql_check, which plans the
+-- statements in a session that took no lock, finds the decision clock
+-- unset: it is always read under the locks before this runs.)
 CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(
     p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
 LANGUAGE plpgsql
@@ -451,15 +453,15 @@ AS $$
                 THEN invalid_argument('ttl', 'must be from 1 second to 1 day') END
 $$;
 
--- apply_holds(p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL) RETURNS void
+-- apply_holds(p_hold_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL) RETURNS void
 -- Step 3 of a hold batch, and of a held order: THE place holds are created.
 -- Under the locks (lock_options), set-based: inserts hold i (p_hold_ids[i]:
 -- p_requests[i]'s quantity of its option for its user, until
 -- decision_clock() + its ttl, or + the option's max_hold_seconds when that
--- is shorter, a line of order p_order_id when given) and moves the tickets
+-- is shorter, a line of order p_order_ids[i] when given) and moves the tickets
 -- from on sale to held (move_tickets). The CHECKs refuse any overdraft.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_holds(
-    p_hold_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL)
+    p_hold_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
@@ -475,7 +477,7 @@ BEGIN
     SELECT p_hold_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, decision_clock(),
            decision_clock() + least(r.ttl, (SELECT make_interval(secs => o.max_hold_seconds)
                                             FROM ticket_options o WHERE o.id = r.ticket_option_id)),
-           p_order_id
+           p_order_ids[r.ordinality]
     FROM unnest(p_requests) WITH ORDINALITY AS r;
     PERFORM append_hold_events('hold.created', p_hold_ids);  -- sql/events.sql
 END;
@@ -760,7 +762,8 @@ $$;
 -- quotas' and the locks of the orders of its expired holds, each set in id
 -- order, only if nobody holds any of them (SKIP LOCKED: it never waits, so
 -- it cannot deadlock, nor queue behind a stalled session), reading the
--- decision clock once it has the option. True when it got them all
+-- decision clock once it has the option (plpgsql_check, taking no lock,
+-- finds it unset when it plans the lookup below). True when it got them all
 -- (reclaiming is the caller's); false leaves what it got locked until the end
 -- of the transaction, changing nothing.
 CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_for_sweep(p_ticket_option_id uuid)

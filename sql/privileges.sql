@@ -18,7 +18,7 @@ DECLARE
     buying_and_reading constant text[] := ARRAY[
         'get_ticket_option', 'purchase_tickets', 'purchase_tickets_batch', 'get_purchase', 'list_purchases',
         'list_purchases_page', 'hold_tickets', 'hold_tickets_batch', 'get_hold', 'confirm_hold', 'release_hold',
-        'place_order', 'get_order', 'confirm_order', 'release_order',
+        'place_order', 'place_orders_batch', 'get_order', 'confirm_order', 'release_order',
         'idempotency_key_ttl', 'applied_migrations'];
     admin constant text[] := ARRAY[
         'create_ticket_option', 'cancel_purchase', 'purge_expired_idempotency_keys', 'check_consistency',

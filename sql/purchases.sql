@@ -57,7 +57,7 @@ $$;
 -- with a key (p_keys[i] in scope p_scopes[i], for request p_requests[i]):
 -- claims the key (claim_idempotency_key), so that a retry racing its first
 -- attempt is told at once (TA006) rather than queued behind the lock.
--- earlier_ids[i]: the purchase or hold an earlier call made for the same
+-- earlier_ids[i]: the purchase, hold or order an earlier call made for the same
 -- request; repeats[i]: the earlier ordinal of this batch with the same key
 -- and request (answered as it is). Refusals: TA001, TA005, TA006 (keys).
 -- A loop over requests, never over tickets.
@@ -85,7 +85,7 @@ BEGIN
                 refusals[i] := claim.refused;
             ELSE
                 first_use_by_key := first_use_by_key || jsonb_build_object(scoped_key, i);
-                earlier_ids[i] := coalesce((claim.earlier).purchase_id, (claim.earlier).hold_id);
+                earlier_ids[i] := coalesce((claim.earlier).purchase_id, (claim.earlier).hold_id, (claim.earlier).order_id);
             END IF;
         ELSIF p_requests[first_use] = p_requests[i] THEN
             repeats[i] := first_use;
@@ -215,13 +215,13 @@ BEGIN
 END;
 $$;
 
--- apply_purchases(p_purchase_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL,
+-- apply_purchases(p_purchase_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL,
 --                 p_from_held boolean DEFAULT false)
 --     RETURNS void
 -- Step 4 of a purchase batch, of an order, and of confirmations: THE place
 -- purchases are made. Under the locks (lock_options), set-based: inserts
 -- purchase i (p_purchase_ids[i]: p_requests[i]'s quantity of its option for
--- its user, a line of order p_order_id when given) and its tickets, and moves
+-- its user, a line of order p_order_ids[i] when given) and its tickets, and moves
 -- the tickets (move_tickets) to `sold` from what is on sale,
 -- or, p_from_held, from `held` (the caller marks the holds confirmed). The
 -- CHECKs of ticket_options and quotas refuse anything that would oversell.
@@ -232,7 +232,7 @@ $$;
 -- tickets on sale, so it is sold out exactly when none is left on sale nor
 -- held after (remaining + held is the same in the row as in the resource).
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_purchases(
-    p_purchase_ids uuid[], p_requests api.ticket_request[], p_order_id uuid DEFAULT NULL,
+    p_purchase_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL,
     p_from_held boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
@@ -255,7 +255,7 @@ BEGIN
         ARRAY(SELECT CASE WHEN p_from_held THEN -r.quantity ELSE 0 END FROM unnest(p_requests) AS r),
         ARRAY(SELECT r.quantity FROM unnest(p_requests) AS r));
     INSERT INTO purchases (id, ticket_option_id, user_id, quantity, order_id)
-    SELECT p_purchase_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, p_order_id
+    SELECT p_purchase_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, p_order_ids[r.ordinality]
     FROM unnest(p_requests) WITH ORDINALITY AS r;
     INSERT INTO tickets (ticket_option_id, purchase_id)
     SELECT r.ticket_option_id, p_purchase_ids[r.ordinality]

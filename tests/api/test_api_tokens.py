@@ -89,3 +89,18 @@ async def test_two_callers_cannot_collide_on_an_idempotency_key(client):
     # Each caller's retry replays its own purchase.
     assert (await buy_as(TWO, USER, 2))[1]["id"] == outcomes[1][1]["id"]
     assert (await buy_as(ONE, USER, 1))[1]["id"] == outcomes[0][1]["id"]
+
+
+@pytest.mark.parametrize("second", [TOKENS[0], "not-a-token"])
+async def test_two_authorization_headers_are_refused(client, second):
+    # A proxy in front may check one header and this service the other: neither is trusted.
+    option = await create_option(client)
+    for path in (f"/ticket_options/{option['id']}", f"/ticket_options/{option['id']}/purchases"):
+        status, headers, body = await raw_request(
+            client, "GET", path, {"Authorization": f"Bearer {TOKENS[0]}".encode(), "authorization": f"Bearer {second}".encode()})
+        assert status == 401 and b"given more than once" in body
+    status, _, body = await raw_request(
+        client, "POST", "/ticket_options", {"Authorization": f"Bearer {ADMIN_TOKEN}".encode(),
+                                            "authorization": f"Bearer {ADMIN_TOKEN}".encode(),
+                                            "Content-Type": b"application/json"}, b'{"name": "Gig", "allocation": 1}')
+    assert status == 401 and b"given more than once" in body

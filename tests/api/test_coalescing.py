@@ -229,7 +229,7 @@ async def options_in_lanes(client, allocation, per_lane):
     lanes: dict[int, list[uuid.UUID]] = {}
     while len(lanes) < coalescing.LANES or min(map(len, lanes.values())) < per_lane:
         option_id = uuid.UUID((await create_option(client, allocation))["id"])
-        lanes.setdefault(coalescer.lane_of(option_id), []).append(option_id)
+        lanes.setdefault(coalescer.lane_of((option_id,)), []).append(option_id)
     return lanes
 
 

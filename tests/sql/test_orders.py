@@ -384,3 +384,24 @@ async def test_orders_in_opposite_line_orders_and_every_other_call_never_deadloc
     errors = {r.sqlstate for r in results if isinstance(r, asyncpg.PostgresError)}
     assert errors <= {"TA018", "TA019", "TA020"}, errors  # a confirm and a release of one order: one wins
     await books_balance(conn)
+
+
+async def test_a_batch_of_orders_decides_each_whole_in_arrival_order(conn):
+    a, b = await create_option(conn, 10), await create_option(conn, 10)
+    quota_id = await create_quota(conn, 8, [a, b])
+    users = [uuid.uuid4() for _ in range(5)]
+    rows = await conn.fetch("SELECT * FROM place_orders_batch($1::order_request[])", [
+        (users[0], [(a, 3), (b, 2)], None, "k1", None),       # placed: 3 left in the quota
+        (users[1], [(a, 2), (b, 2)], None, None, None),       # line 2 short after line 1: refused whole
+        (users[2], [(b, 3)], timedelta(minutes=5), None, None),  # held: 0 left
+        (users[0], [(a, 3), (b, 2)], None, "k1", None),       # the first order's key: the same order
+        (None, [(a, 1)], None, None, None),                   # invalid
+    ])
+    assert [row["ordinal"] for row in rows] == [1, 2, 3, 4, 5]
+    assert [row["refusal"] and row["refusal"]["sqlstate"] for row in rows] == [None, "TA014", None, None, "TA001"]
+    assert json.loads(rows[1]["refusal"]["detail"])[0]["line"] == 2
+    assert rows[0]["order"]["status"] == "confirmed" and rows[2]["order"]["status"] == "held"
+    assert rows[3]["order"]["id"] == rows[0]["order"]["id"]
+    assert tuple(await conn.fetchrow("SELECT sold, held, remaining FROM get_quota($1)", quota_id)) == (5, 3, 0)
+    assert await conn.fetchval("SELECT count(*) FROM orders") == 2
+    await books_balance(conn)

@@ -197,6 +197,14 @@ def order_calls(hot_option: uuid.UUID) -> list[Call]:
              lambda attempt: (uuid.uuid4(), [(seeded("option", 1 + n % 19), 1) for n in range(19)], None,
                               f"plan-{uuid.uuid4()}"), 19),
         Call("replayed order", place, (seeded("user", 3), lines, None, "plan-order"), 3),
+        *(Call(f"{'skip-locked ' if skip_locked else ''}batch of {size} orders",
+               "SELECT * FROM place_orders_batch($1::order_request[], p_skip_locked => $2)",
+               lambda attempt, size=size, skip_locked=skip_locked: (
+                   [(seeded("user", (attempt * 500 + n) % USERS) if n % 2 else uuid.uuid4(),
+                     lines, timedelta(minutes=5) if n % 3 == 0 else None,
+                     f"plan-{uuid.uuid4()}" if n % 4 == 0 else None, None)
+                    for n in range(size)], skip_locked), 3 * size)
+          for size, skip_locked in ((1, False), (2, False), (50, False), (50, True))),
         Call("refused order", place, (seeded("user", 4), [(hot_option, 1), (uuid.uuid4(), 1)], None, None), 2),
         Call("get order", "SELECT * FROM get_order($1)", (seeded_order(5),), 4),
         Call("get held order", "SELECT * FROM get_order($1)", (seeded("horder", 4015),), 2),
