@@ -116,3 +116,21 @@ async def test_nothing_locked_means_nothing_deferred(conn, books):
     rows = await conn.fetch(PURCHASES, [request(options[n % 3], quantity=2) for n in range(6)], True)
     assert outcomes(rows) == [(False, None, 2)] * 3 + [(False, "TA003", None)] * 3
     assert [(await books(option))["sold"] for option in options] == [2, 2, 2]
+
+
+async def test_an_order_with_a_locked_option_is_deferred_whole(conn, other_session, books):
+    locked, free, other = [await create_option(conn, 10) for _ in range(3)]
+    await lock_option(other_session, locked)
+    rows = await conn.fetch("SELECT * FROM place_orders_batch($1::order_request[], p_skip_locked => true)", [
+        (U1, [(free, 2), (locked, 1)], None, "order-key", None),  # one line locked: deferred whole
+        (U2, [(free, 3), (other, 1)], None, None, None),
+        (U1, [(free, 2), (locked, 1)], None, "order-key", None),  # the same request again: as the first
+    ])
+    assert [(row["deferred"], row["refusal"], row["order"] and row["order"]["status"]) for row in rows] == [
+        (True, None, None), (False, None, "confirmed"), (True, None, None)]
+    assert [(await books(option))["sold"] for option in (locked, free, other)] == [0, 3, 1]
+    await other_session.execute("ROLLBACK; BEGIN")
+    placed = await conn.fetchrow("SELECT * FROM place_orders_batch($1::order_request[], p_skip_locked => true)",
+                                 [(U1, [(free, 2), (locked, 1)], None, "order-key", None)])
+    assert (placed["deferred"], placed["order"]["status"]) == (False, "confirmed")
+    assert [(await books(option))["sold"] for option in (locked, free, other)] == [1, 5, 1]
