@@ -318,7 +318,7 @@ BEGIN
         FROM (SELECT e.ctid, e.occurred_at FROM events e
               WHERE (e.xid, e.id) > ('0'::xid8, 0)
               ORDER BY e.xid, e.id LIMIT p_chunk) AS oldest
-        WHERE oldest.occurred_at < now() - (SELECT event_retention FROM settings)));
+        WHERE oldest.occurred_at < now() - (SELECT event_retention FROM settings WHERE singleton)));
     GET DIAGNOSTICS purged = ROW_COUNT;
     RETURN purged;
 END;

@@ -46,6 +46,8 @@ LANGUAGE sql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
     -- By its key (the one row): under the callers' enable_seqscan = off a scan of even this
     -- table costs 1e10, which made PostgreSQL JIT-compile this statement on every call.

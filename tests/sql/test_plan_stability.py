@@ -183,6 +183,29 @@ def event_calls() -> list[Call]:
     ]
 
 
+# Plan stability's first rule (README: Plan stability): every function of schema api runs with
+# enable_seqscan = off and enable_bitmapscan = off (PostgreSQL has no per-schema function default, so
+# each carries the pair), so that a plan cached while a table was small cannot scan it once it grew.
+# These run without, and why; any other function of api without both settings fails the test below.
+WITHOUT_INDEX_ONLY_PLANS = {
+    "check_consistency": "the books check reads every row by design: walking whole indexes would be slower",
+    "applied_migrations": "reads all of yoyo's table (a row per migration) by design",
+    "list_webhooks": "reads every subscription (a handful per deployment) by design",
+}
+INDEX_ONLY_PLANS = {"enable_seqscan=off", "enable_bitmapscan=off"}
+
+
+async def test_every_api_function_plans_with_index_walks_only(conn):
+    rows = await conn.fetch(
+        "SELECT p.proname, coalesce(p.proconfig, '{}') AS settings FROM pg_proc p "
+        "WHERE p.pronamespace = 'api'::regnamespace")
+    names = {row["proname"] for row in rows}
+    assert set(WITHOUT_INDEX_ONLY_PLANS) <= names, "an exception names a function that is gone"
+    missing = {row["proname"]: sorted(INDEX_ONLY_PLANS - set(row["settings"])) for row in rows
+               if row["proname"] not in WITHOUT_INDEX_ONLY_PLANS and not INDEX_ONLY_PLANS <= set(row["settings"])}
+    assert missing == {}
+
+
 async def counters(conn) -> dict[str, tuple[int, int]]:
     return {row["relname"]: (row["seq_scan"], row["rows_read"]) for row in await conn.fetch(COUNTERS, list(GROWING))}
 
