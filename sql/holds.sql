@@ -442,13 +442,15 @@ BEGIN
 END;
 $$;
 
--- api.release_hold(p_id uuid) RETURNS api.hold
+-- api.release_hold(p_id uuid) RETURNS api.hold_release
 -- Lets the hold go: marks it released and puts its tickets back on sale at
--- once. Releasing a released or expired hold changes nothing and returns it.
+-- once. `released` is true when this call released it; releasing a released
+-- or expired hold changes nothing and returns it with released false.
+-- For psql: SELECT released, (hold).status FROM api.release_hold('...');
 -- Errors: TA009 when no hold has that id; TA012 when it is confirmed (cancel
 --         its purchase instead); TA008.
 CREATE OR REPLACE FUNCTION api.release_hold(p_id uuid)
-RETURNS api.hold
+RETURNS api.hold_release
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
@@ -469,7 +471,7 @@ BEGIN
         WHERE id = target.ticket_option_id;
         PERFORM append_hold_events('hold.released', ARRAY[p_id]);
     END IF;
-    RETURN hold_resource(p_id);
+    RETURN ROW(target.status = 'held', hold_resource(p_id))::api.hold_release;
 END;
 $$;
 
