@@ -75,16 +75,15 @@ $$;
 -- append_stock_events(p_before api.ticket_option, p_after api.ticket_option) RETURNS void
 -- After a change of one option's stock: ticket_option.sold_out when nothing is
 -- left on sale nor held now and something was before; ticket_option.back_on_sale
--- when the option was sold out and now has tickets on sale. `held` counts when
--- the option type has it (holds); absent, nothing is held.
+-- when the option was sold out and now has tickets on sale. Held tickets are
+-- stock: holding the last ones sells nothing out.
 CREATE OR REPLACE FUNCTION ticket_allocation.append_stock_events(p_before api.ticket_option, p_after api.ticket_option)
 RETURNS void
 LANGUAGE sql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
     WITH stock AS (
-        SELECT p_before.remaining + coalesce((to_jsonb(p_before) ->> 'held')::integer, 0) AS before_total,
-               p_after.remaining + coalesce((to_jsonb(p_after) ->> 'held')::integer, 0) AS after_total,
+        SELECT p_before.remaining + p_before.held AS before_total, p_after.remaining + p_after.held AS after_total,
                p_before.remaining AS before_on_sale, p_after.remaining AS after_on_sale
     )
     SELECT append_ticket_option_events(
