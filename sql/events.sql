@@ -3,7 +3,7 @@
 -- their own transaction, so a rolled-back change leaves none. An event's data
 -- is the resource exactly as the HTTP API returns it at that moment (JSON
 -- names: a ticket option's `remaining` is `allocation`, see service/routes.py
--- JSON_NAMES; tests/api/test_events.py ties the two).
+-- JSON_NAMES; tests/api/test_webhooks.py, test_the_feed_over_http, ties the two).
 --
 -- Catalogue (README "Events"): ticket_option.created, ticket_option.sold_out,
 -- ticket_option.back_on_sale, purchase.created, purchase.cancelled.

@@ -23,7 +23,7 @@ $$;
 -- Admin. Subscribes p_url to the events of p_types (null: all) committed from
 -- now on, with a new signing secret (whsec_ + base64 of 32 random bytes from
 -- gen_random_uuid's strong generator), returned here and never again.
--- The URL must have the shape of webhook_url_problem (migrations/0014): http(s),
+-- The URL must have the shape of webhook_url_problem (migrations/0014_webhook_fairness.sql): http(s),
 -- no credentials, a well-formed host and port. Its addresses are the service's
 -- to check (WEBHOOK_ALLOWED_NETWORKS): over HTTP at registration, and for
 -- every subscription, however registered, at every delivery, so a psql caller
