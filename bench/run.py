@@ -28,8 +28,16 @@ may commit without wrk seeing the 201, so for HTTP the database may hold 0..C mo
 than wrk counted; anything else is a failure. Any failed check makes the run exit 1.
 
 Workloads: hot (every purchase on one option), spread (a random one of 1,000 options),
-read (90% GET of a random option, 10% purchases; pgbench runs get.sql@9 and buy.sql@1).
-Options are created with an allocation of 2,000,000,000, so nothing sells out.
+read (90% GET of a random option, 10% purchases; pgbench runs get.sql@9 and buy.sql@1), get
+(GET /ticket_options/{id} of a random option only; pgbench runs get.sql). Options are created
+with an allocation of 2,000,000,000, so nothing sells out.
+
+Beside every get point, the stack's ceilings on the same database and machine, one after the
+other (bench/ceiling.py): a bare aiohttp + uvloop app answering a constant JSON, and the same app
+with one asyncpg fetchrow of get_ticket_option per request (a pool of the service's size); the
+get target is the service's req/s over the fetchrow ceiling's. With --baseline CHECKOUT, every
+point also runs the service of another checkout (e.g. `git worktree add /tmp/before <commit>`),
+right after this one's, on a fresh database of its own: before and after in one run.
 
 The database: the embedded PostgreSQL, started in a temporary folder (max_connections raised
 for pgbench at C=256), or, when DATABASE_URL is set, the server it points at, where the bench
@@ -81,11 +89,16 @@ WORKLOADS = {
     # Checkout: hold 1 ticket, then confirm the hold (two requests, two SQL calls per checkout).
     "checkout-hot": (1, 0),
     "checkout-spread": (N_OPTIONS, 0),
+    "get": (N_OPTIONS, 100),
 }
 CONCURRENCY = {"hot": [1, 8, 32, 64, 256], "spread": [1, 8, 32, 64], "read": [1, 8, 32, 64],
-               "checkout-hot": [1, 8, 32, 64], "checkout-spread": [1, 8, 32, 64]}
-QUICK_CONCURRENCY = {"hot": [1, 32], "spread": [1, 32], "read": [1, 32], "checkout-hot": [1, 32],
-                     "checkout-spread": [1, 32]}
+               "checkout-hot": [1, 8, 32, 64], "checkout-spread": [1, 8, 32, 64], "get": [1, 32, 64, 256]}
+QUICK_CONCURRENCY = {"hot": [1, 32], "spread": [1, 32, 64], "read": [1, 32], "checkout-hot": [1, 32],
+                     "checkout-spread": [1, 32], "get": [32, 64]}
+# The stack's ceilings beside the get points (bench/ceiling.py): name -> its command.
+CEILINGS = {"json": ("-m", "bench.ceiling", "json"), "fetchrow": ("-m", "bench.ceiling", "fetchrow")}
+# Rounds of the get points (each server measured once a round, in turn).
+GET_ROUNDS = 3
 DEFAULT_DURATION = 6
 QUICK_DURATION = 2
 SERVICE_START_TIMEOUT = 60  # seconds
@@ -383,17 +396,19 @@ def free_port() -> int:
 
 
 class Service:
-    """`python -m service serve` on database_url, as a user starts it."""
+    """`python -m service serve` on database_url, as a user starts it (or another command that
+    prints "listening on http://" once it does, e.g. bench/ceiling.py), from the checkout `cwd`."""
 
-    def __init__(self, database_url: str, log_path: Path):
+    def __init__(self, database_url: str, log_path: Path, command: tuple[str, ...] = ("-m", "service", "serve"),
+                 cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = dict(os.environ, DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(self.port))
         self.log_file = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT,
+            [sys.executable, *command],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the bench, which stops the service
         )
         RUNNING.append(self.proc)
@@ -517,11 +532,13 @@ def run_pgbench(pgbench: str, database_url: str, workload: str, concurrency: int
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir()
     buy = PGBENCH_DIR / ("checkout.sql" if workload.startswith("checkout") else "buy.sql")
-    scripts = (
-        ["-f", f"{PGBENCH_DIR / 'get.sql'}@{read_percent // 10}", "-f", f"{buy}@{(100 - read_percent) // 10}"]
-        if read_percent else ["-f", str(buy)]
-    )
-    buy_script = 1 if read_percent else 0
+    if read_percent == 100:
+        scripts, buy_script = ["-f", str(PGBENCH_DIR / "get.sql")], None
+    elif read_percent:
+        scripts = ["-f", f"{PGBENCH_DIR / 'get.sql'}@{read_percent // 10}", "-f", f"{buy}@{(100 - read_percent) // 10}"]
+        buy_script = 1
+    else:
+        scripts, buy_script = ["-f", str(buy)], 0
     cmd = [pgbench, "-n", "-M", "prepared", "-c", str(concurrency), "-j", str(min(2, concurrency)),
            "-T", str(duration), "-D", f"noptions={n_options}", *scripts,
            "-l", "--log-prefix", str(logs / "log"), database_url]
@@ -543,7 +560,7 @@ def run_pgbench(pgbench: str, database_url: str, workload: str, concurrency: int
                     failed_in_log += 1
                     continue
                 latencies.append(int(fields[2]) / 1000)
-                if int(fields[3]) == buy_script:
+                if buy_script is not None and int(fields[3]) == buy_script:
                     buys += 1
     latencies.sort()
     shutil.rmtree(logs, ignore_errors=True)
@@ -674,9 +691,10 @@ def write_markdown(results: dict, path: Path) -> None:
                 + ", ".join(checks) + " |"
             )
         lines.append("")
+    lines += ceilings_markdown(results) + baseline_markdown(results)
     failures = [f"- {p['workload']}@{p['concurrency']} {side}: {msg}"
                 for p in results["points"]
-                for side in ("http_check", "pgbench_check") if p[side]
+                for side in ("http_check", "baseline_check", "pgbench_check") if p.get(side)
                 for msg in p[side]["failures"]]
     if failures:
         lines += ["## Failed checks", "", *failures, ""]
@@ -684,6 +702,70 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += history_markdown(results["history"])
     lines += ["![throughput and p99 latency](throughput.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def mib(result: dict) -> str:
+    """The largest peak RSS of one of a server's processes (its worker), MiB."""
+    return fmt(result["service_memory"]["max_kib"] / 1024, 0)
+
+
+def ceilings_markdown(results: dict) -> list[str]:
+    points = [p for p in results["points"] if "ceilings" in p]
+    if not points:
+        return []
+    baseline = any("baseline" in p for p in points)
+    lines = [
+        "## get: the service beside the stack's ceilings",
+        "",
+        "GET /ticket_options/{id} of a random option, with every operations feature on (request ids, metrics, "
+        "the access log), beside bench/ceiling.py on the same database: a bare aiohttp + uvloop app answering a "
+        "constant JSON, and the same with one asyncpg fetchrow of get_ticket_option per request. Target: "
+        "service ÷ fetchrow >= 0.80 at 32 and 64 connections, p99 no worse than before; peak RSS per worker "
+        f"< 150 MiB at 256. The four servers run at once and are measured in turn, {GET_ROUNDS} rounds: each "
+        "figure is the median round, each ratio the median of the rounds' ratios (in brackets).",
+        "",
+        "| C | service req/s | p99 ms | " + ("before req/s | before p99 ms | " if baseline else "")
+        + "constant JSON req/s | one fetchrow req/s | fetchrow p99 ms | service ÷ fetchrow | "
+        + ("before ÷ fetchrow | " if baseline else "") + "worker RSS MiB |",
+        "|---:|---:|---:|" + ("---:|---:|" if baseline else "") + "---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|",
+    ]
+    for p in points:
+        h, json_ceiling, fetchrow = p["http"], p["ceilings"]["json"], p["ceilings"]["fetchrow"]
+        b = p.get("baseline")
+        lines.append(
+            f"| {p['concurrency']} | {fmt(h['rps'], 0)} | {fmt(h['p99_ms'], 1)} | "
+            + (f"{fmt(b['rps'], 0)} | {fmt(b['p99_ms'], 1)} | " if baseline else "")
+            + f"{fmt(json_ceiling['rps'], 0)} | {fmt(fetchrow['rps'], 0)} | {fmt(fetchrow['p99_ms'], 1)} | "
+            f"**{fmt(p['http_vs_fetchrow'], 2)}** ({', '.join(fmt(r, 2) for r in h['vs_fetchrow_rounds'])}) | "
+            + (f"{fmt(b['vs_fetchrow'], 2)} | " if baseline else "")
+            + f"{mib(h)} |")
+    return lines + [""]
+
+
+def baseline_markdown(results: dict) -> list[str]:
+    points = [p for p in results["points"] if "baseline" in p]
+    if not points:
+        return []
+    lines = [
+        "## before and after",
+        "",
+        f"Every point also ran the service of the baseline checkout, right after this one's, each on a fresh "
+        "database (same checks). after ÷ before is req/s (checkouts/s for the checkout workloads).",
+        "",
+        "| workload | C | after req/s | before req/s | after ÷ before | after p99 ms | before p99 ms | "
+        "after ÷ pgbench | before ÷ pgbench | worker RSS MiB after / before | check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in points:
+        h, b, g = p["http"], p["baseline"], p["pgbench"]
+        after, before = h.get("checkouts_per_s", h["rps"]), b.get("checkouts_per_s", b["rps"])
+        ok = p["http_check"]["ok"] and p["baseline_check"]["ok"]
+        lines.append(
+            f"| {p['workload']} | {p['concurrency']} | {fmt(after, 0)} | {fmt(before, 0)} | {fmt(after / before, 2)} | "
+            f"{fmt(h['p99_ms'], 1)} | {fmt(b['p99_ms'], 1)} | "
+            + (f"{fmt(after / g['tps'], 2)} | {fmt(before / g['tps'], 2)} | " if g and g["tps"] else "— | — | ")
+            + f"{mib(h)} / {mib(b)} | {'ok' if ok else '**FAILED**'} |")
+    return lines + [""]
 
 
 def g_skip(point: dict) -> str:
@@ -880,11 +962,13 @@ def parse_args(argv):
     parser.add_argument("--duration", type=int, help=f"seconds per point and tool (default {DEFAULT_DURATION}; "
                         f"{QUICK_DURATION} with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: short points, concurrency 1 and 32 only")
-    parser.add_argument("--workloads", default="hot,spread,read,checkout-hot,checkout-spread",
-                        help="comma-separated subset of hot,spread,read,checkout-hot,checkout-spread")
+    parser.add_argument("--workloads", default="hot,spread,read,get,checkout-hot,checkout-spread",
+                        help="comma-separated subset of hot,spread,read,get,checkout-hot,checkout-spread")
     parser.add_argument("--no-history", action="store_true",
                         help="skip the history points (1,000,000 purchases pre-loaded; a 60 s sustained run)")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results", help="folder for the results")
+    parser.add_argument("--baseline", type=Path, help="a checkout (e.g. a git worktree of an earlier commit) whose "
+                        "service also runs at every point, after this one's: before and after in one run")
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - set(WORKLOADS)
@@ -894,7 +978,78 @@ def parse_args(argv):
         args.duration = QUICK_DURATION if args.quick else DEFAULT_DURATION
     if not 1 <= args.duration <= 300:
         parser.error("--duration must be 1..300 seconds")
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "service" / "__main__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: not a checkout of ticket-allocation")
     return args
+
+
+def http_point(wrk: str, databases: "Databases", workload: str, c: int, duration: int, options_file: Path,
+               work: Path, checkout: Path) -> tuple[dict, dict]:
+    """wrk against `python -m service serve` of `checkout` on a fresh database: its results and the check."""
+    label = "http" if checkout == ROOT else "baseline"
+    db_url = databases.fresh(f"{workload}_{c}_{label}")
+    service = Service(db_url, work / f"service-{workload}-{c}-{label}.log", cwd=checkout)
+    try:
+        result = run_wrk(wrk, service, workload, c, duration, options_file, work)
+        result["service_memory"] = service.peak_memory()
+    finally:
+        exit_code = service.stop()
+    result["service_exit_code"] = exit_code
+    result["service_errors_in_log"] = len(re.findall(r"\b(ERROR|Traceback)\b", service.log_tail(200)))
+    if workload.startswith("checkout"):  # a 201 is a hold or a purchase: wrk counts each
+        raw = result["raw"]
+        result["checkouts"] = raw["confirmed"]
+        # A checkout is two requests: compared with pgbench's checkouts (one script each).
+        result["checkouts_per_s"] = raw["confirmed"] / (raw["duration_us"] / 1e6)
+        check = check_database(db_url, raw["confirmed"], slack=c, expected_holds=raw["held"])
+    else:
+        check = check_database(db_url, result["status"]["201"], slack=c)
+    databases.drop(db_url)
+    return result, check
+
+
+def interleaved_get_point(wrk: str, databases: "Databases", c: int, duration: int, options_file: Path, work: Path,
+                          baseline: Path | None) -> dict:
+    """The get workload against the service, the baseline's (if any) and bench/ceiling.py's apps, all
+    started at once (a fresh database each), then measured in turn for GET_ROUNDS rounds, so that a
+    change in what else the machine runs falls on all of them alike. Each one's result is its
+    median round (by req/s), with every round's req/s beside it."""
+    servers = {"http": (("-m", "service", "serve"), ROOT)}
+    if baseline:
+        servers["baseline"] = (("-m", "service", "serve"), baseline)
+    servers.update({name: (command, ROOT) for name, command in CEILINGS.items()})
+    urls, running = {}, {}
+    try:
+        for name, (command, checkout) in servers.items():
+            urls[name] = databases.fresh(f"get_{c}_{name}")
+            running[name] = Service(urls[name], work / f"get-{c}-{name}.log", cwd=checkout,
+                                    command=command + ((urls[name],) if name == "fetchrow" else ()))
+        rounds: dict[str, list[dict]] = {name: [] for name in servers}
+        for _ in range(GET_ROUNDS):
+            for name, server in running.items():
+                rounds[name].append(run_wrk(wrk, server, "get", c, duration, options_file, work))
+        results, checks = {}, {}
+        for name, server in running.items():
+            ranked = sorted(rounds[name], key=lambda result: result["rps"])
+            results[name] = dict(ranked[len(ranked) // 2], rounds_rps=[result["rps"] for result in rounds[name]],
+                                 service_memory=server.peak_memory())
+            # Ratios per round (the same machine state), their median.
+        fetchrow = [result["rps"] for result in rounds["fetchrow"]]
+        for name in ("http", "baseline"):
+            if name in rounds:
+                ratios = sorted(result["rps"] / ceiling for result, ceiling in zip(rounds[name], fetchrow) if ceiling)
+                results[name]["vs_fetchrow_rounds"] = ratios
+                results[name]["vs_fetchrow"] = ratios[len(ratios) // 2] if ratios else None
+    finally:
+        for server in running.values():
+            server.stop()
+    for name in servers:
+        if name in ("http", "baseline"):
+            checks[name] = check_database(urls[name], 0, slack=0)
+        databases.drop(urls[name])
+    return {"results": results, "checks": checks}
 
 
 def main(argv=None) -> int:
@@ -931,25 +1086,21 @@ def main(argv=None) -> int:
             for c in concurrency[workload]:
                 point = {"workload": workload, "concurrency": c}
                 log(f"{workload} @ C={c}: HTTP")
-                db_url = databases.fresh(f"{workload}_{c}_http")
-                service = Service(db_url, work / f"service-{workload}-{c}.log")
-                try:
-                    point["http"] = run_wrk(wrk, service, workload, c, args.duration, options_files[workload], work)
-                    point["http"]["service_memory"] = service.peak_memory()
-                finally:
-                    exit_code = service.stop()
-                point["http"]["service_exit_code"] = exit_code
-                tail = service.log_tail(200)
-                point["http"]["service_errors_in_log"] = len(re.findall(r"\b(ERROR|Traceback)\b", tail))
-                if workload.startswith("checkout"):  # a 201 is a hold or a purchase: wrk counts each
-                    raw = point["http"]["raw"]
-                    point["http"]["checkouts"] = raw["confirmed"]
-                    # A checkout is two requests: compared with pgbench's checkouts (one script each).
-                    point["http"]["checkouts_per_s"] = raw["confirmed"] / (raw["duration_us"] / 1e6)
-                    point["http_check"] = check_database(db_url, raw["confirmed"], slack=c, expected_holds=raw["held"])
+                if workload == "get":  # the service, the baseline and the ceilings in turn, GET_ROUNDS times
+                    get = interleaved_get_point(wrk, databases, c, args.duration, options_files[workload], work,
+                                                args.baseline)
+                    point["http"], point["http_check"] = get["results"]["http"], get["checks"]["http"]
+                    if args.baseline:
+                        point["baseline"], point["baseline_check"] = get["results"]["baseline"], get["checks"]["baseline"]
+                    point["ceilings"] = {name: get["results"][name] for name in CEILINGS}
+                    point["http_vs_fetchrow"] = point["http"]["vs_fetchrow"]
                 else:
-                    point["http_check"] = check_database(db_url, point["http"]["status"]["201"], slack=c)
-                databases.drop(db_url)
+                    point["http"], point["http_check"] = http_point(
+                        wrk, databases, workload, c, args.duration, options_files[workload], work, ROOT)
+                    if args.baseline:
+                        log(f"{workload} @ C={c}: HTTP, the baseline ({args.baseline})")
+                        point["baseline"], point["baseline_check"] = http_point(
+                            wrk, databases, workload, c, args.duration, options_files[workload], work, args.baseline)
 
                 if c + 20 > int(pg["max_connections"]):
                     point["pgbench"] = None
@@ -973,8 +1124,15 @@ def main(argv=None) -> int:
                     f"(2xx {h['status']['2xx']}, 4xx {h['status']['4xx']}, 5xx {h['status']['5xx']}, "
                     f"socket errors {h['socket_errors']}, wrk CPU {h['wrk_cpu_percent']:.0f}%)"
                     + (f"; pgbench {g['tps']:.0f} tps p99 {g['p99_ms']:.1f} ms; ratio {point['ratio']:.2f}" if g else ""))
-                for side in ("http_check", "pgbench_check"):
-                    if point[side] and not point[side]["ok"]:
+                if "ceilings" in point:
+                    log(f"{workload} @ C={c}: ceilings: constant JSON {point['ceilings']['json']['rps']:.0f} req/s, "
+                        f"one fetchrow {point['ceilings']['fetchrow']['rps']:.0f} req/s; the service "
+                        f"{point['http_vs_fetchrow']:.2f} of the fetchrow ceiling")
+                if "baseline" in point:
+                    log(f"{workload} @ C={c}: baseline {point['baseline']['rps']:.0f} req/s p99 "
+                        f"{point['baseline']['p99_ms']:.1f} ms")
+                for side in ("http_check", "baseline_check", "pgbench_check"):
+                    if point.get(side) and not point[side]["ok"]:
                         results["ok"] = False
                         for failure in point[side]["failures"]:
                             log(f"!!! CHECK FAILED: {workload} @ C={c} {side.split('_')[0]}: {failure}")
@@ -998,6 +1156,7 @@ def main(argv=None) -> int:
                 "concurrency": {w: concurrency[w] for w in args.workloads},
                 "options": N_OPTIONS,
                 "allocation": ALLOCATION,
+                "baseline": str(args.baseline) if args.baseline else None,
                 "service_env": f"WORKERS={os.environ.get('WORKERS') or 'unset'}, "
                                f"DB_POOL_SIZE={os.environ.get('DB_POOL_SIZE') or 'unset (default 10)'}",
             },

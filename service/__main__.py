@@ -43,6 +43,7 @@ environment (see the README's Configuration):
   BODY_READ_TIMEOUT_MS  how long a client may take to send a request body before a 408 (10000)
   SHUTDOWN_TIMEOUT_MS   how long SIGTERM waits for requests in progress (10000)
   LOG_FORMAT            json (one object a line, the default) or text
+  CACHE_CONTROL         the Cache-Control of GET /ticket_options/{id} (max-age=1; e.g. no-store)
   EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout; an installed
                         wheel: $XDG_DATA_HOME/ticket-allocation/pgdata, XDG_DATA_HOME ~/.local/share)
 

@@ -10,6 +10,7 @@ from .errors import problem_middleware
 from .inputs import BODY_READ_TIMEOUT
 from .logs import request_id_middleware
 from .metrics import METRICS, Metrics, metrics_middleware
+from .responses import CACHE_CONTROL, DEFAULT_CACHE_CONTROL
 from .webhooks import WEBHOOK_SETTINGS, WebhookSettings
 
 # A request body is a small JSON object; anything larger is refused with 413.
@@ -30,13 +31,15 @@ def create_app(
     api_tokens: tuple[str, ...] = (),
     body_read_timeout: float | None = None,
     webhook_settings: WebhookSettings | None = None,
+    cache_control: str = DEFAULT_CACHE_CONTROL,
 ) -> web.Application:
     """The app. admin_database_url: the role admin calls run as (default: database_url's);
     database_settings: PostgreSQL settings for its connections (e.g. lock_timeout);
     admin_token: when set, the admin routes require it;
     worker: the `worker` label of its metrics; api_tokens: when given, the API routes require
     one of them (or the admin token); body_read_timeout: seconds to receive a body (None: no limit);
-    webhook_settings: how this process delivers webhooks (None: it does not deliver)."""
+    webhook_settings: how this process delivers webhooks (None: it does not deliver);
+    cache_control: the Cache-Control of cacheable reads (service/responses.py)."""
     malformed_http.install()
     app = web.Application(
         # Outermost first: the request id is on every response, every answer is counted, and
@@ -56,9 +59,11 @@ def create_app(
     if body_read_timeout is not None:
         app[BODY_READ_TIMEOUT] = body_read_timeout
     app[METRICS] = Metrics(worker)
+    app[CACHE_CONTROL] = cache_control
     app[WEBHOOK_SETTINGS] = webhook_settings or WebhookSettings(enabled=False)
     app[routes.LIST_PAGE_TURN] = asyncio.Semaphore(1)
     app.cleanup_ctx.append(db.pool_context)
+    app.cleanup_ctx.append(metrics.pool_gauges)
     app.add_routes(routes.routes)
     app.add_routes(event_routes.routes)
     app.add_routes(health.routes)

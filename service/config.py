@@ -1,10 +1,12 @@
 """Settings, read once from the environment."""
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from .responses import DEFAULT_CACHE_CONTROL
 from .webhooks import WebhookSettings
 
 # The folder holding the package: the checkout when running from one (make run,
@@ -12,6 +14,8 @@ from .webhooks import WebhookSettings
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The first is the default.
 LOG_FORMATS = ("json", "text")
+# A Cache-Control value goes out as is: printable ASCII, no surrounding spaces.
+CACHE_CONTROL_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?")
 
 
 # Environment variable -> PostgreSQL setting of the service's connections.
@@ -53,6 +57,8 @@ class Settings:
     log_format: str
     # Webhook delivery (WEBHOOK_ALLOWED_NETWORKS, WEBHOOK_TIMEOUT_MS, WEBHOOK_CONCURRENCY, WEBHOOK_POLL_MS).
     webhooks: WebhookSettings
+    # The Cache-Control of cacheable reads (service/responses.py), e.g. "max-age=1" or "no-store".
+    cache_control: str = DEFAULT_CACHE_CONTROL
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -78,6 +84,7 @@ class Settings:
             },
             log_format=_choice_setting(env, "LOG_FORMAT", LOG_FORMATS),
             webhooks=WebhookSettings.from_env(env),
+            cache_control=_cache_control_setting(env),
         )
 
 
@@ -108,6 +115,14 @@ def _choice_setting(env, name: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or choices[0]
     if value not in choices:
         raise SystemExit(f"{name}={value!r} must be one of: {', '.join(choices)}")
+    return value
+
+
+def _cache_control_setting(env) -> str:
+    value = env.get("CACHE_CONTROL") or DEFAULT_CACHE_CONTROL
+    if not CACHE_CONTROL_VALUE.fullmatch(value):
+        raise SystemExit(f"CACHE_CONTROL={value!r} must be a Cache-Control header value (printable ASCII, at most "
+                         f"200 characters), e.g. {DEFAULT_CACHE_CONTROL} or no-store")
     return value
 
 

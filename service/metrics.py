@@ -7,8 +7,15 @@ scrape, whichever worker answers it, reads every worker's files, those of
 workers that died included (their counts do not vanish; their gauges do).
 Without that folder (an app made in-process, as in tests) the worker's own
 registry is served.
+
+An observation is a write to memory shared with those files (no system
+call), so a worker's counts survive its death, SIGKILL included; the label
+lookups before it are what costs, so the series a request touches are
+looked up once and kept.
 """
 
+import asyncio
+import contextlib
 import os
 import time
 
@@ -22,6 +29,8 @@ from .errors import problem_type_of
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Requests that matched no route: one label value, not one per path tried.
 UNMATCHED_ROUTE = "unmatched"
+# How often a worker writes its pool gauges (for scrapes that another worker answers).
+POOL_GAUGES_SECONDS = 1.0
 
 routes = web.RouteTableDef()
 
@@ -118,6 +127,18 @@ class Metrics:
             "ticket_allocation_events_written", "Events written to the outbox so far (its last id)",
             ("worker",), registry=self.registry, multiprocess_mode="max",
         )
+        # (method, route, status) -> the request counter's and histogram's series of this worker.
+        self.request_series: dict[tuple[str, str, int], tuple] = {}
+        # Metric -> its series of this worker, for the metrics labelled by worker alone.
+        self.own_series: dict = {}
+
+    def own(self, metric):
+        """This worker's series of a metric labelled by worker alone (looked up on first use, so
+        that a series appears when first counted, as before)."""
+        series = self.own_series.get(metric)
+        if series is None:
+            series = self.own_series[metric] = metric.labels(self.worker)
+        return series
 
     def webhook_delivered(self, outcome: str) -> None:
         self.webhook_deliveries.labels(outcome, self.worker).inc()
@@ -134,40 +155,46 @@ class Metrics:
             self.events_written.labels(self.worker).set(row["events_written"])
 
     def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method, route, str(status), self.worker)
-        self.requests.labels(*labels).inc()
-        self.request_seconds.labels(*labels).observe(seconds)
+        # Bounded: route templates, the methods aiohttp's parser knows and HTTP statuses.
+        series = self.request_series.get((method, route, status))
+        if series is None:
+            labels = (method, route, str(status), self.worker)
+            series = self.request_series[method, route, status] = (
+                self.requests.labels(*labels), self.request_seconds.labels(*labels))
+        count, duration = series
+        count.inc()
+        duration.observe(seconds)
 
     def purchased(self, quantity: int) -> None:
-        self.purchases.labels(self.worker).inc()
-        self.tickets_sold.labels(self.worker).inc(quantity)
+        self.own(self.purchases).inc()
+        self.own(self.tickets_sold).inc(quantity)
 
     def purchase_refused(self, sqlstate: str) -> None:
         problem_type = problem_type_of(sqlstate)
         self.purchases_refused.labels(problem_type.slug if problem_type else sqlstate, self.worker).inc()
 
     def client_disconnected(self) -> None:
-        self.client_disconnects.labels(self.worker).inc()
+        self.own(self.client_disconnects).inc()
 
     def purchase_batch_sent(self, size: int) -> None:
-        self.purchase_batch_size.labels(self.worker).observe(size)
+        self.own(self.purchase_batch_size).observe(size)
 
     def purchase_shed(self) -> None:
-        self.purchases_shed.labels(self.worker).inc()
+        self.own(self.purchases_shed).inc()
 
     def held(self, quantity: int) -> None:
-        self.holds.labels(self.worker).inc()
-        self.tickets_held.labels(self.worker).inc(quantity)
+        self.own(self.holds).inc()
+        self.own(self.tickets_held).inc(quantity)
 
     def hold_refused(self, sqlstate: str) -> None:
         problem_type = problem_type_of(sqlstate)
         self.holds_refused.labels(problem_type.slug if problem_type else sqlstate, self.worker).inc()
 
     def hold_batch_sent(self, size: int) -> None:
-        self.hold_batch_size.labels(self.worker).observe(size)
+        self.own(self.hold_batch_size).observe(size)
 
     def hold_shed(self) -> None:
-        self.holds_shed.labels(self.worker).inc()
+        self.own(self.holds_shed).inc()
 
     def hold_ended(self, outcome: str) -> None:
         self.hold_outcomes.labels(outcome, self.worker).inc()
@@ -177,14 +204,14 @@ class Metrics:
 
     def pool_observed(self, pool) -> None:
         size = pool.get_size()
-        self.pool_connections.labels(self.worker).set(size)
-        self.pool_connections_in_use.labels(self.worker).set(size - pool.get_idle_size())
+        self.own(self.pool_connections).set(size)
+        self.own(self.pool_connections_in_use).set(size - pool.get_idle_size())
 
     def exposition(self, pool, purchases=None, holds=None) -> bytes:
         if purchases is not None:
-            self.purchase_queue_depth.labels(self.worker).set(purchases.queue_depth())
+            self.own(self.purchase_queue_depth).set(purchases.queue_depth())
         if holds is not None:
-            self.hold_queue_depth.labels(self.worker).set(holds.queue_depth())
+            self.own(self.hold_queue_depth).set(holds.queue_depth())
         self.pool_observed(pool)
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
@@ -203,11 +230,25 @@ async def metrics_middleware(request: web.Request, handler):
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else UNMATCHED_ROUTE
-    metrics = request.app[METRICS]
-    metrics.request_answered(request.method, route, response.status, time.perf_counter() - started)
-    # Kept current by every request, as a scrape answered by another worker reads this one's from its files.
-    metrics.pool_observed(request.app[db.DB_POOL])
+    request.app[METRICS].request_answered(request.method, route, response.status, time.perf_counter() - started)
     return response
+
+
+async def pool_gauges(app: web.Application):
+    """cleanup_ctx, after the pool's: the pool gauges written every POOL_GAUGES_SECONDS, as a scrape
+    answered by another worker reads this one's from its files (the answering worker's are current)."""
+    metrics, pool = app[METRICS], app[db.DB_POOL]
+
+    async def refresh():
+        while True:
+            metrics.pool_observed(pool)
+            await asyncio.sleep(POOL_GAUGES_SECONDS)
+
+    refresher = asyncio.create_task(refresh())
+    yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
 
 
 @routes.get("/metrics")

@@ -1,10 +1,11 @@
 """Routes: each maps a request to one SQL function call (see sql/).
 
 The functions return the resources as callers see them (types in schema api);
-resource_json serialises any of them, field by field.
+resource gives any of them to the JSON encoder, field by field.
 """
 
 import asyncio
+import functools
 import time
 import uuid
 from datetime import datetime
@@ -20,6 +21,7 @@ from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_qu
 from .metrics import METRICS
 from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
+from .responses import cacheable_json, json_response
 
 routes = web.RouteTableDef()
 
@@ -67,9 +69,20 @@ def json_value(value):
     return value
 
 
+@functools.cache
+def json_names(sql_names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(JSON_NAMES.get(name, name) for name in sql_names)
+
+
+def resource(row) -> dict:
+    """A resource of the SQL API (a row of an api type) as the responses' encoder (orjson) takes it:
+    its fields by their JSON names, the values as they are (UUIDs, timestamps)."""
+    return dict(zip(json_names(tuple(row.keys())), row.values()))
+
+
 def resource_json(row) -> dict:
-    """A resource of the SQL API (a row of an api type) as JSON."""
-    return {JSON_NAMES.get(name, name): json_value(value) for name, value in row.items()}
+    """The same with plain JSON values (UUIDs and timestamps as strings), for the json module."""
+    return {name: json_value(value) for name, value in resource(row).items()}
 
 
 @routes.post("/ticket_options")
@@ -84,9 +97,9 @@ async def create_ticket_option(request: web.Request) -> web.Response:
         p_max_per_user=body["max_per_user"], p_max_hold_seconds=body["max_hold_seconds"],
         p_idempotency_key=key, p_caller=request.get(CALLER),
     )
-    option = resource_json(row)
-    location = request.app.router["ticket_option"].url_for(id=option["id"])
-    return web.json_response(option, status=201, headers={"Location": str(location)})
+    option = resource(row)
+    location = request.app.router["ticket_option"].url_for(id=str(option["id"]))
+    return json_response(option, status=201, headers={"Location": str(location)})
 
 
 @routes.get("/ticket_options/{id}", name="ticket_option")
@@ -94,7 +107,7 @@ async def get_ticket_option(request: web.Request) -> web.Response:
     option_id = path_uuid(request, "id", TICKET_OPTION_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "get_ticket_option", p_id=option_id)
-    return web.json_response(resource_json(row))
+    return cacheable_json(request, resource(row))
 
 
 @routes.post("/ticket_options/{id}/purchases")
@@ -120,9 +133,9 @@ async def purchase_tickets(request: web.Request) -> web.Response:
         request.app[METRICS].purchase_shed()
         raise Problem(DATABASE_UNAVAILABLE, f"{overloaded}; retry shortly. Nothing was changed.") from None
     request.app[METRICS].purchased(body["quantity"])
-    purchase = resource_json(receipt)
-    location = request.app.router["purchase"].url_for(id=purchase["id"])
-    return web.json_response(purchase, status=201, headers={"Location": str(location)})
+    purchase = resource(receipt)
+    location = request.app.router["purchase"].url_for(id=str(purchase["id"]))
+    return json_response(purchase, status=201, headers={"Location": str(location)})
 
 
 @routes.post("/ticket_options/{id}/holds")
@@ -149,9 +162,9 @@ async def hold_tickets(request: web.Request) -> web.Response:
         metrics.hold_shed()
         raise Problem(DATABASE_UNAVAILABLE, f"{overloaded}; retry shortly. Nothing was changed.") from None
     metrics.held(body["quantity"])
-    held = resource_json(hold)
-    location = request.app.router["hold"].url_for(id=held["id"])
-    return web.json_response(held, status=201, headers={"Location": str(location)})
+    held = resource(hold)
+    location = request.app.router["hold"].url_for(id=str(held["id"]))
+    return json_response(held, status=201, headers={"Location": str(location)})
 
 
 @routes.get("/holds/{id}", name="hold")
@@ -159,7 +172,7 @@ async def get_hold(request: web.Request) -> web.Response:
     hold_id = path_uuid(request, "id", HOLD_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "get_hold", p_id=hold_id)
-    return web.json_response(resource_json(row))
+    return json_response(resource(row))
 
 
 @routes.post("/holds/{id}/confirm")
@@ -167,12 +180,12 @@ async def confirm_hold(request: web.Request) -> web.Response:
     hold_id = path_uuid(request, "id", HOLD_NOT_FOUND)
     read_query(request, NO_QUERY)
     confirmation = await call(request, "confirm_hold", p_id=hold_id)
-    purchase = resource_json(confirmation["purchase"])
+    purchase = resource(confirmation["purchase"])
     if not confirmation["created"]:  # confirmed before: the same purchase, nothing more bought
-        return web.json_response(purchase)
+        return json_response(purchase)
     request.app[METRICS].hold_ended("confirmed")
-    location = request.app.router["purchase"].url_for(id=purchase["id"])
-    return web.json_response(purchase, status=201, headers={"Location": str(location)})
+    location = request.app.router["purchase"].url_for(id=str(purchase["id"]))
+    return json_response(purchase, status=201, headers={"Location": str(location)})
 
 
 @routes.post("/holds/{id}/release")
@@ -182,7 +195,7 @@ async def release_hold(request: web.Request) -> web.Response:
     release = await call(request, "release_hold", p_id=hold_id)
     if release["released"]:  # released or expired before: nothing changed, nothing to count
         request.app[METRICS].hold_ended("released")
-    return web.json_response(resource_json(release["hold"]))
+    return json_response(resource(release["hold"]))
 
 
 @routes.get("/ticket_options/{id}/purchases")
@@ -209,8 +222,8 @@ async def list_page(request: web.Request, option_id, query: dict, before: tuple)
     )
     # The SQL function says whether a next page may follow (a full page), and where it starts.
     next_cursor = page["next_before_id"] and encode_cursor(page["next_before_created_at"], page["next_before_id"])
-    purchases = [resource_json(row) for row in page["purchases"]]
-    return web.json_response({"purchases": purchases, "next_cursor": next_cursor})
+    purchases = [resource(row) for row in page["purchases"]]
+    return json_response({"purchases": purchases, "next_cursor": next_cursor})
 
 
 @routes.get("/purchases/{id}", name="purchase")
@@ -218,7 +231,7 @@ async def get_purchase(request: web.Request) -> web.Response:
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "get_purchase", p_id=purchase_id)
-    return web.json_response(resource_json(row))
+    return json_response(resource(row))
 
 
 @routes.post("/purchases/{id}/cancel")
@@ -227,7 +240,7 @@ async def cancel_purchase(request: web.Request) -> web.Response:
     purchase_id = path_uuid(request, "id", PURCHASE_NOT_FOUND)
     read_query(request, NO_QUERY)
     row = await call(request, "cancel_purchase", admin=True, p_id=purchase_id)
-    return web.json_response(resource_json(row))
+    return json_response(resource(row))
 
 
 @routes.get("/openapi.json")

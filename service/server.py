@@ -121,6 +121,7 @@ class Application(BaseApplication):
             database_settings=settings.database_settings, admin_token=settings.admin_token,
             worker=str(self.worker_number), api_tokens=settings.api_tokens,
             body_read_timeout=settings.body_read_timeout, webhook_settings=settings.webhooks,
+            cache_control=settings.cache_control,
         )
         return web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=settings.shutdown_timeout)
 

@@ -72,7 +72,8 @@ class Server:
 
 def base_env() -> dict:
     unset = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "ADMIN_DATABASE_URL", "PSQL_DATABASE_URL", "EMBEDDED_PGDATA", "PORT",
-             "HOST", "WORKERS", "ADMIN_TOKEN", "API_TOKENS", "BODY_READ_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS", "LOG_FORMAT")
+             "HOST", "WORKERS", "ADMIN_TOKEN", "API_TOKENS", "BODY_READ_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS", "LOG_FORMAT",
+             "CACHE_CONTROL")
     return {k: v for k, v in os.environ.items() if k not in unset}
 
 

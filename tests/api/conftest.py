@@ -3,6 +3,7 @@
 import pytest
 
 from service.app import create_app
+from service.responses import DEFAULT_CACHE_CONTROL
 
 from .contract import contract_middleware
 
@@ -38,12 +39,18 @@ def webhook_settings():
 
 
 @pytest.fixture
+def cache_control() -> str:
+    """The app's Cache-Control of cacheable reads; the default unless a test module overrides it."""
+    return DEFAULT_CACHE_CONTROL
+
+
+@pytest.fixture
 async def client(aiohttp_client, api_database_url, admin_database_url, database_settings, admin_token, api_tokens,
-                 body_read_timeout, webhook_settings):
+                 body_read_timeout, webhook_settings, cache_control):
     found: list[str] = []
     app = create_app(
         api_database_url, admin_database_url, database_settings=database_settings, admin_token=admin_token, api_tokens=api_tokens,
-        body_read_timeout=body_read_timeout, webhook_settings=webhook_settings,
+        body_read_timeout=body_read_timeout, webhook_settings=webhook_settings, cache_control=cache_control,
     )
     # Outermost, so it sees what clients see, problems included.
     app.middlewares.insert(0, contract_middleware(found))

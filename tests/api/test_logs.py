@@ -1,10 +1,14 @@
 """Logs: one JSON object a line (or text), one line per request, request ids, no secrets."""
 
+import asyncio
 import io
 import json
 import logging
 import subprocess
 import sys
+import time
+import weakref
+from datetime import datetime, timezone
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -13,7 +17,10 @@ import pytest
 from aiohttp import web
 
 from service.config import PROJECT_ROOT
-from service.logs import REQUEST_ID_HEADER, JsonFormatter, request_id_middleware
+from service.logs import (
+    FLUSH_INTERVAL_SECONDS, REQUEST_ID_HEADER, BatchingStreamHandler, JsonFormatter, UtcMilliseconds,
+    request_id_middleware,
+)
 
 from ..processes import Server, request, served_env
 
@@ -126,8 +133,56 @@ def test_access_durations_have_sub_millisecond_precision(database_url, api_datab
             assert get(server.port, "/healthz")[0] == 200
     finally:
         assert server.stop() == 0
-    durations = [json.loads(line)["duration_ms"] for line in server.log().splitlines()
-                 if '"logger": "aiohttp.access"' in line]
+    durations = [line["duration_ms"] for line in map(json.loads, server.log().splitlines())
+                 if line["logger"] == "aiohttp.access"]
     assert len(durations) == 20
     # The event loop's clock (uvloop) counts whole milliseconds: a fast /healthz showed 0.0 or 1.0.
     assert any(duration != round(duration) for duration in durations)
+
+
+def batching_handler_on(stream) -> logging.Logger:
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger(f"test_logs.batching.{id(stream)}")
+    log.propagate = False
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return log
+
+
+async def test_info_lines_wait_for_the_flush_interval_and_a_warning_writes_them_first_in_order():
+    stream = io.StringIO()
+    log = batching_handler_on(stream)
+    log.info("first")
+    log.info("second")
+    assert stream.getvalue() == ""  # waiting, in a thread running an event loop
+    log.warning("third")
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["first", "second", "third"]
+    log.info("fourth")
+    await asyncio.sleep(FLUSH_INTERVAL_SECONDS * 2)
+    assert json.loads(stream.getvalue().splitlines()[-1])["message"] == "fourth"
+
+
+def test_lines_are_written_at_once_without_an_event_loop():
+    stream = io.StringIO()
+    batching_handler_on(stream).info("at once")
+    assert json.loads(stream.getvalue())["message"] == "at once"
+
+
+async def test_waiting_lines_are_written_when_the_handler_is_flushed_at_exit():
+    stream = io.StringIO()
+    log = batching_handler_on(stream)
+    log.info("before exit")
+    logging.shutdown(handlerList=[weakref.ref(log.handlers[0])])  # what the logging module runs at exit
+    assert json.loads(stream.getvalue())["message"] == "before exit"
+
+
+def test_a_json_line_the_fast_encoder_refuses_is_still_a_json_line():
+    line = JsonFormatter().line(logging.INFO, "aiohttp.access", "GET /x\udc80", {"path": "/x\udc80"})
+    assert json.loads(line)["path"] == "/x\udc80"
+
+
+def test_line_times_are_isoformat_to_the_millisecond():
+    clock = UtcMilliseconds()
+    for created in (0.0, 1_700_000_000.0004, 1_700_000_000.9995, 1_700_000_000.9999996, 1_700_000_001.5, time.time()):
+        assert clock(created) == datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
