@@ -4,12 +4,11 @@
 -- is the resource exactly as the HTTP API returns it at that moment (JSON
 -- names: a ticket option's `remaining` is `allocation`, see service/routes.py
 -- JSON_NAMES; tests/api/test_webhooks.py, test_the_feed_over_http, ties the two).
---
--- Catalogue (README "Events"): ticket_option.created, ticket_option.sold_out,
--- ticket_option.back_on_sale, purchase.created, purchase.cancelled.
 
 -- event_types() RETURNS text[]
--- The types an event may have; webhooks may subscribe to these.
+-- The catalogue: the types an event may have; webhooks may subscribe to these.
+-- Defined here only; the README's table and service/openapi.yaml (Event.type)
+-- repeat it, and tests/test_defaults.py ties them.
 CREATE OR REPLACE FUNCTION ticket_allocation.event_types()
 RETURNS text[]
 LANGUAGE sql

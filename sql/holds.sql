@@ -235,6 +235,20 @@ BEGIN
 END;
 $$;
 
+-- api.default_hold_ttl() RETURNS interval
+-- How long a hold lasts when its caller does not say (10 minutes; at most the
+-- option's max_hold_seconds): the default of hold_tickets' p_ttl and of a null
+-- ttl in hold_tickets_batch, defined here only (service/openapi.yaml repeats it
+-- as ttl_seconds' default: tests/test_defaults.py ties the two). Errors: none.
+CREATE OR REPLACE FUNCTION api.default_hold_ttl()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT interval '10 minutes'
+$$;
+
 -- api.hold_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
 --                        p_ttls interval[] DEFAULT NULL, p_idempotency_keys text[] DEFAULT NULL,
 --                        p_callers text[] DEFAULT NULL)
@@ -244,7 +258,7 @@ $$;
 -- three steps, the same rules: what is on sale, max_per_user counting
 -- bought and held tickets, idempotency keys in a scope of their own): request
 -- i holds p_quantities[i] tickets for p_user_ids[i] for p_ttls[i] (null:
--- 10 minutes, hold_tickets' default), or for the option's max_hold_seconds
+-- default_hold_ttl(), as hold_tickets' default), or for the option's max_hold_seconds
 -- when that is shorter. One row per request, in order: a
 -- refusal or the hold. A key naming an earlier hold of the same request gets
 -- that hold (as it is now) and holds nothing more.
@@ -282,7 +296,7 @@ BEGIN
         PERFORM raise_invalid_argument('requests', 'user ids, quantities, ttls, idempotency keys and callers must be arrays of one length');
     END IF;
     FOR i IN 1 .. requests LOOP
-        ttls[i] := coalesce(p_ttls[i], '10 minutes');
+        ttls[i] := coalesce(p_ttls[i], default_hold_ttl());
         refusals[i] := coalesce(request_refusal(p_user_ids[i], p_quantities[i]), ttl_refusal(ttls[i]));
         scopes[i] := hold_idempotency_scope(p_callers[i], p_ticket_option_id, p_user_ids[i]);
         asked[i] := jsonb_build_object('hold_tickets', jsonb_build_object(
@@ -311,7 +325,7 @@ END;
 $$;
 
 -- api.hold_tickets(p_ticket_option_id uuid, p_user_id uuid, p_quantity integer,
---                  p_ttl interval DEFAULT '10 minutes', p_idempotency_key text DEFAULT NULL,
+--                  p_ttl interval DEFAULT default_hold_ttl(), p_idempotency_key text DEFAULT NULL,
 --                  p_caller text DEFAULT NULL)
 --     RETURNS api.hold
 -- Sets p_quantity tickets aside for p_user_id for p_ttl (at most the
@@ -322,7 +336,7 @@ $$;
 --         malformed key), TA002 (no such option), TA003 (not enough on sale),
 --         TA005, TA006 (keys), TA007 (max_per_user), TA008.
 CREATE OR REPLACE FUNCTION api.hold_tickets(
-    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_ttl interval DEFAULT '10 minutes',
+    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_ttl interval DEFAULT api.default_hold_ttl(),
     p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
 RETURNS api.hold
 LANGUAGE plpgsql

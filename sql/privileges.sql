@@ -27,6 +27,7 @@ GRANT EXECUTE ON FUNCTION api.purchase_tickets_batch TO ticket_allocation_api, t
 GRANT EXECUTE ON FUNCTION api.get_purchase TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.list_purchases TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.list_purchases_page TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.default_hold_ttl TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.hold_tickets TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.hold_tickets_batch TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.get_hold TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;

@@ -118,6 +118,7 @@ def hold_calls(hot_option: uuid.UUID) -> list[Call]:
         Call("release released hold", "SELECT * FROM release_hold($1)", (seeded_hold(5),), 2),
         Call("release confirmed hold", "SELECT * FROM release_hold($1)", (seeded_hold(1),), 2),
         Call("sweep", "SELECT release_expired_holds()", (), 20),
+        Call("default hold ttl", "SELECT default_hold_ttl()", (), 0),
     ]
 
 
@@ -160,6 +161,7 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
         Call("replayed create option", "SELECT * FROM create_ticket_option('Plan', '', 10, 2, $1)",
              ("key-5",), 1),  # a key used for a purchase: refused (TA005)
         Call("purge", "SELECT purge_expired_idempotency_keys()", (), PURCHASES // 240),  # the expired keys
+        Call("purge a chunk", "SELECT purge_expired_idempotency_keys(100)", (), 100),
         Call("watchdog", "SELECT * FROM end_overlong_transactions()", (), 0),  # pg_stat_activity, no table
         *hold_calls(hot_option),
         *event_calls(),
@@ -191,6 +193,7 @@ WITHOUT_INDEX_ONLY_PLANS = {
     "check_consistency": "the books check reads every row by design: walking whole indexes would be slower",
     "applied_migrations": "reads all of yoyo's table (a row per migration) by design",
     "list_webhooks": "reads every subscription (a handful per deployment) by design",
+    "default_hold_ttl": "a constant: reads no table",
 }
 INDEX_ONLY_PLANS = {"enable_seqscan=off", "enable_bitmapscan=off"}
 
