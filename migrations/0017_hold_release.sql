@@ -7,7 +7,7 @@
 -- dropped here and re-created by post-apply, so release_hold is missing for
 -- the moment between the two). Run it with the new version of the service:
 -- the old one reads the hold's fields from the result.
--- depends: 0015_feed_pages
+-- depends: 0016_deferred_outcomes
 
 -- What release_hold returns: the hold as it is now, and whether this call
 -- released it (false: it was released or expired before).
