@@ -29,7 +29,10 @@ than wrk counted; anything else is a failure. Any failed check makes the run exi
 
 Workloads: hot (every purchase on one option), spread (a random one of 1,000 options),
 read (90% GET of a random option, 10% purchases; pgbench runs get.sql@9 and buy.sql@1), get
-(GET /ticket_options/{id} of a random option only; pgbench runs get.sql). Options are created
+(GET /ticket_options/{id} of a random option only; pgbench runs get.sql), checkout-hot /
+checkout-spread (hold, then confirm), orders-hot / orders-spread (orders of 3 lines of 1 ticket
+over the 3 options of a group that share a quota: one group, or a random one of 333; each
+group's quota is created on the point's database; pgbench runs orders.sql). Options are created
 with an allocation of 2,000,000,000, so nothing sells out.
 
 Beside every get point, the stack's ceilings on the same database and machine, one after the
@@ -90,15 +93,23 @@ WORKLOADS = {
     "checkout-hot": (1, 0),
     "checkout-spread": (N_OPTIONS, 0),
     "get": (N_OPTIONS, 100),
+    # Orders of 3 lines (1 ticket each) over the 3 options of a group, which share a quota.
+    "orders-hot": (3, 0),
+    "orders-spread": (N_OPTIONS // 3 * 3, 0),
 }
 CONCURRENCY = {"hot": [1, 8, 32, 64, 256], "spread": [1, 8, 32, 64], "read": [1, 8, 32, 64],
-               "checkout-hot": [1, 8, 32, 64], "checkout-spread": [1, 8, 32, 64], "get": [1, 32, 64, 256]}
+               "checkout-hot": [1, 8, 32, 64], "checkout-spread": [1, 8, 32, 64], "get": [1, 32, 64, 256],
+               "orders-hot": [1, 8, 32, 64], "orders-spread": [1, 8, 32, 64]}
 QUICK_CONCURRENCY = {"hot": [1, 32], "spread": [1, 32, 64], "read": [1, 32], "checkout-hot": [1, 32],
-                     "checkout-spread": [1, 32], "get": [32, 64]}
+                     "checkout-spread": [1, 32], "get": [32, 64], "orders-hot": [1, 32], "orders-spread": [1, 32]}
 # The stack's ceilings beside the get points (bench/ceiling.py): name -> its command.
 CEILINGS = {"json": ("-m", "bench.ceiling", "json"), "fetchrow": ("-m", "bench.ceiling", "fetchrow")}
 # Rounds of the get points (each server measured once a round, in turn).
 GET_ROUNDS = 3
+ORDER_LINES = 3
+# A quota's size is an integer: the largest, so that the quotas bound nothing here but take their part in
+# every decision (their locks and counters), as a quota that has room does.
+QUOTA_SIZE = 2_147_483_647
 DEFAULT_DURATION = 6
 QUICK_DURATION = 2
 SERVICE_START_TIMEOUT = 60  # seconds
@@ -109,6 +120,18 @@ MAX_CONNECTIONS = 400  # embedded server: pgbench -c 256 plus the service's pool
 def option_id(n: int) -> str:
     """The id the bench gives option n (1-based); bench/pgbench/*.sql build the same."""
     return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def is_orders(workload: str) -> bool:
+    return workload.startswith("orders")
+
+
+def add_group_quotas(url: str, n_options: int) -> None:
+    """A quota per group of 3 options (3g-2, 3g-1, 3g), for the orders workloads."""
+    with psycopg.connect(url) as conn:
+        for g in range(1, n_options // ORDER_LINES + 1):
+            conn.execute("SELECT create_quota(%s, %s, %s::uuid[])",
+                         (f"bench group {g}", QUOTA_SIZE, [option_id(3 * g - i) for i in (2, 1, 0)]))
 
 
 def log(message: str) -> None:
@@ -341,7 +364,9 @@ SELECT
     (SELECT count(*) FROM purchases),
     coalesce(sum(o.sold), 0),
     (SELECT count(*) FROM holds),
-    (SELECT count(*) FROM check_consistency())
+    (SELECT count(*) FROM check_consistency()),
+    (SELECT count(*) FROM orders o
+     WHERE (SELECT count(*) FROM purchases p WHERE p.order_id = o.id AND p.status = 'active') <> o.lines)
 FROM ticket_options o
 LEFT JOIN active a ON a.ticket_option_id = o.id
 LEFT JOIN valid_tickets t ON t.ticket_option_id = o.id
@@ -352,10 +377,11 @@ def check_database(url: str, expected_purchases: int, slack: int, expected_holds
     """The invariants (check_consistency() included), purchases in [expected, expected + slack] and
     holds likewise; problems listed in 'failures'."""
     with psycopg.connect(url) as conn:
-        negative, total_off, sold_vs_purchases, sold_vs_tickets, purchases, sold, holds, violations = conn.execute(
-            CHECK_QUERY
-        ).fetchone()
+        negative, total_off, sold_vs_purchases, sold_vs_tickets, purchases, sold, holds, violations, partial_orders = (
+            conn.execute(CHECK_QUERY).fetchone())
     failures = []
+    if partial_orders:
+        failures.append(f"{partial_orders} order(s) without one active purchase per line")
     if violations:
         failures.append(f"check_consistency() lists {violations} violated invariant(s)")
     if not 0 <= holds - expected_holds <= slack:
@@ -531,7 +557,8 @@ def run_pgbench(pgbench: str, database_url: str, workload: str, concurrency: int
     logs = work / f"pgbench-{workload}-{concurrency}"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir()
-    buy = PGBENCH_DIR / ("checkout.sql" if workload.startswith("checkout") else "buy.sql")
+    buy = PGBENCH_DIR / ("checkout.sql" if workload.startswith("checkout")
+                         else "orders.sql" if is_orders(workload) else "buy.sql")
     if read_percent == 100:
         scripts, buy_script = ["-f", str(PGBENCH_DIR / "get.sql")], None
     elif read_percent:
@@ -651,7 +678,10 @@ def write_markdown(results: dict, path: Path) -> None:
         "POST .../holds (1 ticket) then POST /holds/{id}/confirm, on one option / a random one "
         "(bench/wrk/checkout.lua; SQL: bench/pgbench/checkout.sql, hold_tickets then confirm_hold); their "
         "HTTP/SQL is checkouts/s ÷ tps (one checkout = two requests, one pgbench transaction = one checkout), "
-        "and their check also compares the holds in the database with the holds answered 201.",
+        "and their check also compares the holds in the database with the holds answered 201. orders-hot / "
+        "orders-spread: POST /orders of 3 lines of 1 ticket over the 3 options of a group, which share a quota "
+        "(one group / a random one of 333; SQL: bench/pgbench/orders.sql, place_order); their HTTP/SQL is "
+        "orders/s ÷ tps, and their check also finds every order with one active purchase per line.",
         "- Columns: req/s and tps over the run; p50/p99 in ms; status counts from wrk's response() "
         "hook; sock err = connect+read+write+timeout errors; wrk CPU = its utime+stime over wall time, in % of one "
         "core; svc mem = peak RSS (VmHWM) summed over the service's processes (count); "
@@ -691,7 +721,7 @@ def write_markdown(results: dict, path: Path) -> None:
                 + ", ".join(checks) + " |"
             )
         lines.append("")
-    lines += ceilings_markdown(results) + baseline_markdown(results)
+    lines += orders_markdown(results) + ceilings_markdown(results) + baseline_markdown(results)
     failures = [f"- {p['workload']}@{p['concurrency']} {side}: {msg}"
                 for p in results["points"]
                 for side in ("http_check", "baseline_check", "pgbench_check") if p.get(side)
@@ -702,6 +732,33 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += history_markdown(results["history"])
     lines += ["![throughput and p99 latency](throughput.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def orders_markdown(results: dict) -> list[str]:
+    """A 3-line order beside a single purchase of the same run: orders/s ÷ purchases/s (an order
+    counted once) and lines/s ÷ purchases/s, per spread (hot with orders-hot, spread with
+    orders-spread) and concurrency."""
+    rows = []
+    for purchases_workload, orders_workload in (("hot", "orders-hot"), ("spread", "orders-spread")):
+        by_c = {p["concurrency"]: p for p in results["points"] if p["workload"] == purchases_workload}
+        for order_point in (p for p in results["points"] if p["workload"] == orders_workload):
+            purchase_point = by_c.get(order_point["concurrency"])
+            if not purchase_point:
+                continue
+            orders_per_s = order_point["http"]["rps"]
+            purchases_per_s = purchase_point["http"]["rps"]
+            rows.append(
+                f"| {orders_workload} vs {purchases_workload} | {order_point['concurrency']} | {fmt(orders_per_s)} | "
+                f"{fmt(order_point['http']['lines_per_s'])} | {fmt(purchases_per_s)} | "
+                f"**{fmt(orders_per_s / purchases_per_s, 2)}** | {fmt(3 * orders_per_s / purchases_per_s, 2)} | "
+                + (f"{fmt(order_point['pgbench']['tps'])} | {fmt(purchase_point['pgbench']['tps'])} |"
+                   if order_point["pgbench"] and purchase_point["pgbench"] else "— | — |"))
+    if not rows:
+        return []
+    return ["## 3-line orders against single purchases (same run)", "",
+            "| workloads | C | HTTP orders/s | lines/s | HTTP purchases/s | orders ÷ purchases | lines ÷ purchases | "
+            "SQL orders tps | SQL purchases tps |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
 
 
 def mib(result: dict) -> str:
@@ -962,8 +1019,8 @@ def parse_args(argv):
     parser.add_argument("--duration", type=int, help=f"seconds per point and tool (default {DEFAULT_DURATION}; "
                         f"{QUICK_DURATION} with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: short points, concurrency 1 and 32 only")
-    parser.add_argument("--workloads", default="hot,spread,read,get,checkout-hot,checkout-spread",
-                        help="comma-separated subset of hot,spread,read,get,checkout-hot,checkout-spread")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--no-history", action="store_true",
                         help="skip the history points (1,000,000 purchases pre-loaded; a 60 s sustained run)")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results", help="folder for the results")
@@ -990,6 +1047,8 @@ def http_point(wrk: str, databases: "Databases", workload: str, c: int, duration
     """wrk against `python -m service serve` of `checkout` on a fresh database: its results and the check."""
     label = "http" if checkout == ROOT else "baseline"
     db_url = databases.fresh(f"{workload}_{c}_{label}")
+    if is_orders(workload):
+        add_group_quotas(db_url, WORKLOADS[workload][0])
     service = Service(db_url, work / f"service-{workload}-{c}-{label}.log", cwd=checkout)
     try:
         result = run_wrk(wrk, service, workload, c, duration, options_file, work)
@@ -1004,6 +1063,11 @@ def http_point(wrk: str, databases: "Databases", workload: str, c: int, duration
         # A checkout is two requests: compared with pgbench's checkouts (one script each).
         result["checkouts_per_s"] = raw["confirmed"] / (raw["duration_us"] / 1e6)
         check = check_database(db_url, raw["confirmed"], slack=c, expected_holds=raw["held"])
+    elif is_orders(workload):  # a 201 is an order of 3 purchases
+        raw = result["raw"]
+        result["orders"] = raw["ordered"]
+        result["lines_per_s"] = ORDER_LINES * raw["ordered"] / (raw["duration_us"] / 1e6)
+        check = check_database(db_url, ORDER_LINES * raw["ordered"], slack=ORDER_LINES * c)
     else:
         check = check_database(db_url, result["status"]["201"], slack=c)
     databases.drop(db_url)
@@ -1080,7 +1144,12 @@ def main(argv=None) -> int:
         options_files = {}
         for workload, (n_options, _) in WORKLOADS.items():
             options_files[workload] = work / f"options-{workload}.txt"
-            options_files[workload].write_text("".join(option_id(n) + "\n" for n in range(1, n_options + 1)))
+            if is_orders(workload):  # one group a line: the options of its quota
+                options_files[workload].write_text("".join(
+                    ",".join(option_id(n) for n in range(first, first + ORDER_LINES)) + "\n"
+                    for first in range(1, n_options + 1, ORDER_LINES)))
+            else:
+                options_files[workload].write_text("".join(option_id(n) + "\n" for n in range(1, n_options + 1)))
 
         for workload in args.workloads:
             for c in concurrency[workload]:
@@ -1111,9 +1180,11 @@ def main(argv=None) -> int:
                 else:
                     log(f"{workload} @ C={c}: pgbench")
                     db_url = databases.fresh(f"{workload}_{c}_sql")
+                    if is_orders(workload):
+                        add_group_quotas(db_url, WORKLOADS[workload][0])
                     point["pgbench"] = run_pgbench(pgbench, db_url, workload, c, args.duration, work)
                     point["pgbench_check"] = check_database(
-                        db_url, point["pgbench"]["purchases"], slack=0,
+                        db_url, point["pgbench"]["purchases"] * (ORDER_LINES if is_orders(workload) else 1), slack=0,
                         expected_holds=point["pgbench"]["purchases"] if workload.startswith("checkout") else 0)
                     databases.drop(db_url)
                     http_rate = point["http"].get("checkouts_per_s", point["http"]["rps"])

@@ -4,7 +4,7 @@ import asyncio
 
 from aiohttp import web
 
-from . import db, docs, event_routes, health, malformed_http, metrics, routes
+from . import db, docs, event_routes, health, malformed_http, metrics, order_routes, routes
 from .auth import ADMIN_TOKEN, API_TOKENS, api_token_middleware
 from .errors import problem_middleware
 from .inputs import BODY_READ_TIMEOUT
@@ -66,6 +66,7 @@ def create_app(
     app.cleanup_ctx.append(metrics.pool_gauges)
     app.add_routes(routes.routes)
     app.add_routes(event_routes.routes)
+    app.add_routes(order_routes.routes)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(docs.routes)

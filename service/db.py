@@ -13,13 +13,14 @@ import asyncpg
 from aiohttp import web
 
 from . import failover
-from .coalescing import HOLD_BATCH, PURCHASE_BATCH, Coalescer
+from .coalescing import HOLD_BATCH, ORDER_BATCH, PURCHASE_BATCH, Coalescer
 from .webhooks import WEBHOOK_SETTINGS, Deliverer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)
 PURCHASES = web.AppKey("purchases", Coalescer)
 HOLDS = web.AppKey("holds", Coalescer)
+ORDERS = web.AppKey("orders", Coalescer)
 DATABASE_URL = web.AppKey("database_url", str)
 ADMIN_DATABASE_URL = web.AppKey("admin_database_url", str)
 # Admin calls are rare: a small pool, opened on first use.
@@ -75,6 +76,7 @@ async def pool_context(app: web.Application):
         app[PURCHASES] = Coalescer(
             pool, app[POOL_TIMEOUT], PURCHASE_BATCH, metrics.purchase_batch_sent if metrics else None)
         app[HOLDS] = Coalescer(pool, app[POOL_TIMEOUT], HOLD_BATCH, metrics.hold_batch_sent if metrics else None)
+        app[ORDERS] = Coalescer(pool, app[POOL_TIMEOUT], ORDER_BATCH)
         stopping = asyncio.Event()
         purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
         deliverer = start_deliverer(app, stopping)

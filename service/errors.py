@@ -58,6 +58,15 @@ HOLD_NOT_FOUND = ProblemType(404, "hold-not-found", "Hold not found")
 HOLD_EXPIRED = ProblemType(409, "hold-expired", "The hold expired; its tickets are back on sale")
 HOLD_RELEASED = ProblemType(409, "hold-released", "The hold was released; its tickets are back on sale")
 HOLD_CONFIRMED = ProblemType(409, "hold-confirmed", "The hold is confirmed; cancel its purchase instead")
+QUOTA_EXHAUSTED = ProblemType(409, "quota-exhausted", "Not enough tickets left in a quota of the ticket option")
+QUOTA_NOT_FOUND = ProblemType(404, "quota-not-found", "Quota not found")
+QUOTA_TOO_SMALL = ProblemType(409, "quota-too-small", "The quota would be smaller than what its options sold and hold")
+ORDER_NOT_FOUND = ProblemType(404, "order-not-found", "Order not found")
+ORDER_EXPIRED = ProblemType(409, "order-expired", "The order expired; its tickets are back on sale")
+ORDER_RELEASED = ProblemType(409, "order-released", "The order was released; its tickets are back on sale")
+ORDER_BOUGHT = ProblemType(409, "order-bought", "The order is bought; cancel it instead")
+ORDER_NOT_BOUGHT = ProblemType(409, "order-not-bought", "The order bought nothing; there is nothing to cancel")
+HOLD_OF_ORDER = ProblemType(409, "hold-of-order", "The hold is a line of an order; confirm or release the order")
 DATABASE_UNAVAILABLE = ProblemType(
     503, "database-unavailable", "The database is busy or unreachable; retry shortly", retry_after=True
 )
@@ -87,6 +96,15 @@ SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
     "TA011": HOLD_RELEASED,
     "TA012": HOLD_CONFIRMED,
     "TA013": WEBHOOK_NOT_FOUND,
+    "TA014": QUOTA_EXHAUSTED,
+    "TA015": QUOTA_NOT_FOUND,
+    "TA016": QUOTA_TOO_SMALL,
+    "TA017": ORDER_NOT_FOUND,
+    "TA018": ORDER_EXPIRED,
+    "TA019": ORDER_RELEASED,
+    "TA020": ORDER_BOUGHT,
+    "TA021": ORDER_NOT_BOUGHT,
+    "TA022": HOLD_OF_ORDER,
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
     "40001": DATABASE_UNAVAILABLE,  # serialization_failure
@@ -116,19 +134,25 @@ SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {
 RETRY_AFTER_SECONDS = "1"
 # Fields the SQL functions name (COLUMN) otherwise than the JSON body does.
 JSON_FIELD_NAMES = {"ttl": "ttl_seconds"}
+# What a refusal's DETAIL says that a problem carries as a member of its own ("quota_id: <uuid>, ...").
+DETAIL_MEMBERS = ("quota_id", "order_id")
+# The COLUMN of an order's refusal: its DETAIL lists every failing line (sql/errors.sql order_refused).
+ORDER_LINES = "lines"
 
 
 class Problem(Exception):
     """An error answered as application/problem+json."""
 
     def __init__(
-        self, problem_type: ProblemType, detail: str, errors: list[dict] | None = None, headers: dict | None = None
+        self, problem_type: ProblemType, detail: str, errors: list[dict] | None = None, headers: dict | None = None,
+        members: dict | None = None,
     ):
         super().__init__(detail)
         self.type = problem_type
         self.detail = detail
         self.errors = errors
         self.headers = headers
+        self.members = members  # extension members (RFC 9457), e.g. the quota_id of a quota refusal
 
     def response(self) -> web.Response:
         body = {
@@ -139,6 +163,7 @@ class Problem(Exception):
         }
         if self.errors:
             body["errors"] = self.errors
+        body.update(self.members or {})
         headers = dict(self.headers or {})
         if self.type.retry_after:
             headers["Retry-After"] = RETRY_AFTER_SECONDS
@@ -155,11 +180,37 @@ def problem_type_of(sqlstate: str) -> ProblemType | None:
     return SQLSTATE_PROBLEMS.get(sqlstate) or SQLSTATE_CLASS_PROBLEMS.get(sqlstate[:2])
 
 
-def from_sqlstate(sqlstate: str, message: str, field: str | None = None) -> Problem | None:
-    """The problem for a database error or refusal; None if the table does not know it."""
+def detail_members(detail: str | None) -> dict:
+    """The DETAIL_MEMBERS a refusal's DETAIL names ("quota_id: <uuid>, remaining: 2" -> {"quota_id": ...})."""
+    pairs = dict(part.split(": ", 1) for part in (detail or "").split(", ") if ": " in part)
+    return {name: pairs[name] for name in DETAIL_MEMBERS if name in pairs}
+
+
+def json_field(field: str | None) -> str | None:
+    return JSON_FIELD_NAMES.get(field, field)
+
+
+def line_errors(detail: str) -> list[dict]:
+    """An order refusal's failing lines as `errors`: {"line", "type", "detail"} each, with the field
+    of an invalid line and the members of its refusal (e.g. quota_id)."""
+    errors = []
+    for line in json.loads(detail):
+        problem_type = problem_type_of(line["sqlstate"]) or INTERNAL_ERROR
+        error = {"line": line["line"], "type": problem_type.uri, "detail": line["message"]}
+        if line.get("column_name"):
+            error["field"] = json_field(line["column_name"])
+        errors.append(error | detail_members(line.get("detail")))
+    return errors
+
+
+def from_sqlstate(sqlstate: str, message: str, field: str | None = None, detail: str | None = None) -> Problem | None:
+    """The problem for a database error or refusal; None if the table does not know it. An order's
+    refusal (COLUMN lines) is the problem of its first failing line, listing every failing line."""
     problem_type = problem_type_of(sqlstate)
     if problem_type is None:
         return None
+    if field == ORDER_LINES and sqlstate.startswith("TA") and detail:
+        return Problem(problem_type, message, line_errors(detail))
     if problem_type is SERVICE_MISCONFIGURED:
         log.error("the service's database session is misconfigured (SQLSTATE %s): %s", sqlstate, message)
     if problem_type is DATABASE_UNAVAILABLE:
@@ -171,7 +222,7 @@ def from_sqlstate(sqlstate: str, message: str, field: str | None = None) -> Prob
         message = message.replace(field, JSON_FIELD_NAMES[field], 1)
         field = JSON_FIELD_NAMES[field]
     errors = [{"field": field, "message": message}] if problem_type is INVALID_ARGUMENT and field else None
-    return Problem(problem_type, message, errors)
+    return Problem(problem_type, message, errors, members=detail_members(detail) if sqlstate.startswith("TA") else None)
 
 
 def _from_http_exception(error: web.HTTPException) -> web.Response:
@@ -196,7 +247,8 @@ async def problem_middleware(request: web.Request, handler):
         return _from_http_exception(error)
     except (asyncpg.PostgresError, Refused) as error:
         message = error.message or str(error)  # asyncpg's client-side errors have no message
-        problem = from_sqlstate(error.sqlstate or "", message, getattr(error, "column_name", None))
+        problem = from_sqlstate(error.sqlstate or "", message, getattr(error, "column_name", None),
+                                getattr(error, "detail", None))
         if problem is not None:
             return problem.response()
         log.exception("unexpected database error on %s %s", request.method, request.path)

@@ -45,7 +45,7 @@ BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 class Field:
     name: str
     # "string" | "integer" (32-bit) | "seconds" (an integer, sent as an interval) | "uuid" |
-    # "strings" (an array of strings)
+    # "strings", "uuids" (arrays of those) | "objects" (an array of objects, each the route's to check)
     kind: str
     required: bool = True
     default: object = None
@@ -69,10 +69,15 @@ def type_error(kind: str, value) -> str | None:
             # The SQL parameter is 32-bit: its rule cannot see the value, so say why here.
             return f"is out of range: whole numbers here are 32-bit, from {INT32_MIN} to {INT32_MAX}"
         return None
-    if kind == "strings":
+    if kind in ("strings", "uuids"):
+        noun = kind.removesuffix("s")
         if not isinstance(value, list) or len(value) > 100:
-            return "must be an array of at most 100 strings"
-        return next((reason for item in value if (reason := type_error("string", item))), None)
+            return f"must be an array of at most 100 {noun}s"
+        return next((reason for item in value if (reason := type_error(noun, item))), None)
+    if kind == "objects":  # each checked by the route (e.g. an order's lines)
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            return "must be an array of objects"
+        return None
     if not isinstance(value, str):
         return "must be a string" if kind == "string" else "must be a UUID string"
     if "\x00" in value:
@@ -93,6 +98,8 @@ def converted(kind: str, value):
         return None
     if kind == "uuid":
         return uuid.UUID(value)
+    if kind == "uuids":
+        return [uuid.UUID(item) for item in value]
     if kind == "seconds":
         return timedelta(seconds=max(-LONGEST_SECONDS, min(value, LONGEST_SECONDS)))
     return value

@@ -64,7 +64,7 @@ class Metrics:
             ("worker",), registry=self.registry,
         )
         self.purchases_shed = Counter(
-            "ticket_allocation_purchases_shed", "Purchases answered 503 at once: their option's queue was full",
+            "ticket_allocation_purchases_shed", "Purchases answered 503 at once: their queue was full",
             ("worker",), registry=self.registry,
         )
         self.purchase_batch_size = Histogram(
@@ -72,7 +72,7 @@ class Metrics:
             ("worker",), buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
         )
         self.purchase_queue_depth = Gauge(
-            "ticket_allocation_purchase_queue_depth", "Purchases waiting for their option's call in flight",
+            "ticket_allocation_purchase_queue_depth", "Purchases waiting for a call in flight",
             ("worker",), registry=self.registry, multiprocess_mode="livesum",
         )
         self.holds = Counter(
@@ -87,7 +87,7 @@ class Metrics:
             ("reason", "worker"), registry=self.registry,
         )
         self.holds_shed = Counter(
-            "ticket_allocation_holds_shed", "Holds answered 503 at once: their option's queue was full",
+            "ticket_allocation_holds_shed", "Holds answered 503 at once: their queue was full",
             ("worker",), registry=self.registry,
         )
         self.hold_batch_size = Histogram(
@@ -95,7 +95,7 @@ class Metrics:
             ("worker",), buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
         )
         self.hold_queue_depth = Gauge(
-            "ticket_allocation_hold_queue_depth", "Holds waiting for their option's call in flight",
+            "ticket_allocation_hold_queue_depth", "Holds waiting for a call in flight",
             ("worker",), registry=self.registry, multiprocess_mode="livesum",
         )
         self.hold_outcomes = Counter(

@@ -18,6 +18,20 @@
 --   TA011  hold_released             the hold was released before it was confirmed
 --   TA012  hold_confirmed            the hold is confirmed: cancel its purchase instead
 --   TA013  webhook_not_found         no webhook subscription has that id
+--   TA014  quota_exhausted           a quota of the option has not enough left; DETAIL names it
+--   TA015  quota_not_found           no quota has that id
+--   TA016  quota_too_small           a quota's size would be below what its options sold and hold
+--   TA017  order_not_found           no order has that id
+--   TA018  order_expired             the order expired before it was confirmed
+--   TA019  order_released            the order was released before it was confirmed
+--   TA020  order_bought              the order is bought: cancel it instead of releasing it
+--   TA021  order_not_bought          the order bought nothing, so there is nothing to cancel
+--   TA022  hold_of_order             the hold is a line of an order: confirm or release the order
+--
+-- An order whose lines cannot all be had is refused as a whole (order_refused):
+-- with the SQLSTATE of its first failing line, COLUMN 'lines', and DETAIL a
+-- JSON array of every failing line's refusal ({line, sqlstate, message,
+-- detail, column_name}).
 --
 -- A refusal (type api.refusal) is such an error as data: batch functions
 -- return one per refused request instead of aborting the whole batch;
@@ -175,6 +189,134 @@ AS $$
                NULL, NULL, NULL)::api.refusal
 $$;
 
+-- quota_exhausted(p_quota_id uuid, p_name text, p_wanted integer, p_remaining integer) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.quota_exhausted(
+    p_quota_id uuid, p_name text, p_wanted integer, p_remaining integer)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA014', format('not enough tickets left in quota "%s" (%s): %s requested, %s remaining',
+                               p_name, p_quota_id, p_wanted, p_remaining),
+               format('quota_id: %s, remaining: %s', p_quota_id, p_remaining),
+               'Ask for at most the remaining number of tickets.', NULL)::api.refusal
+$$;
+
+-- quota_not_found(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.quota_not_found(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA015', format('quota %s does not exist', coalesce(p_id::text, 'NULL')), NULL, NULL, NULL)::api.refusal
+$$;
+
+-- quota_too_small(p_size integer, p_sold integer, p_held integer) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.quota_too_small(p_size integer, p_sold integer, p_held integer)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA016', format('size %s is below what the quota''s options have sold and hold now: %s (%s sold, %s held)',
+                               p_size, p_sold + p_held, p_sold, p_held),
+               format('sold: %s, held: %s', p_sold, p_held),
+               format('Choose a size of at least %s.', p_sold + p_held), NULL)::api.refusal
+$$;
+
+-- order_not_found(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.order_not_found(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA017', format('order %s does not exist', coalesce(p_id::text, 'NULL')), NULL, NULL, NULL)::api.refusal
+$$;
+
+-- order_expired(p_id uuid, p_expires_at timestamptz) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.order_expired(p_id uuid, p_expires_at timestamptz)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA018', format('order %s expired at %s; its tickets are back on sale, nothing was bought',
+                               p_id, p_expires_at),
+               NULL, 'Place the order again.', NULL)::api.refusal
+$$;
+
+-- order_released(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.order_released(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA019', format('order %s was released; its tickets are back on sale, nothing was bought', p_id),
+               NULL, 'Place the order again.', NULL)::api.refusal
+$$;
+
+-- order_bought(p_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.order_bought(p_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA020', format('order %s is bought and cannot be released', p_id),
+               NULL, 'Cancel the order (or some of its purchases) instead.', NULL)::api.refusal
+$$;
+
+-- order_not_bought(p_id uuid, p_status text) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.order_not_bought(p_id uuid, p_status text)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA021', format('order %s is %s: it bought nothing, so there is nothing to cancel', p_id, p_status),
+               format('status: %s', p_status), 'Release a held order instead.', NULL)::api.refusal
+$$;
+
+-- hold_of_order(p_id uuid, p_order_id uuid) RETURNS api.refusal
+CREATE OR REPLACE FUNCTION ticket_allocation.hold_of_order(p_id uuid, p_order_id uuid)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW('TA022', format('hold %s is a line of order %s, which is confirmed or released as a whole',
+                               p_id, p_order_id),
+               format('order_id: %s', p_order_id), 'Confirm or release the order instead.', NULL)::api.refusal
+$$;
+
+-- order_refused(p_refusals api.refusal[], p_lines integer) RETURNS api.refusal
+-- The refusal of a whole order: p_refusals[i] is line i's (null: that line
+-- could be had), p_lines how many lines it has. Its SQLSTATE is the first
+-- failing line's; the message names every failing line, DETAIL lists them as
+-- JSON (see the header), COLUMN is 'lines'. Null when no line is refused.
+CREATE OR REPLACE FUNCTION ticket_allocation.order_refused(p_refusals api.refusal[], p_lines integer)
+RETURNS api.refusal
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ROW((array_agg((p_refusals[n]).sqlstate ORDER BY n))[1],
+               format('order refused: %s of its %s lines cannot be had: %s', count(*), p_lines,
+                      string_agg(format('line %s: %s', n, (p_refusals[n]).message), '; ' ORDER BY n)),
+               jsonb_agg(jsonb_build_object('line', n, 'sqlstate', (p_refusals[n]).sqlstate,
+                                            'message', (p_refusals[n]).message, 'detail', (p_refusals[n]).detail,
+                                            'column_name', (p_refusals[n]).column_name) ORDER BY n)::text,
+               'Nothing was bought or held. Change or drop the failing lines and place the order again.',
+               'lines')::api.refusal
+    FROM generate_series(1, p_lines) AS n  -- by subscript: a refusals array may start past 1
+    WHERE (p_refusals[n]).sqlstate IS NOT NULL
+    HAVING count(*) > 0
+$$;
+
 -- raise_refusal(p_refusal api.refusal) RETURNS void
 -- Raises the refusal as an error: its SQLSTATE, message, and whichever of
 -- DETAIL, HINT and COLUMN it has.
@@ -186,7 +328,10 @@ LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 BEGIN
-    IF p_refusal.column_name IS NOT NULL THEN
+    IF p_refusal.column_name IS NOT NULL AND p_refusal.detail IS NOT NULL THEN  -- an order's lines
+        RAISE EXCEPTION USING ERRCODE = p_refusal.sqlstate, MESSAGE = p_refusal.message,
+            COLUMN = p_refusal.column_name, DETAIL = p_refusal.detail, HINT = coalesce(p_refusal.hint, '');
+    ELSIF p_refusal.column_name IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = p_refusal.sqlstate, MESSAGE = p_refusal.message,
             COLUMN = p_refusal.column_name;
     ELSIF p_refusal.detail IS NOT NULL THEN

@@ -17,7 +17,8 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT ARRAY['ticket_option.created', 'ticket_option.sold_out', 'ticket_option.back_on_sale',
                  'purchase.created', 'purchase.cancelled',
-                 'hold.created', 'hold.confirmed', 'hold.released', 'hold.expired']
+                 'hold.created', 'hold.confirmed', 'hold.released', 'hold.expired',
+                 'order.created', 'order.confirmed', 'order.released', 'order.expired', 'order.cancelled']
 $$;
 
 -- api_json(p_resource jsonb) RETURNS jsonb
@@ -121,6 +122,39 @@ BEGIN
 END;
 $$;
 
+-- append_sale_events(p_purchase_ids uuid[], p_option_ids uuid[], p_sold_out uuid[]) RETURNS void
+-- After new purchases (apply_purchases): a purchase.created event per
+-- purchase, in array order (p_option_ids[i]: the option of purchase i, each
+-- option's purchases together), and right after an option's last purchase
+-- its ticket_option.sold_out when it is in p_sold_out. Each run of
+-- purchase events is one statement (a batch over many options is one).
+CREATE OR REPLACE FUNCTION ticket_allocation.append_sale_events(
+    p_purchase_ids uuid[], p_option_ids uuid[], p_sold_out uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    purchases_made constant integer := coalesce(cardinality(p_purchase_ids), 0);
+    run jsonb[] := '{}'::jsonb[];  -- purchase events not appended yet
+BEGIN
+    FOR i IN 1 .. purchases_made LOOP
+        -- One primary-key lookup per purchase (purchase_resource), never a join of the
+        -- receipts view: see the note above RETURN QUERY in api.purchase_tickets_batch.
+        run := run || api_json(to_jsonb(purchase_resource(p_purchase_ids[i])));
+        IF p_option_ids[i] = ANY (p_sold_out) AND (i = purchases_made OR p_option_ids[i + 1] <> p_option_ids[i]) THEN
+            PERFORM append_events('purchase.created', run);
+            run := '{}'::jsonb[];
+            PERFORM append_ticket_option_events('ticket_option.sold_out', get_ticket_option(p_option_ids[i]));
+        END IF;
+    END LOOP;
+    IF cardinality(run) > 0 THEN
+        PERFORM append_events('purchase.created', run);
+    END IF;
+END;
+$$;
+
 -- append_hold_events(p_type text, p_hold_ids uuid[]) RETURNS void
 -- One `p_type` event per hold, in the array's order, each with the hold as
 -- the API returns it now (hold_resource: one primary-key lookup each).
@@ -136,6 +170,25 @@ BEGIN
     END IF;
     PERFORM append_events(p_type, array_agg(api_json(to_jsonb(hold_resource(h.id))) ORDER BY h.n))
     FROM unnest(p_hold_ids) WITH ORDINALITY AS h(id, n);
+END;
+$$;
+
+-- append_order_events(p_type text, p_order_ids uuid[]) RETURNS void
+-- One `p_type` event per order, in the array's order, each with the order as
+-- the API returns it now (order_resource, sql/orders.sql: its lines' purchases
+-- and holds by primary key).
+CREATE OR REPLACE FUNCTION ticket_allocation.append_order_events(p_type text, p_order_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    IF coalesce(cardinality(p_order_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(order_resource(o.id))) ORDER BY o.n))
+    FROM unnest(p_order_ids) WITH ORDINALITY AS o(id, n);
 END;
 $$;
 

@@ -3,22 +3,40 @@
 -- on sale (remaining), held or sold; a hold past expires_at is expired from
 -- that instant: reads count its tickets as on sale at once (the partial
 -- index of live holds finds them), and the next call that locks the option
--- (lock_option) stores it expired and puts them back on sale, as does the
+-- (lock_options) stores it expired and puts them back on sale, as does the
 -- sweeper (release_expired_holds).
 --
 -- Expiry is final once anyone was told: every decision under a lock (reclaim,
--- confirm, release, what max_per_user counts, a new hold's expires_at) uses
--- decision_clock(), read right after the lock was granted, never the
--- transaction's start; so a call that queued on the lock while a read said
--- "expired" decides later than that read, and sees it expired too. A read
--- (get_hold) that finds a hold past expires_at but still stored `held` takes
--- the option's lock and reclaims it before it answers `expired`: no decision
--- made before, and not committed yet, can contradict it afterwards.
+-- confirm, release, what max_per_user counts, a new hold's expires_at, and
+-- the same for orders) uses decision_clock(), read right after the locks
+-- were granted, never the transaction's start; so a call that queued on the
+-- lock while a read said "expired" decides later than that read, and sees it
+-- expired too. A read (get_hold, get_order) that finds a hold past expires_at
+-- but still stored `held` takes the locks and reclaims it before it answers
+-- `expired`: no decision made before, and not committed yet, can contradict
+-- it afterwards.
 --
 -- Where states change (one place each): a hold is created in apply_holds,
--- confirmed in confirm_hold (its purchase made by apply_purchases), released
--- in release_hold, expired in reclaim_expired_holds (called by lock_option
--- and release_expired_holds).
+-- confirmed in confirm_hold or confirm_order (its purchase made by
+-- apply_purchases), released in release_holds, expired in
+-- reclaim_expired_holds (called by lock_options and release_expired_holds).
+-- The counters of options and quotas change in move_tickets only, in the
+-- transaction that changes the rows they count.
+--
+-- THE lock order. Every call that changes tickets takes its locks through
+-- lock_options, in this order, each set in id order:
+--   1. ticket options (FOR NO KEY UPDATE): the ones the call names, and every
+--      option sharing a quota with them (read just before locking);
+--   2. the quotas of the locked options (and any the call names);
+--   3. orders: the call's own, and those whose holds expire now;
+--   4. then only the rows of its own purchases and holds.
+-- So calls that touch the same options or quotas take turns, whatever the
+-- order of their lines, and cannot deadlock; the sweeper (try_lock_for_sweep)
+-- and the batches that must not wait (try_lock_options: the coalescer's)
+-- take the same locks with SKIP LOCKED (they never wait, so they cannot be
+-- part of a cycle).
+-- update_quota first takes the quota's own advisory lock (0.), which no
+-- other call takes.
 
 -- clock() RETURNS timestamptz
 -- The time now, as holds see it: clock_timestamp() (the moment of the read,
@@ -35,9 +53,9 @@ AS $$
 $$;
 
 -- read_decision_clock() RETURNS timestamptz
--- Called right after an option's lock is granted (lock_option,
--- try_lock_option): reads clock() once and keeps it, for the rest of the
--- transaction, as decision_clock(). Returns it.
+-- Called right after the locks are granted (lock_options,
+-- try_lock_for_sweep): reads clock() once and keeps it, for the rest of the
+-- transaction (until the next lock), as decision_clock(). Returns it.
 CREATE OR REPLACE FUNCTION ticket_allocation.read_decision_clock()
 RETURNS timestamptz
 LANGUAGE sql
@@ -49,7 +67,7 @@ $$;
 
 -- decision_clock() RETURNS timestamptz
 -- The time every decision about holds is made by: clock() as read when this
--- transaction last took an option's lock (read_decision_clock). Only for
+-- transaction last took its locks (read_decision_clock). Only for
 -- code that runs under such a lock; a session's own SET of the setting is
 -- overwritten by the lock before anything reads it.
 -- Errors: fails (invalid timestamp) when no lock was taken: a bug of the caller.
@@ -73,7 +91,7 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT ROW(h.id, h.ticket_option_id, h.user_id, h.quantity,
                CASE WHEN h.status = 'held' AND h.expires_at <= clock() THEN 'expired' ELSE h.status END,
-               h.expires_at, h.created_at, h.purchase_id)::api.hold
+               h.expires_at, h.created_at, h.purchase_id, h.order_id)::api.hold
     FROM holds h
     WHERE h.id = p_id
 $$;
@@ -117,78 +135,309 @@ AS $$
             WHERE users.ticket_option_id = p_ticket_option_id AND users.expires_at > decision_clock())
 $$;
 
--- reclaim_expired_holds(p_ticket_option_id uuid) RETURNS integer
--- Under the option's lock only: stores the option's holds past expires_at
--- (by decision_clock()) as expired (released_at: when they expired) and puts their tickets back
--- on sale, in two statements whatever their number, with a hold.expired event
--- each (sql/events.sql). Returns how many holds.
-CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(p_ticket_option_id uuid)
-RETURNS integer
+-- move_tickets(p_ticket_option_ids uuid[], p_to_held integer[], p_to_sold integer[]) RETURNS uuid[]
+-- THE place the counters change: under the locks of the options and their
+-- quotas, adds p_to_held[i] to option i's held and p_to_sold[i] to its sold,
+-- taking them from what is on sale (negative numbers give tickets back), and
+-- adds the same to held and sold of every quota of the option; an option
+-- named twice moves the sum. A hold is (q, 0), its release or expiry (-q, 0),
+-- a purchase (0, q), a confirmation (-q, q), a cancellation (0, -q). The
+-- CHECKs refuse any overdraft of an option (remaining >= 0) or of a quota
+-- (sold + held <= size). Two statements whatever the number of options.
+-- Returns the options moved that have nothing left on sale nor held, in id order.
+CREATE OR REPLACE FUNCTION ticket_allocation.move_tickets(
+    p_ticket_option_ids uuid[], p_to_held integer[], p_to_sold integer[])
+RETURNS uuid[]
+LANGUAGE sql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    WITH moves AS (
+        SELECT m.id, sum(m.to_held)::integer AS to_held, sum(m.to_sold)::integer AS to_sold
+        FROM unnest(p_ticket_option_ids, p_to_held, p_to_sold) AS m (id, to_held, to_sold)
+        GROUP BY m.id
+    ), moved AS (
+        UPDATE ticket_options o
+        SET remaining = o.remaining - m.to_held - m.to_sold, held = o.held + m.to_held, sold = o.sold + m.to_sold,
+            updated_at = now()
+        FROM moves m
+        WHERE o.id = m.id
+        RETURNING o.id, o.remaining + o.held AS unsold
+    ), quotas_moved AS (  -- runs to completion though nothing reads it
+        UPDATE quotas q
+        SET held = q.held + d.to_held, sold = q.sold + d.to_sold, updated_at = now()
+        FROM (SELECT qo.quota_id, sum(m.to_held)::integer AS to_held, sum(m.to_sold)::integer AS to_sold
+              FROM moves m
+              JOIN quota_options qo ON qo.ticket_option_id = m.id
+              GROUP BY qo.quota_id) AS d
+        WHERE q.id = d.quota_id
+    )
+    SELECT ARRAY(SELECT m.id FROM moved m WHERE m.unsold = 0 ORDER BY m.id)
+$$;
+
+-- move_tickets(p_ticket_option_id uuid, p_to_held integer, p_to_sold integer) RETURNS void
+-- The same for one option.
+CREATE OR REPLACE FUNCTION ticket_allocation.move_tickets(
+    p_ticket_option_id uuid, p_to_held integer, p_to_sold integer)
+RETURNS void
+LANGUAGE sql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT move_tickets(ARRAY[p_ticket_option_id], ARRAY[p_to_held], ARRAY[p_to_sold])
+$$;
+
+-- reclaim_expired_holds(p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
+-- Under the locks of the options and their quotas only: stores each
+-- option's holds past expires_at (by decision_clock()) as expired
+-- (released_at: when they expired) and puts their tickets back on sale
+-- (move_tickets), a few statements per option whatever the number of holds,
+-- with a hold.expired event each (sql/events.sql). holds: how many;
+-- order_ids: the orders of those holds, in id order (the caller locks them
+-- and expires them: expire_orders). (plpgsql_check, which plans the
+-- statements in a session that took no lock, finds the decision clock
+-- unset: it is always read under the locks before this runs.)
+CREATE OR REPLACE FUNCTION ticket_allocation.reclaim_expired_holds(
+    p_ticket_option_ids uuid[], OUT holds integer, OUT order_ids uuid[])
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    expired_ids uuid[] := '{}'::uuid[];
+    option_id uuid;
+    reclaimed record;
+BEGIN
+    order_ids := '{}'::uuid[];
+    FOREACH option_id IN ARRAY p_ticket_option_ids LOOP
+        -- One option per statement: its holds_live_idx range. With an array of options, a
+        -- generic plan skip-scanned holds_live_user_idx instead: every live hold of them.
+        WITH expired AS (
+            UPDATE holds h SET status = 'expired', released_at = h.expires_at
+            WHERE h.ticket_option_id = option_id AND h.status = 'held' AND h.expires_at <= decision_clock()
+            RETURNING h.id, h.quantity, h.order_id
+        )
+        SELECT coalesce(array_agg(e.id), '{}'::uuid[]) AS ids, coalesce(sum(e.quantity), 0)::integer AS tickets,
+               coalesce(array_agg(e.order_id) FILTER (WHERE e.order_id IS NOT NULL), '{}'::uuid[]) AS orders
+        INTO reclaimed
+        FROM expired e;
+        IF reclaimed.tickets > 0 THEN
+            PERFORM move_tickets(option_id, -reclaimed.tickets, 0);
+            expired_ids := expired_ids || reclaimed.ids;
+            order_ids := order_ids || reclaimed.orders;
+        END IF;
+    END LOOP;
+    holds := cardinality(expired_ids);
+    order_ids := ARRAY(SELECT DISTINCT o FROM unnest(order_ids) AS o ORDER BY o);
+    PERFORM append_hold_events('hold.expired', ARRAY(SELECT h FROM unnest(expired_ids) AS h ORDER BY h));  -- sql/events.sql
+END;
+$$;
+
+-- lock_orders(p_order_ids uuid[]) RETURNS void
+-- Step 3 of the lock order: locks the orders (FOR NO KEY UPDATE: nothing
+-- references their keys changing), one by one in id order. Nulls and
+-- duplicates are ignored; an order locked already is not waited for.
+CREATE OR REPLACE FUNCTION ticket_allocation.lock_orders(p_order_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    order_id uuid;
+BEGIN
+    FOREACH order_id IN ARRAY ARRAY(SELECT DISTINCT o FROM unnest(p_order_ids) AS o WHERE o IS NOT NULL ORDER BY o)
+    LOOP
+        PERFORM 1 FROM orders WHERE id = order_id FOR NO KEY UPDATE;
+    END LOOP;
+END;
+$$;
+
+-- expire_orders(p_order_ids uuid[]) RETURNS void
+-- Under the orders' locks: stores those of the orders still stored `held`
+-- as expired (released_at: when they expired), each with an order.expired
+-- event. Called when a line's hold was reclaimed: the order's other lines
+-- expired at the same instant (one expires_at), stored so by their own
+-- option's next lock or the sweeper.
+CREATE OR REPLACE FUNCTION ticket_allocation.expire_orders(p_order_ids uuid[])
+RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
     expired_ids uuid[];
-    tickets integer;
 BEGIN
-    WITH expired AS (
-        UPDATE holds SET status = 'expired', released_at = expires_at
-        WHERE ticket_option_id = p_ticket_option_id AND status = 'held' AND expires_at <= decision_clock()
-        RETURNING id, quantity
-    )
-    SELECT array_agg(id ORDER BY id), coalesce(sum(quantity), 0)::integer INTO expired_ids, tickets FROM expired;
-    IF tickets > 0 THEN
-        UPDATE ticket_options SET remaining = remaining + tickets, held = held - tickets, updated_at = now()
-        WHERE id = p_ticket_option_id;
-        PERFORM append_hold_events('hold.expired', expired_ids);  -- sql/events.sql
+    IF coalesce(cardinality(p_order_ids), 0) = 0 THEN
+        RETURN;
     END IF;
-    RETURN coalesce(cardinality(expired_ids), 0);
+    WITH expired AS (
+        UPDATE orders o SET status = 'expired', released_at = o.expires_at
+        WHERE o.id = ANY (p_order_ids) AND o.status = 'held'
+        RETURNING o.id
+    )
+    SELECT array_agg(e.id ORDER BY e.id) INTO expired_ids FROM expired e;
+    PERFORM append_order_events('order.expired', expired_ids);  -- sql/events.sql
 END;
 $$;
 
--- lock_option(p_ticket_option_id uuid) RETURNS ticket_options
--- THE way to lock an option's row (FOR NO KEY UPDATE), for any change to
--- its tickets: once the lock is granted, reads the clock the call decides by
--- (read_decision_clock) and reclaims the holds expired by it, so what the
--- caller reads and decides counts them as on sale. Returns the row as it is
--- then; a row of nulls when no option has that id.
-CREATE OR REPLACE FUNCTION ticket_allocation.lock_option(p_ticket_option_id uuid)
-RETURNS ticket_allocation.ticket_options
+-- options_to_lock(p_ticket_option_ids uuid[]) RETURNS uuid[]
+-- Step 1 of the lock order: the options named and every option sharing a
+-- quota with them, without nulls or duplicates, in id order. Read before
+-- they are locked (see lock_options).
+CREATE OR REPLACE FUNCTION ticket_allocation.options_to_lock(p_ticket_option_ids uuid[])
+RETURNS uuid[]
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT DISTINCT w.id
+        FROM (SELECT unnest(p_ticket_option_ids)
+              UNION
+              SELECT qo.ticket_option_id
+              FROM quota_options qo
+              WHERE qo.quota_id = ANY (ARRAY(SELECT qs.quota_id FROM quota_options qs
+                                             WHERE qs.ticket_option_id = ANY (p_ticket_option_ids)))) AS w (id)
+        WHERE w.id IS NOT NULL
+        ORDER BY w.id)
+$$;
+
+-- quotas_to_lock(p_locked_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL) RETURNS uuid[]
+-- Step 2 of the lock order: the quotas of the options locked already and
+-- p_quota_ids, without nulls or duplicates, in id order. The quotas of
+-- locked options cannot change now (update_quota locks every option it adds
+-- or removes).
+CREATE OR REPLACE FUNCTION ticket_allocation.quotas_to_lock(p_locked_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL)
+RETURNS uuid[]
+LANGUAGE sql
+STABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT ARRAY(
+        SELECT DISTINCT q.id
+        FROM (SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = ANY (p_locked_option_ids)
+              UNION
+              SELECT unnest(p_quota_ids)) AS q (id)
+        WHERE q.id IS NOT NULL
+        ORDER BY q.id)
+$$;
+
+-- lock_options(p_ticket_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL, p_order_ids uuid[] DEFAULT NULL)
+--     RETURNS void
+-- THE way to lock, for any change to tickets (the lock order above): locks
+-- the options named and every option sharing a quota with them, in id order;
+-- then the quotas of the locked options and p_quota_ids, in id order; then
+-- reads the clock the call decides by (read_decision_clock: the time spent
+-- waiting for the locks counts) and reclaims the locked options' expired holds (so what the caller reads and
+-- decides counts them as on sale, and every quota it decides on counts them
+-- too); then locks p_order_ids and the orders of the reclaimed holds, in id
+-- order, and expires those. Unknown ids and nulls lock nothing. The options
+-- sharing a quota are read before they are locked: an option added to a
+-- quota in between (update_quota, committed meanwhile) is not locked, and
+-- its expired holds keep counting in the quota until its own next lock or
+-- the sweeper (a quota is then refused a moment early, never oversold).
+CREATE OR REPLACE FUNCTION ticket_allocation.lock_options(
+    p_ticket_option_ids uuid[], p_quota_ids uuid[] DEFAULT NULL, p_order_ids uuid[] DEFAULT NULL)
+RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    locked ticket_options;
+    wanted constant uuid[] := options_to_lock(p_ticket_option_ids);
+    locked uuid[] := '{}'::uuid[];
+    next_id uuid;
+    reclaimed record;
 BEGIN
-    SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE;
-    IF locked.id IS NULL THEN
-        RETURN locked;
-    END IF;
-    PERFORM read_decision_clock();  -- after the lock: the time spent waiting for it counts
-    IF reclaim_expired_holds(p_ticket_option_id) > 0 THEN
-        SELECT * INTO locked FROM ticket_options WHERE id = p_ticket_option_id;
-    END IF;
-    RETURN locked;
+    FOREACH next_id IN ARRAY wanted LOOP
+        PERFORM 1 FROM ticket_options WHERE id = next_id FOR NO KEY UPDATE;
+        IF FOUND THEN
+            locked := locked || next_id;
+        END IF;
+    END LOOP;
+    FOREACH next_id IN ARRAY quotas_to_lock(locked, p_quota_ids) LOOP
+        PERFORM 1 FROM quotas WHERE id = next_id FOR NO KEY UPDATE;
+    END LOOP;
+    PERFORM read_decision_clock();
+    reclaimed := reclaim_expired_holds(locked);
+    PERFORM lock_orders(coalesce(p_order_ids, '{}'::uuid[]) || coalesce(reclaimed.order_ids, '{}'::uuid[]));
+    PERFORM expire_orders(reclaimed.order_ids);
 END;
 $$;
 
--- try_lock_option(p_ticket_option_id uuid) RETURNS boolean
--- The sweeper's lock_option: takes the option's lock only if nobody holds
--- it (SKIP LOCKED: never waits, so it cannot deadlock or queue behind a
--- stalled session), then reads the decision clock. True when it locked;
--- reclaiming is the caller's.
-CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_option(p_ticket_option_id uuid)
-RETURNS boolean
+-- try_lock_options(p_ticket_option_ids uuid[]) RETURNS uuid[]
+-- lock_options for a call that must not wait (a batch with p_skip_locked):
+-- the same locks in the same order (options, then their quotas, then the
+-- orders of their expired holds, each set in id order), each taken only if
+-- nobody holds it (SKIP LOCKED). Then reads the decision clock and reclaims
+-- the expired holds of every option it got whole (the option, each of its
+-- quotas and each order of its expired holds). Returns the options of
+-- p_ticket_option_ids it cannot decide on: those not got whole, and those
+-- sharing a quota with an option not got whole (that option's expired holds
+-- may still count in the quota); the caller decides nothing for them and
+-- leaves them to a call that waits. Unknown ids and nulls are never
+-- returned (nothing to wait for: the caller refuses them). What it got
+-- stays locked until the end of the transaction.
+CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_options(p_ticket_option_ids uuid[])
+RETURNS uuid[]
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
+DECLARE
+    locked uuid[] := '{}'::uuid[];
+    not_whole uuid[] := '{}'::uuid[];   -- options it could not get whole
+    busy_quotas uuid[] := '{}'::uuid[];
+    orders_of jsonb := '{}'::jsonb;      -- option -> the orders of its expired holds
+    busy_orders uuid[] := '{}'::uuid[];
+    whole uuid[];
+    next_id uuid;
+    reclaimed record;
 BEGIN
-    PERFORM 1 FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
+    FOREACH next_id IN ARRAY options_to_lock(p_ticket_option_ids) LOOP
+        PERFORM 1 FROM ticket_options WHERE id = next_id FOR NO KEY UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            locked := locked || next_id;
+        ELSIF EXISTS (SELECT 1 FROM ticket_options WHERE id = next_id) THEN  -- another call holds it
+            not_whole := not_whole || next_id;
+        END IF;
+    END LOOP;
+    FOREACH next_id IN ARRAY quotas_to_lock(locked) LOOP
+        PERFORM 1 FROM quotas WHERE id = next_id FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            busy_quotas := busy_quotas || next_id;
+        END IF;
+    END LOOP;
     PERFORM read_decision_clock();
-    RETURN true;
+    whole := ARRAY(SELECT o FROM unnest(locked) AS o
+                   WHERE NOT (option_quota_ids(o) && busy_quotas));
+    FOREACH next_id IN ARRAY whole LOOP  -- one option per statement, as reclaim_expired_holds
+        orders_of := orders_of || jsonb_build_object(next_id, to_jsonb(ARRAY(
+            SELECT DISTINCT h.order_id FROM holds h
+            WHERE h.ticket_option_id = next_id AND h.status = 'held' AND h.expires_at <= decision_clock()
+              AND h.order_id IS NOT NULL)));
+    END LOOP;
+    FOREACH next_id IN ARRAY ARRAY(
+        SELECT DISTINCT o.id::uuid FROM jsonb_each(orders_of) AS e, jsonb_array_elements_text(e.value) AS o (id)
+        ORDER BY 1)
+    LOOP
+        PERFORM 1 FROM orders WHERE id = next_id FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            busy_orders := busy_orders || next_id;
+        END IF;
+    END LOOP;
+    IF cardinality(busy_orders) > 0 THEN
+        whole := ARRAY(SELECT o FROM unnest(whole) AS o
+                       WHERE NOT (ARRAY(SELECT e::uuid FROM jsonb_array_elements_text(orders_of -> o::text) AS e)
+                                  && busy_orders));
+    END IF;
+    not_whole := not_whole || ARRAY(SELECT o FROM unnest(locked) AS o WHERE o <> ALL (whole));
+    reclaimed := reclaim_expired_holds(whole);
+    PERFORM expire_orders(reclaimed.order_ids);  -- each locked above
+    IF cardinality(not_whole) = 0 THEN
+        RETURN '{}'::uuid[];
+    END IF;
+    RETURN ARRAY(
+        SELECT DISTINCT named.id
+        FROM unnest(p_ticket_option_ids) AS named (id)
+        WHERE named.id = ANY (not_whole)
+           OR option_quota_ids(named.id) && ARRAY(SELECT qo.quota_id FROM quota_options qo
+                                                  WHERE qo.ticket_option_id = ANY (not_whole))
+        ORDER BY named.id);
 END;
 $$;
 
@@ -204,33 +453,32 @@ AS $$
                 THEN invalid_argument('ttl', 'must be from 1 second to 1 day') END
 $$;
 
--- apply_holds(p_ticket_option_id uuid, p_hold_ids uuid[], p_user_ids uuid[], p_quantities integer[],
---             p_ttls interval[])
---     RETURNS void
--- Step 3 of a hold batch: THE place holds are created. Under the option's
--- lock, set-based: inserts hold i (p_hold_ids[i], p_quantities[i] tickets
--- for p_user_ids[i], until decision_clock() + p_ttls[i], or + the option's
--- max_hold_seconds when that is shorter) and moves the tickets from on sale
--- to held. The CHECKs of ticket_options refuse any overdraft.
+-- apply_holds(p_hold_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL) RETURNS void
+-- Step 3 of a hold batch, and of a held order: THE place holds are created.
+-- Under the locks (lock_options), set-based: inserts hold i (p_hold_ids[i]:
+-- p_requests[i]'s quantity of its option for its user, until
+-- decision_clock() + its ttl, or + the option's max_hold_seconds when that
+-- is shorter, a line of order p_order_ids[i] when given) and moves the tickets
+-- from on sale to held (move_tickets). The CHECKs refuse any overdraft.
 CREATE OR REPLACE FUNCTION ticket_allocation.apply_holds(
-    p_ticket_option_id uuid, p_hold_ids uuid[], p_user_ids uuid[], p_quantities integer[], p_ttls interval[])
+    p_hold_ids uuid[], p_requests api.ticket_request[], p_order_ids uuid[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-DECLARE
-    taken constant integer := (SELECT sum(q)::integer FROM unnest(p_quantities) AS q);
-    longest interval;  -- the option's max_hold_seconds
 BEGIN
-    IF coalesce(taken, 0) = 0 THEN
+    IF coalesce(cardinality(p_hold_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    UPDATE ticket_options SET remaining = remaining - taken, held = held + taken, updated_at = now()
-    WHERE id = p_ticket_option_id
-    RETURNING make_interval(secs => max_hold_seconds) INTO longest;
-    INSERT INTO holds (id, ticket_option_id, user_id, quantity, created_at, expires_at)
-    SELECT r.id, p_ticket_option_id, r.user_id, r.quantity, decision_clock(), decision_clock() + least(r.ttl, longest)
-    FROM unnest(p_hold_ids, p_user_ids, p_quantities, p_ttls) AS r (id, user_id, quantity, ttl);
+    PERFORM move_tickets(ARRAY(SELECT r.ticket_option_id FROM unnest(p_requests) AS r),
+                         ARRAY(SELECT r.quantity FROM unnest(p_requests) AS r),
+                         array_fill(0, ARRAY[cardinality(p_requests)]));
+    INSERT INTO holds (id, ticket_option_id, user_id, quantity, created_at, expires_at, order_id)
+    SELECT p_hold_ids[r.ordinality], r.ticket_option_id, r.user_id, r.quantity, decision_clock(),
+           decision_clock() + least(r.ttl, (SELECT make_interval(secs => o.max_hold_seconds)
+                                            FROM ticket_options o WHERE o.id = r.ticket_option_id)),
+           p_order_ids[r.ordinality]
+    FROM unnest(p_requests) WITH ORDINALITY AS r;
     PERFORM append_hold_events('hold.created', p_hold_ids);  -- sql/events.sql
 END;
 $$;
@@ -249,26 +497,24 @@ AS $$
     SELECT interval '10 minutes'
 $$;
 
--- api.hold_tickets_batch(p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[],
---                        p_ttls interval[] DEFAULT NULL, p_idempotency_keys text[] DEFAULT NULL,
---                        p_callers text[] DEFAULT NULL)
+-- api.hold_tickets_batch(p_requests api.ticket_request[], p_skip_locked boolean DEFAULT false)
 --     RETURNS SETOF api.hold_outcome
--- Decides many holds of one option in one call (the coalescer's), in
--- arrival order, exactly as purchase_tickets_batch decides purchases (its
--- three steps, the same rules: what is on sale, max_per_user counting
--- bought and held tickets, idempotency keys in a scope of their own): request
--- i holds p_quantities[i] tickets for p_user_ids[i] for p_ttls[i] (null:
--- default_hold_ttl(), as hold_tickets' default), or for the option's max_hold_seconds
--- when that is shorter. One row per request, in order: a
--- refusal or the hold. A key naming an earlier hold of the same request gets
--- that hold (as it is now) and holds nothing more.
--- Refusals: TA001 (null user, quantity outside 1..1000, ttl outside 1 s..1 day,
---           malformed key), TA003, TA005, TA006, TA007.
--- Errors (nothing is held): TA001 when the option id is null or the arrays
---         differ in length; TA002 when the option does not exist; TA008.
-CREATE OR REPLACE FUNCTION api.hold_tickets_batch(
-    p_ticket_option_id uuid, p_user_ids uuid[], p_quantities integer[], p_ttls interval[] DEFAULT NULL,
-    p_idempotency_keys text[] DEFAULT NULL, p_callers text[] DEFAULT NULL)
+-- Decides many holds in one call (the coalescer's), in arrival order (array
+-- order), exactly as purchase_tickets_batch decides purchases (the same
+-- steps and rules: what is on sale, every quota of the option,
+-- max_per_user counting bought and held tickets, idempotency keys in a scope
+-- of their own): request i holds its quantity of its option for its user
+-- for its ttl (null: default_hold_ttl(), hold_tickets' default), or for the
+-- option's max_hold_seconds when that is shorter. One row per
+-- request, in order: a refusal or the hold. A key naming an earlier hold of
+-- the same request gets that hold (as it is now) and holds nothing more.
+-- p_skip_locked: a request whose option another transaction holds is
+-- deferred, as in purchase_tickets_batch.
+-- Refusals: TA001 (null option or user, quantity outside 1..1000, ttl outside
+--           1 s..1 day, malformed key), TA002 (no such option), TA003, TA005,
+--           TA006, TA007, TA014 (a quota of the option has too few left).
+-- Errors (nothing is held): TA008.
+CREATE OR REPLACE FUNCTION api.hold_tickets_batch(p_requests api.ticket_request[], p_skip_locked boolean DEFAULT false)
 RETURNS SETOF api.hold_outcome
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -277,49 +523,43 @@ SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even 
 SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
-    requests constant integer := coalesce(cardinality(p_user_ids), 0);
-    ttls interval[] := '{}'::interval[];    -- by ordinal: its ttl, the default filled in
+    requested constant integer := coalesce(cardinality(p_requests), 0);
+    requests api.ticket_request[] := '{}'::api.ticket_request[];  -- by ordinal: the ttl default filled in
+    request api.ticket_request;
     refusals api.refusal[] := '{}'::api.refusal[];
     scopes text[] := '{}'::text[];
     asked jsonb[] := '{}'::jsonb[];
     hold_ids uuid[] := '{}'::uuid[];        -- by ordinal: the hold answering it, new or earlier
     granted integer[];                      -- the ordinals that hold now
+    deferred boolean[];                     -- by ordinal: its option was busy (p_skip_locked)
 BEGIN
     PERFORM assert_session_limits();
-    IF p_ticket_option_id IS NULL THEN
-        PERFORM raise_invalid_argument('ticket_option_id', 'must not be null');
-    END IF;
-    IF coalesce(cardinality(p_quantities), 0) <> requests
-       OR coalesce(cardinality(p_ttls), requests) <> requests
-       OR coalesce(cardinality(p_idempotency_keys), requests) <> requests
-       OR coalesce(cardinality(p_callers), requests) <> requests THEN
-        PERFORM raise_invalid_argument('requests', 'user ids, quantities, ttls, idempotency keys and callers must be arrays of one length');
-    END IF;
-    FOR i IN 1 .. requests LOOP
-        ttls[i] := coalesce(p_ttls[i], default_hold_ttl());
-        refusals[i] := coalesce(request_refusal(p_user_ids[i], p_quantities[i]), ttl_refusal(ttls[i]));
-        scopes[i] := hold_idempotency_scope(p_callers[i], p_ticket_option_id, p_user_ids[i]);
+    FOR i IN 1 .. requested LOOP
+        request := p_requests[i];
+        request.ttl := coalesce(request.ttl, default_hold_ttl());
+        requests[i] := request;
+        refusals[i] := coalesce(request_refusal(request), ttl_refusal(request.ttl));
+        scopes[i] := hold_idempotency_scope(request.caller, request.ticket_option_id, request.user_id);
         asked[i] := jsonb_build_object('hold_tickets', jsonb_build_object(
-            'ticket_option_id', p_ticket_option_id, 'user_id', p_user_ids[i], 'quantity', p_quantities[i],
-            'ttl', ttls[i]));
+            'ticket_option_id', request.ticket_option_id, 'user_id', request.user_id, 'quantity', request.quantity,
+            'ttl', request.ttl));
     END LOOP;
 
-    SELECT b.refusals, b.ids, b.granted INTO refusals, hold_ids, granted
-    FROM decide_batch(p_ticket_option_id, p_user_ids, p_quantities, scopes, p_idempotency_keys, asked, refusals) AS b;
+    SELECT b.refusals, b.ids, b.granted, b.deferred INTO refusals, hold_ids, granted, deferred
+    FROM decide_batch(requests, scopes, asked, refusals, p_skip_locked) AS b;
 
-    PERFORM apply_holds(p_ticket_option_id, array_agg(hold_ids[g]), array_agg(p_user_ids[g]),
-                        array_agg(p_quantities[g]), array_agg(ttls[g]))
+    PERFORM apply_holds(array_agg(hold_ids[g] ORDER BY g), array_agg(requests[g] ORDER BY g))
     FROM unnest(granted) AS g;
     PERFORM remember_idempotency_keys(
-        array_agg(scopes[g]), array_agg(p_idempotency_keys[g]), array_agg(asked[g]),
-        array_agg(NULL::uuid), array_agg(NULL::uuid), array_agg(hold_ids[g]))
+        array_agg(scopes[g]), array_agg((requests[g]).idempotency_key), array_agg(asked[g]), 'hold',
+        array_agg(hold_ids[g]))
     FROM unnest(granted) AS g
-    WHERE p_idempotency_keys[g] IS NOT NULL
+    WHERE (requests[g]).idempotency_key IS NOT NULL
     HAVING count(*) > 0;
 
     RETURN QUERY
-        SELECT o, refusals[o], hold_resource(hold_ids[o])
-        FROM generate_series(1, requests) AS o
+        SELECT o, refusals[o], hold_resource(hold_ids[o]), deferred[o]
+        FROM generate_series(1, requested) AS o
         ORDER BY o;
 END;
 $$;
@@ -334,7 +574,7 @@ $$;
 -- batch of one of hold_tickets_batch.
 -- Errors: TA001 (null argument, quantity outside 1..1000, ttl outside 1 s..1 day,
 --         malformed key), TA002 (no such option), TA003 (not enough on sale),
---         TA005, TA006 (keys), TA007 (max_per_user), TA008.
+--         TA005, TA006 (keys), TA007 (max_per_user), TA008, TA014 (a quota).
 CREATE OR REPLACE FUNCTION api.hold_tickets(
     p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_ttl interval DEFAULT api.default_hold_ttl(),
     p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
@@ -352,8 +592,8 @@ BEGIN
         PERFORM raise_refusal(ttl_refusal(p_ttl));  -- null is not "the default" here
     END IF;
     SELECT * INTO outcome
-    FROM hold_tickets_batch(p_ticket_option_id, ARRAY[p_user_id], ARRAY[p_quantity], ARRAY[p_ttl],
-                            ARRAY[p_idempotency_key], ARRAY[p_caller]);
+    FROM hold_tickets_batch(ARRAY[ROW(p_ticket_option_id, p_user_id, p_quantity, p_idempotency_key, p_caller,
+                                      p_ttl)::api.ticket_request]);
     IF (outcome.refusal).sqlstate IS NOT NULL THEN
         PERFORM raise_refusal(outcome.refusal);
     END IF;
@@ -363,7 +603,7 @@ $$;
 
 -- api.get_hold(p_id uuid) RETURNS api.hold
 -- Returns the hold, its status as of now. A hold past expires_at still
--- stored `held` is reclaimed first, under its option's lock (lock_option;
+-- stored `held` is reclaimed first, under its option's lock (lock_options;
 -- waits for a call deciding on the option now, at most lock_timeout), so
 -- that `expired`, once answered, is what every later decision finds.
 -- Errors: TA009 when no hold has that id.
@@ -384,7 +624,7 @@ BEGIN
     END IF;
     IF found_hold.status = 'expired' AND (SELECT status FROM holds WHERE id = p_id) = 'held' THEN
         PERFORM assert_session_limits();  -- it is about to lock
-        PERFORM lock_option(found_hold.ticket_option_id);  -- stores it expired, or finds it decided
+        PERFORM lock_options(ARRAY[found_hold.ticket_option_id]);  -- stores it expired, or finds it decided
         found_hold := hold_resource(p_id);
     END IF;
     RETURN found_hold;
@@ -392,25 +632,27 @@ END;
 $$;
 
 -- locked_hold(p_id uuid) RETURNS holds
--- Locks the hold's option (lock_option: its expired holds reclaimed, this
+-- Locks the hold's option (lock_options: its expired holds reclaimed, this
 -- one included), then the hold: the lock order of every change. Raises
--- TA009 when no hold has that id.
+-- TA009 when no hold has that id, TA022 when it is a line of an order
+-- (the order is confirmed or released as a whole).
 CREATE OR REPLACE FUNCTION ticket_allocation.locked_hold(p_id uuid)
 RETURNS ticket_allocation.holds
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
-    option_id uuid;
-    target holds;
+    found_hold holds;
 BEGIN
-    SELECT ticket_option_id INTO option_id FROM holds WHERE id = p_id;
+    SELECT * INTO found_hold FROM holds WHERE id = p_id;  -- its option and order never change
     IF NOT FOUND THEN
         PERFORM raise_refusal(hold_not_found(p_id));
+    ELSIF found_hold.order_id IS NOT NULL THEN
+        PERFORM raise_refusal(hold_of_order(p_id, found_hold.order_id));
     END IF;
-    PERFORM lock_option(option_id);
-    SELECT * INTO target FROM holds WHERE id = p_id FOR UPDATE;
-    RETURN target;
+    PERFORM lock_options(ARRAY[found_hold.ticket_option_id]);
+    SELECT * INTO found_hold FROM holds WHERE id = p_id FOR UPDATE;
+    RETURN found_hold;
 END;
 $$;
 
@@ -421,7 +663,8 @@ $$;
 -- confirmed hold returns its purchase (as it is now) with created false.
 -- For psql: SELECT (api.confirm_hold('...')).purchase.*;
 -- Errors: TA009 when no hold has that id; TA010 when it expired (even if
---         not reclaimed yet); TA011 when it was released; TA008.
+--         not reclaimed yet); TA011 when it was released; TA022 when it is a
+--         line of an order (confirm_order); TA008.
 CREATE OR REPLACE FUNCTION api.confirm_hold(p_id uuid)
 RETURNS api.hold_confirmation
 LANGUAGE plpgsql
@@ -442,11 +685,13 @@ BEGIN
         RETURN ROW(false, purchase_resource(target.purchase_id))::api.hold_confirmation;
     ELSIF target.status = 'released' THEN
         PERFORM raise_refusal(hold_released(p_id));
-    ELSIF target.status = 'expired' THEN  -- lock_option stored it so if it was past expires_at
+    ELSIF target.status = 'expired' THEN  -- lock_options stored it so if it was past expires_at
         PERFORM raise_refusal(hold_expired(p_id, target.expires_at));
     END IF;
-    PERFORM apply_purchases(target.ticket_option_id, ARRAY[new_purchase_id], ARRAY[target.user_id],
-                            ARRAY[target.quantity], p_from_held => true);
+    PERFORM apply_purchases(
+        ARRAY[new_purchase_id],
+        ARRAY[ROW(target.ticket_option_id, target.user_id, target.quantity, NULL, NULL, NULL)::api.ticket_request],
+        p_from_held => true);
     UPDATE holds SET status = 'confirmed', confirmed_at = decision_clock(), purchase_id = new_purchase_id
     WHERE id = p_id;
     -- Events: purchase.created (apply_purchases), hold.confirmed, then the option's sold_out if it is.
@@ -456,13 +701,57 @@ BEGIN
 END;
 $$;
 
+-- release_holds(p_hold_ids uuid[]) RETURNS void
+-- Under the locks of their options: THE place holds are released. Marks
+-- those of the holds still stored `held` released and puts their tickets
+-- back on sale (move_tickets, per option), with a hold.released event each.
+-- The others (confirmed, released, expired) are left as they are.
+CREATE OR REPLACE FUNCTION ticket_allocation.release_holds(p_hold_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    released_ids uuid[];
+    options uuid[];
+    quantities integer[];
+    freed record;
+BEGIN
+    WITH released AS (
+        UPDATE holds h SET status = 'released', released_at = decision_clock()
+        WHERE h.id = ANY (p_hold_ids) AND h.status = 'held'
+        RETURNING h.id, h.ticket_option_id, h.quantity
+    )
+    SELECT array_agg(r.id ORDER BY r.id), array_agg(r.ticket_option_id ORDER BY r.id),
+           array_agg(r.quantity ORDER BY r.id)
+    INTO released_ids, options, quantities
+    FROM released r;
+    IF released_ids IS NULL THEN
+        RETURN;
+    END IF;
+    FOR freed IN
+        SELECT u.option_id, sum(u.quantity)::integer AS tickets
+        FROM unnest(options, quantities) AS u (option_id, quantity)
+        GROUP BY u.option_id
+        ORDER BY u.option_id
+    LOOP
+        PERFORM move_tickets(freed.option_id, -freed.tickets, 0);
+    END LOOP;
+    -- In the callers' order (one hold, or an order's lines).
+    PERFORM append_hold_events('hold.released', array_agg(h ORDER BY n))
+    FROM unnest(p_hold_ids) WITH ORDINALITY AS u (h, n)
+    WHERE h = ANY (released_ids);
+END;
+$$;
+
 -- api.release_hold(p_id uuid) RETURNS api.hold_release
 -- Lets the hold go: marks it released and puts its tickets back on sale at
 -- once. `released` is true when this call released it; releasing a released
 -- or expired hold changes nothing and returns it with released false.
 -- For psql: SELECT released, (hold).status FROM api.release_hold('...');
 -- Errors: TA009 when no hold has that id; TA012 when it is confirmed (cancel
---         its purchase instead); TA008.
+--         its purchase instead); TA022 when it is a line of an order
+--         (release_order); TA008.
 CREATE OR REPLACE FUNCTION api.release_hold(p_id uuid)
 RETURNS api.hold_release
 LANGUAGE plpgsql
@@ -478,24 +767,57 @@ BEGIN
     target := locked_hold(p_id);
     IF target.status = 'confirmed' THEN
         PERFORM raise_refusal(hold_confirmed(p_id, target.purchase_id));
-    ELSIF target.status = 'held' THEN
-        UPDATE holds SET status = 'released', released_at = decision_clock() WHERE id = p_id;
-        UPDATE ticket_options
-        SET remaining = remaining + target.quantity, held = held - target.quantity, updated_at = now()
-        WHERE id = target.ticket_option_id;
-        PERFORM append_hold_events('hold.released', ARRAY[p_id]);
     END IF;
+    PERFORM release_holds(ARRAY[p_id]);
     RETURN ROW(target.status = 'held', hold_resource(p_id))::api.hold_release;
+END;
+$$;
+
+-- try_lock_for_sweep(p_ticket_option_id uuid) RETURNS boolean
+-- The sweeper's lock_options for one option: takes the option's lock, its
+-- quotas' and the locks of the orders of its expired holds, each set in id
+-- order, only if nobody holds any of them (SKIP LOCKED: it never waits, so
+-- it cannot deadlock, nor queue behind a stalled session), reading the
+-- decision clock once it has the option (plpgsql_check, taking no lock,
+-- finds it unset when it plans the lookup below). True when it got them all
+-- (reclaiming is the caller's); false leaves what it got locked until the end
+-- of the transaction, changing nothing.
+CREATE OR REPLACE FUNCTION ticket_allocation.try_lock_for_sweep(p_ticket_option_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    quota_ids uuid[];
+    order_ids uuid[];
+BEGIN
+    PERFORM 1 FROM ticket_options WHERE id = p_ticket_option_id FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM read_decision_clock();  -- the orders below, and the caller's reclaim, are decided by it
+    quota_ids := ARRAY(SELECT qo.quota_id FROM quota_options qo WHERE qo.ticket_option_id = p_ticket_option_id);
+    IF (SELECT count(*) FROM (SELECT 1 FROM quotas q WHERE q.id = ANY (quota_ids) ORDER BY q.id
+                              FOR NO KEY UPDATE SKIP LOCKED) AS got) < cardinality(quota_ids) THEN
+        RETURN false;
+    END IF;
+    order_ids := ARRAY(SELECT DISTINCT h.order_id FROM holds h
+                       WHERE h.ticket_option_id = p_ticket_option_id AND h.status = 'held'
+                         AND h.expires_at <= decision_clock()
+                         AND h.order_id IS NOT NULL);
+    RETURN (SELECT count(*) FROM (SELECT 1 FROM orders o WHERE o.id = ANY (order_ids) ORDER BY o.id
+                                  FOR NO KEY UPDATE SKIP LOCKED) AS got) = cardinality(order_ids);
 END;
 $$;
 
 -- api.release_expired_holds() RETURNS integer
 -- Admin (the service's sweeper; psql or pg_cron users may call it):
 -- reclaims the expired holds of the options of the (at most) 1,000 holds
--- that expired first, and returns how many holds it reclaimed. An option
--- locked by another call is skipped (try_lock_option: that call reclaims
--- it, and the sweeper never waits, so it cannot deadlock). Call again while it
--- returns more than 0. Errors: TA008.
+-- that expired first, and returns how many holds it reclaimed (expiring
+-- their orders too). An option whose lock, or a lock of its quotas or of
+-- its expiring orders, another call holds is skipped (try_lock_for_sweep:
+-- that call reclaims it, and the sweeper never waits, so it cannot
+-- deadlock). Call again while it returns more than 0. Errors: TA008.
 CREATE OR REPLACE FUNCTION api.release_expired_holds()
 RETURNS integer
 LANGUAGE plpgsql
@@ -506,7 +828,8 @@ SET enable_bitmapscan = off -- cached while the tables were small (README: Plan 
 AS $$
 DECLARE
     option_id uuid;
-    reclaimed integer := 0;
+    reclaimed record;
+    total integer := 0;
 BEGIN
     PERFORM assert_session_limits();
     FOR option_id IN
@@ -516,10 +839,12 @@ BEGIN
               ORDER BY h.expires_at
               LIMIT 1000) AS first_expired
     LOOP
-        IF try_lock_option(option_id) THEN
-            reclaimed := reclaimed + reclaim_expired_holds(option_id);
+        IF try_lock_for_sweep(option_id) THEN
+            reclaimed := reclaim_expired_holds(ARRAY[option_id]);
+            PERFORM expire_orders(reclaimed.order_ids);  -- locked by try_lock_for_sweep
+            total := total + reclaimed.holds;
         END IF;
     END LOOP;
-    RETURN reclaimed;
+    RETURN total;
 END;
 $$;

@@ -36,6 +36,18 @@ AS $$
     SELECT format('%s|hold|%s|%s', p_caller, p_ticket_option_id, p_user_id)
 $$;
 
+-- order_idempotency_scope(p_caller text, p_user_id uuid) RETURNS text
+-- The scope of an order's key: the caller and the user it orders for (an
+-- order names many options), its own, apart from purchases' and holds'.
+CREATE OR REPLACE FUNCTION ticket_allocation.order_idempotency_scope(p_caller text, p_user_id uuid)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT format('%s|order|%s', p_caller, p_user_id)
+$$;
+
 -- api.idempotency_key_ttl() RETURNS interval
 -- How long a key is remembered: ticket_allocation.settings, which only the
 -- owner changes (UPDATE ticket_allocation.settings SET idempotency_key_ttl = '48 hours'),
@@ -89,29 +101,30 @@ BEGIN
 END;
 $$;
 
--- remember_idempotency_keys(p_scopes text[], p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[],
---                           p_purchase_ids uuid[], p_hold_ids uuid[] DEFAULT NULL)
+-- remember_idempotency_keys(p_scopes text[], p_keys text[], p_requests jsonb[], p_outcome text, p_ids uuid[])
 --     RETURNS void
--- Records, for each key of its scope, the outcome of its request (one of the three ids, the
--- others null) until now() + idempotency_key_ttl(). Call after
--- claim_idempotency_key in the same transaction; expired entries are replaced.
+-- Records, for each key of its scope, the outcome of its request: p_ids[i],
+-- a ticket option, purchase, hold or order as p_outcome says, until
+-- now() + idempotency_key_ttl(). Call after claim_idempotency_key in the
+-- same transaction; expired entries are replaced.
 CREATE OR REPLACE FUNCTION ticket_allocation.remember_idempotency_keys(
-    p_scopes text[], p_keys text[], p_requests jsonb[], p_ticket_option_ids uuid[], p_purchase_ids uuid[],
-    p_hold_ids uuid[] DEFAULT NULL)
+    p_scopes text[], p_keys text[], p_requests jsonb[], p_outcome text, p_ids uuid[])
 RETURNS void
 LANGUAGE sql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, purchase_id, hold_id, expires_at)
-    SELECT k.scope, k.key, k.request, k.ticket_option_id, k.purchase_id, k.hold_id, now() + idempotency_key_ttl()
-    FROM unnest(p_scopes, p_keys, p_requests, p_ticket_option_ids, p_purchase_ids,
-                coalesce(p_hold_ids, array_fill(NULL::uuid, ARRAY[cardinality(p_scopes)])))
-         AS k (scope, key, request, ticket_option_id, purchase_id, hold_id)
+    INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, purchase_id, hold_id, order_id, expires_at)
+    SELECT k.scope, k.key, k.request,
+           CASE p_outcome WHEN 'ticket_option' THEN k.id END, CASE p_outcome WHEN 'purchase' THEN k.id END,
+           CASE p_outcome WHEN 'hold' THEN k.id END, CASE p_outcome WHEN 'order' THEN k.id END,
+           now() + idempotency_key_ttl()
+    FROM unnest(p_scopes, p_keys, p_requests, p_ids) AS k (scope, key, request, id)
     ON CONFLICT (scope, key) DO UPDATE
     SET request = EXCLUDED.request,
         ticket_option_id = EXCLUDED.ticket_option_id,
         purchase_id = EXCLUDED.purchase_id,
         hold_id = EXCLUDED.hold_id,
+        order_id = EXCLUDED.order_id,
         created_at = EXCLUDED.created_at,
         expires_at = EXCLUDED.expires_at
 $$;

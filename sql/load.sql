@@ -13,8 +13,10 @@
 \ir idempotency.sql
 \ir events.sql
 \ir holds.sql
+\ir quotas.sql
 \ir ticket_options.sql
 \ir purchases.sql
+\ir orders.sql
 \ir webhooks.sql
 \ir consistency.sql
 \ir migrations_applied.sql

@@ -33,6 +33,11 @@ GRANT EXECUTE ON FUNCTION api.hold_tickets_batch TO ticket_allocation_api, ticke
 GRANT EXECUTE ON FUNCTION api.get_hold TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.confirm_hold TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.release_hold TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.place_order TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.place_orders_batch TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.get_order TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.confirm_order TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.release_order TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.idempotency_key_ttl TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.applied_migrations TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 
@@ -53,3 +58,7 @@ GRANT EXECUTE ON FUNCTION api.finish_webhook_attempt TO ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.webhook_lag TO ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.release_expired_holds TO ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.end_overlong_transactions TO ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.create_quota TO ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.get_quota TO ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.update_quota TO ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.cancel_order TO ticket_allocation_admin;

@@ -4,7 +4,8 @@
 -- ticket_option_resource(p_option ticket_options) RETURNS api.ticket_option
 -- The option as callers see it: its public fields only, as of clock(): the
 -- tickets of holds past expires_at are on sale, not held, even before
--- anything reclaims them (sql/holds.sql).
+-- anything reclaims them (sql/holds.sql); with the quotas it is in and what
+-- one purchase could get now (option_available, sql/quotas.sql).
 CREATE OR REPLACE FUNCTION ticket_allocation.ticket_option_resource(p_option ticket_allocation.ticket_options)
 RETURNS api.ticket_option
 LANGUAGE sql
@@ -13,7 +14,8 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT ROW(p_option.id, p_option.name, p_option."desc", p_option.remaining + expired.tickets, p_option.sold,
                p_option.total, p_option.max_per_user, p_option.created_at,
-               p_option.held - expired.tickets, p_option.max_hold_seconds)::api.ticket_option
+               p_option.held - expired.tickets, p_option.max_hold_seconds, option_quota_ids(p_option.id),
+               option_available(p_option.id, p_option.remaining + expired.tickets))::api.ticket_option
     FROM (SELECT expired_unreclaimed(p_option.id) AS tickets) AS expired
 $$;
 
@@ -99,7 +101,8 @@ BEGIN
         RETURNING * INTO created;
     END IF;
     IF p_idempotency_key IS NOT NULL THEN
-        PERFORM remember_idempotency_keys(ARRAY[scope], ARRAY[p_idempotency_key], ARRAY[request], ARRAY[created.id], ARRAY[NULL::uuid]);
+        PERFORM remember_idempotency_keys(ARRAY[scope], ARRAY[p_idempotency_key], ARRAY[request], 'ticket_option',
+                                          ARRAY[created.id]);
     END IF;
     -- Event (sql/events.sql).
     PERFORM append_ticket_option_events('ticket_option.created', ticket_option_resource(created));
@@ -110,7 +113,9 @@ $$;
 -- api.get_ticket_option(p_id uuid) RETURNS api.ticket_option
 -- Returns the ticket option: `remaining` is what is still on sale, `held`
 -- what unexpired holds set aside, `sold` what active purchases hold, `total`
--- the allocation (remaining + held + sold).
+-- the allocation (remaining + held + sold); `quota_ids` the quotas it is in,
+-- `available` the most one purchase could get now (remaining, bounded by
+-- what each of its quotas has left).
 -- Errors: TA002 when no ticket option has that id.
 CREATE OR REPLACE FUNCTION api.get_ticket_option(p_id uuid)
 RETURNS api.ticket_option

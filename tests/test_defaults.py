@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from service.config import PROJECT_ROOT
+from tests.sql.helpers import ticket_requests
 
 OPENAPI = yaml.safe_load((PROJECT_ROOT / "service" / "openapi.yaml").read_text())
 README = (PROJECT_ROOT / "README.md").read_text()
@@ -58,8 +59,8 @@ async def test_the_hold_ttl_default_is_default_hold_ttl_everywhere(conn):
     assert ttl.total_seconds() == openapi_default("body", "ttl_seconds")
     option = await conn.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10, NULL, NULL, NULL, 86400)")
     single = await conn.fetchrow("SELECT * FROM hold_tickets($1, $2, 1)", option["id"], uuid.uuid4())
-    (batched,) = await conn.fetch("SELECT (hold).* FROM hold_tickets_batch($1, $2, '{1}', '{NULL}')",
-                                  option["id"], [uuid.uuid4()])
+    (batched,) = await conn.fetch("SELECT (hold).* FROM hold_tickets_batch($1)",
+                                  ticket_requests(option["id"], [uuid.uuid4()], [1]))  # its ttl null
     assert single["expires_at"] - single["created_at"] == ttl == batched["expires_at"] - batched["created_at"]
     spelled = await conn.fetch(
         """SELECT p.proname FROM pg_proc p

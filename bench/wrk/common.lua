@@ -9,8 +9,9 @@
 -- them up with thread:get and prints one line "BENCH_JSON {...}" for run.py.
 
 local threads = {}
--- held, confirmed: counted by checkout.lua only (0 for the purchase workloads).
-local counters = {"s200", "s201", "s404", "s409", "s503", "s2xx", "s3xx", "s4xx", "s5xx", "other", "held", "confirmed"}
+-- held, confirmed: counted by checkout.lua only, ordered by orders.lua only (0 for the purchase workloads).
+local counters = {"s200", "s201", "s404", "s409", "s503", "s2xx", "s3xx", "s4xx", "s5xx", "other", "held", "confirmed",
+                  "ordered"}
 
 function setup(thread)
    thread:set("tid", #threads + 1)

@@ -1,13 +1,16 @@
-"""Purchases of one option that arrive while a call is in flight go as one batch."""
+"""Purchases that arrive while a call is in flight go as one batch, whatever their options; a locked
+option's requests wait in calls of their own."""
 
 import asyncio
+import random
 import uuid
+from collections import Counter
 
 import asyncpg
 import pytest
 
 from service import coalescing
-from service.db import PURCHASES
+from service.db import HOLDS, PURCHASES
 
 from .helpers import HeldOptionLock, assert_problem, create_option
 
@@ -27,8 +30,8 @@ async def wait_until(condition, timeout=30):
 
 
 def queued(client, option_id):
-    """How many purchases wait in the app for the option's call in flight (test-only peek)."""
-    return len(client.app[PURCHASES]._waiting.get(uuid.UUID(option_id), ())) if client.app else 0
+    """How many purchases of the option wait in the app for a call in flight."""
+    return client.app[PURCHASES].waiting_for(uuid.UUID(str(option_id))) if client.app else 0
 
 
 async def post_purchase(client, option_id, quantity, user_id=None, key=None):
@@ -180,8 +183,10 @@ async def test_a_full_queue_sheds_purchases_at_once_with_503(client, database_ur
     metrics = await (await client.get("/metrics")).text()
     assert any(line.startswith("ticket_allocation_purchases_shed_total{") and line.endswith(" 1.0")
                for line in metrics.splitlines())
-    assert any(line.startswith("ticket_allocation_purchase_batch_size_count{") and line.endswith(" 2.0")
-               for line in metrics.splitlines())  # the leader's call, then the three queued as one
+    # The leader's lane call (deferred: the option was locked), its call that waited for the lock,
+    # then the three queued behind it as one.
+    assert any(line.startswith("ticket_allocation_purchase_batch_size_count{") and line.endswith(" 3.0")
+               for line in metrics.splitlines())
 
 
 async def test_a_whole_batch_refusal_is_counted_as_a_refusal(client):
@@ -190,3 +195,126 @@ async def test_a_whole_batch_refusal_is_counted_as_a_refusal(client):
     metrics = await (await client.get("/metrics")).text()
     assert any(line.startswith('ticket_allocation_purchases_refused_total{reason="ticket-option-not-found"')
                and line.endswith(" 1.0") for line in metrics.splitlines())
+
+
+class StalledCalls(HeldOptionLock):
+    """Another session holding a SHARE lock on the tickets table: every purchase call stalls at its
+    INSERT of tickets, its options' locks taken, as a slow transaction would (the options' rows
+    stay free)."""
+
+    def __init__(self, database_url):
+        self.database_url = database_url
+
+    async def __aenter__(self):
+        self.conn = await asyncpg.connect(self.database_url)
+        self.transaction = self.conn.transaction()
+        await self.transaction.start()
+        await self.conn.execute("LOCK TABLE ticket_allocation.tickets IN SHARE MODE")
+        return self
+
+
+def batches(metrics: str, kind: str = "purchase") -> tuple[int, int]:
+    """(calls, requests) of the purchase (or hold) batch-size histogram."""
+    values = {}
+    for line in metrics.splitlines():
+        for field in ("count", "sum"):
+            if line.startswith(f"ticket_allocation_{kind}_batch_size_{field}{{"):
+                values[field] = int(float(line.rsplit(" ", 1)[1]))
+    return values.get("count", 0), values.get("sum", 0)
+
+
+async def options_in_lanes(client, allocation, per_lane):
+    """{lane: [option ids]} with at least per_lane options in every lane of the purchase coalescer."""
+    coalescer = client.app[PURCHASES]
+    lanes: dict[int, list[uuid.UUID]] = {}
+    while len(lanes) < coalescing.LANES or min(map(len, lanes.values())) < per_lane:
+        option_id = uuid.UUID((await create_option(client, allocation))["id"])
+        lanes.setdefault(coalescer.lane_of((option_id,)), []).append(option_id)
+    return lanes
+
+
+async def test_purchases_of_many_options_go_in_one_call(client, database_url, books):
+    coalescer = client.app[PURCHASES]
+    lanes = await options_in_lanes(client, 10, per_lane=12)
+    leaders = [options[0] for options in lanes.values()]
+    followers = [option for options in lanes.values() for option in options[1:]]
+    async with StalledCalls(database_url) as stalled:
+        leading = [asyncio.create_task(post_purchase(client, option, 1)) for option in leaders]
+
+        async def lanes_busy():
+            return await stalled.blocked_calls() == len(leaders)
+        await wait_until(lanes_busy)
+        following = [asyncio.create_task(post_purchase(client, option, 2)) for option in followers]
+
+        async def all_waiting():
+            return coalescer.queue_depth() == len(followers)
+        await wait_until(all_waiting)
+    assert [status for status, _, _ in await asyncio.gather(*leading, *following)] == [201] * (len(leaders) + len(followers))
+    # Per lane: its leader's call, then one call for every option waiting in it.
+    assert batches(await (await client.get("/metrics")).text()) == (2 * len(lanes), len(leaders) + len(followers))
+    assert await calls_made(database_url) == 2 * len(lanes)
+    for option in followers:
+        assert await books(option) == {"remaining": 8, "sold": 2, "total": 10}
+
+
+async def test_a_locked_option_delays_the_others_of_its_batch_by_no_more_than_that_batch(client, database_url):
+    coalescer = client.app[PURCHASES]
+    leader, locked, free = next(options for options in (await options_in_lanes(client, 10, per_lane=3)).values())[:3]
+    async with HeldOptionLock(database_url, locked) as psql_session:
+        async with StalledCalls(database_url) as stalled:  # the lane's call in flight, for as long as needed
+            leading = asyncio.create_task(post_purchase(client, leader, 1))
+
+            async def leader_in_flight():
+                return await stalled.blocked_calls() == 1
+            await wait_until(leader_in_flight)
+            buy_locked = asyncio.create_task(post_purchase(client, locked, 1))
+
+            async def locked_waiting():
+                return queued(client, locked) == 1
+            await wait_until(locked_waiting)
+            buy_free = asyncio.create_task(post_purchase(client, free, 1))
+
+            async def free_waiting():
+                return queued(client, free) == 1
+            await wait_until(free_waiting)
+        # The lane's next call takes both; the locked option's purchase is deferred, the other bought.
+        assert (await asyncio.wait_for(buy_free, timeout=10))[0] == 201
+        assert (await leading)[0] == 201
+        assert not buy_locked.done()
+
+        async def waiting_for_the_lock():
+            return await psql_session.blocked_calls() == 1
+        await wait_until(waiting_for_the_lock)  # in a call of its own, as purchase_tickets would
+        assert not buy_locked.done()
+    assert (await buy_locked)[0] == 201
+    # The leader's call, the call of both, the locked option's own call.
+    assert batches(await (await client.get("/metrics")).text()) == (3, 4)
+
+
+async def test_concurrent_purchases_and_holds_over_many_options_each_get_their_answer(client, books):
+    """300 requests at once over 50 options of 5 tickets, 6 requests each (4 purchases, 2 holds):
+    on every option exactly 5 get theirs and one is refused, whatever batch each went in."""
+    options = [(await create_option(client, 5))["id"] for _ in range(50)]
+    requests = [(option, kind) for option in options for kind in ("purchase",) * 4 + ("hold",) * 2]
+    random.Random(19).shuffle(requests)
+
+    async def send(option, kind):
+        response = await client.post(f"/ticket_options/{option}/{kind}s",
+                                     json={"quantity": 1, "user_id": str(uuid.uuid4())})
+        body = await response.json()
+        return option, kind, response.status, body.get("type") or body["quantity"]
+
+    answers = await asyncio.gather(*(send(option, kind) for option, kind in requests))
+    assert Counter((option, status) for option, _, status, _ in answers) == Counter(
+        {**{(option, 201): 5 for option in options}, **{(option, 409): 1 for option in options}})
+    assert {answer for _, _, status, answer in answers if status == 409} == {"/problems/insufficient-tickets"}
+    for option in options:
+        bought = sum(1 for o, kind, status, _ in answers if o == option and kind == "purchase" and status == 201)
+        assert await books(option) == {"remaining": 0, "sold": bought, "total": 5}  # check_consistency() too
+    metrics = await (await client.get("/metrics")).text()
+    purchase_calls, purchases = batches(metrics)
+    hold_calls, holds = batches(metrics, "hold")
+    # A request is counted again when it was deferred (the hold coalescer had its option locked,
+    # or the other way round) and went on in a call of its own.
+    assert purchases >= 200 and holds >= 100
+    assert purchase_calls + hold_calls < 300

@@ -30,8 +30,8 @@ async def test_a_page_of_big_events_stays_small(client, conn):
     """30 purchases of 1,000 tickets: limit=1000 pages of at most the budget and one event."""
     budget = await conn.fetchval("SELECT events_page_byte_budget()")
     option = await create_option(client, allocation=30_000)
-    await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)",
-                     uuid.UUID(option["id"]), [uuid.uuid4() for _ in range(30)], [1000] * 30)
+    await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                     [(uuid.UUID(option["id"]), uuid.uuid4(), 1000, None, None, None) for _ in range(30)])
     cursor, seen, largest = "0-0", [], 0
     for _ in range(10):  # bounded
         response = await client.get("/events", params={"after": cursor, "limit": "1000"})

@@ -33,7 +33,7 @@ async def test_hold_then_confirm(client):
     assert response.headers["Location"] == f"/holds/{held['id']}"
     assert held["status"] == "held" and held["purchase_id"] is None and held["quantity"] == 3
     assert set(held) == {"id", "ticket_option_id", "user_id", "quantity", "status", "expires_at", "created_at",
-                         "purchase_id"}
+                         "purchase_id", "order_id"}
     seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
     assert (seen["allocation"], seen["held"], seen["sold"]) == (7, 3, 0)
 

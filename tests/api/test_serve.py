@@ -71,7 +71,7 @@ def test_embedded_database_starts_stops_and_keeps_its_data(tmp_path):
 
     second = Server(env, tmp_path / "second.log")
     try:
-        assert request(second.port, "GET", f"/ticket_options/{option['id']}") == (200, {**option, "allocation": 3, "sold": 2})
+        assert request(second.port, "GET", f"/ticket_options/{option['id']}") == (200, {**option, "allocation": 3, "sold": 2, "available": 3})
     finally:
         assert second.stop() == 0
     assert not (pgdata / "postmaster.pid").exists()

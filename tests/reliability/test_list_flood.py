@@ -53,8 +53,8 @@ def test_a_flood_of_list_reads_leaves_buyers_their_throughput(databases, tmp_pat
         _, listed = request(server.port, "POST", "/ticket_options", {"name": "Big", "allocation": BIG_PURCHASES * 1000})
         _, bought = request(server.port, "POST", "/ticket_options", {"name": "Other", "allocation": 1_000_000})
         with psycopg.connect(owner) as conn:  # the big purchases, fast: straight through the SQL API
-            conn.execute("SELECT purchase_tickets_batch(%s, array_agg(gen_random_uuid()), array_agg(1000)) "
-                         "FROM generate_series(1, %s)", (listed["id"], BIG_PURCHASES))
+            conn.execute("SELECT purchase_tickets_batch(array_agg(ROW(%s, gen_random_uuid(), 1000, NULL, NULL, NULL)"
+                         "::ticket_request)) FROM generate_series(1, %s)", (listed["id"], BIG_PURCHASES))
 
         alone = asyncio.run(buy_for(server.port, bought["id"], SECONDS))
 

@@ -11,7 +11,7 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 
 from ..people import USER_ID
-from .helpers import create_option, purchase
+from .helpers import create_option, purchase, ticket_requests
 
 
 async def feed(conn, cursor=None, limit=1000, types=None):
@@ -70,7 +70,8 @@ async def test_a_rolled_back_change_leaves_no_event(conn):
 async def test_a_batch_writes_one_event_per_purchase_in_order(conn):
     option_id = await create_option(conn, 10)
     users = [uuid.uuid4() for _ in range(5)]
-    await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", option_id, users, [2, 2, 20, 2, 2])
+    await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                     ticket_requests(option_id, users, [2, 2, 20, 2, 2]))
     events = [e for e in await feed(conn) if e["type"] == "purchase.created"]
     assert [uuid.UUID(json.loads(e["data"])["user_id"]) for e in events] == [users[0], users[1], users[3], users[4]]
 
@@ -122,8 +123,8 @@ async def test_a_page_stops_at_its_byte_budget(conn):
     at the event that brings it to the budget, and the next pages carry on, none skipped."""
     budget = await conn.fetchval("SELECT events_page_byte_budget()")
     option_id = await create_option(conn, 40_000)
-    await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)",
-                     option_id, [uuid.uuid4() for _ in range(40)], [1000] * 40)
+    await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                     ticket_requests(option_id, [uuid.uuid4() for _ in range(40)], [1000] * 40))
     pages, cursor = [], None
     for _ in range(20):  # bounded: about 26 events a page
         page = await feed(conn, cursor, limit=1000)
@@ -146,8 +147,8 @@ async def test_a_page_stops_at_its_byte_budget(conn):
 
 async def test_events_written_before_their_size_was_kept_are_measured_as_read(conn):
     option_id = await create_option(conn, 40_000)
-    await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)",
-                     option_id, [uuid.uuid4() for _ in range(40)], [1000] * 40)
+    await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                     ticket_requests(option_id, [uuid.uuid4() for _ in range(40)], [1000] * 40))
     await conn.execute("UPDATE events SET data_bytes = NULL")  # as rows from before migration 0015
     budget = await conn.fetchval("SELECT events_page_byte_budget()")
     page = await feed(conn, limit=1000)

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from ..people import USER_ID as USER
-from .helpers import create_option, purchase
+from .helpers import create_option, purchase, ticket_requests
 
 
 async def hold(conn, option_id, quantity, user_id=USER, ttl="10 minutes", key=None):
@@ -178,8 +178,9 @@ async def test_a_batch_decides_in_order_and_repeats_keys(conn):
     users = [uuid.uuid4() for _ in range(3)]
     users += [users[0], users[0]]
     rows = await conn.fetch(
-        "SELECT * FROM hold_tickets_batch($1, $2, $3, $4, $5)", option_id, users, [3, 3, 2, 3, 1],
-        [None, None, timedelta(minutes=1), None, None], ["a", None, None, "a", "a"])
+        "SELECT * FROM hold_tickets_batch($1::ticket_request[])",
+        ticket_requests(option_id, users, [3, 3, 2, 3, 1], keys=["a", None, None, "a", "a"],
+                        ttls=[None, None, timedelta(minutes=1), None, None]))
     assert [r["refusal"] and r["refusal"]["sqlstate"] for r in rows] == [None, "TA003", None, None, "TA005"]
     assert rows[3]["hold"]["id"] == rows[0]["hold"]["id"]
     assert rows[2]["hold"]["expires_at"] - rows[2]["hold"]["created_at"] == timedelta(minutes=1)
@@ -378,7 +379,8 @@ async def test_max_hold_seconds_caps_every_hold_of_the_option(conn):
         "SELECT id FROM create_ticket_option('Gig', '', 100, p_max_hold_seconds => 60)")
     assert (await option(conn, option_id))["max_hold_seconds"] == 60
     asked_more = await hold(conn, option_id, 1, ttl="1 day")
-    by_default = await conn.fetchrow("SELECT * FROM hold_tickets_batch($1, ARRAY[$2::uuid], ARRAY[1])", option_id, USER)
+    by_default = await conn.fetchrow("SELECT * FROM hold_tickets_batch($1::ticket_request[])",
+                                     ticket_requests(option_id, [USER], [1]))
     shorter = await hold(conn, option_id, 1, ttl="30 seconds")
     lifetime = "SELECT expires_at - created_at FROM holds WHERE id = $1"
     assert await conn.fetchval(lifetime, asked_more["id"]) == timedelta(seconds=60)

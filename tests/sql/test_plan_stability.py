@@ -28,6 +28,7 @@ than any budget, so a scan that grows with it cannot stay under.
 import hashlib
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from dataclasses import dataclass
 
 import asyncpg
@@ -41,7 +42,7 @@ from .history import NO_AUTOVACUUM_SQL, PURCHASES, USERS, YOUNG, history_sql
 CALLS = 10
 WARM_UP = 6  # calls that cache a statement's plan: in auto mode the 6th may switch to the generic plan
 MODES = ("auto", "force_generic_plan", "force_custom_plan")
-GROWING = ("purchases", "tickets", "idempotency_keys", "holds", "events", "webhook_attempts")
+GROWING = ("purchases", "tickets", "idempotency_keys", "holds", "events", "webhook_attempts", "orders", "order_lines")
 BATCH_SIZES = (1, 2, 50, 256)
 
 COUNTERS = """
@@ -75,23 +76,26 @@ class Call:
         return self.args(attempt) if callable(self.args) else self.args
 
 
-def batch(option_id, size, keyed, quantity=1):
-    def args(attempt):
-        # Half are users with a history (other ones at each attempt), half new.
-        users = [seeded("user", (attempt * 500 + n) % USERS) if n % 2 else uuid.uuid4() for n in range(size)]
-        keys = [f"plan-{uuid.uuid4()}" for _ in range(size)] if keyed else None
-        return option_id, users, [quantity] * size, keys
-    return Call(f"batch of {size}{' keyed' if keyed else ''}",
-                "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)", args, size * quantity)
+def requests(option_ids, size, keyed, quantity, attempt):
+    """api.ticket_request[] of `size` requests over option_ids in turn. Half are users with a history
+    (other ones at each attempt), half new."""
+    return [(option_ids[n % len(option_ids)],
+             seeded("user", (attempt * 500 + n) % USERS) if n % 2 else uuid.uuid4(), quantity,
+             f"plan-{uuid.uuid4()}" if keyed else None, None, None) for n in range(size)]
 
 
-def hold_batch(option_id, size, keyed):
-    def args(attempt):
-        users = [seeded("user", (attempt * 500 + n) % USERS) if n % 2 else uuid.uuid4() for n in range(size)]
-        keys = [f"plan-{uuid.uuid4()}" for _ in range(size)] if keyed else None
-        return option_id, users, [1] * size, None, keys
-    return Call(f"hold batch of {size}{' keyed' if keyed else ''}",
-                "SELECT * FROM hold_tickets_batch($1, $2, $3, $4, $5)", args, size)
+def batch(option_ids, size, keyed, quantity=1, skip_locked=False):
+    return Call(f"{'skip-locked ' if skip_locked else ''}batch of {size}{' keyed' if keyed else ''} "
+                f"over {len(option_ids)} options",
+                "SELECT * FROM purchase_tickets_batch($1::ticket_request[], p_skip_locked => $2)",
+                lambda attempt: (requests(option_ids, size, keyed, quantity, attempt), skip_locked), size * quantity)
+
+
+def hold_batch(option_ids, size, keyed, skip_locked=False):
+    return Call(f"{'skip-locked ' if skip_locked else ''}hold batch of {size}{' keyed' if keyed else ''} "
+                f"over {len(option_ids)} options",
+                "SELECT * FROM hold_tickets_batch($1::ticket_request[], p_skip_locked => $2)",
+                lambda attempt: (requests(option_ids, size, keyed, 1, attempt), skip_locked), size)
 
 
 def seeded_hold(i) -> uuid.UUID:
@@ -102,7 +106,9 @@ def hold_calls(hot_option: uuid.UUID) -> list[Call]:
     """Holds: made on the hot option (whose history holds many), confirmed, released, read, swept.
     The history's live holds (i % 4000 = 7, 49 of them) are confirmed, one each attempt, or released."""
     return [
-        *(hold_batch(hot_option, size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
+        *(hold_batch([hot_option], size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
+        hold_batch([hot_option, seeded("option", 3), seeded("option", 4)], 50, True),
+        hold_batch([hot_option, seeded("option", 3), seeded("option", 4)], 50, True, skip_locked=True),
         Call("hold", "SELECT * FROM hold_tickets($1, $2, $3)",
              lambda attempt: (hot_option, seeded("user", 2 * attempt), 1), 1),
         Call("keyed hold", "SELECT * FROM hold_tickets($1, $2, $3, '5 minutes', $4)",
@@ -130,8 +136,12 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
     page = "SELECT * FROM list_purchases($1, $2, $3, $4, $5)"
     cursor = f"(SELECT created_at FROM purchases WHERE id = '{middle}')"
     return [
-        *(batch(hot_option, size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
-        batch(cold_option, 50, True, quantity=3),
+        *(batch([hot_option], size, keyed) for size in BATCH_SIZES for keyed in (False, True)),
+        batch([cold_option], 50, True, quantity=3),
+        batch([seeded("option", 4), hot_option, cold_option], 50, False),
+        # The coalescer's: over many options (the hot one in two quotas), locks skipped when taken.
+        batch([hot_option, *(seeded("option", n) for n in range(1, 20))], 64, False, skip_locked=True),
+        batch([hot_option, *(seeded("option", n) for n in range(1, 8))], 32, True, skip_locked=True),
         # A user with a history, another one each time (the per-user sum reads the
         # user's purchases of the option: what one user bought, not what was sold).
         Call("purchase", "SELECT * FROM purchase_tickets($1, $2, $3)",
@@ -139,9 +149,9 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
         Call("keyed purchase", "SELECT * FROM purchase_tickets($1, $2, $3, $4)",
              lambda attempt: (hot_option, seeded("user", 2 * attempt + 1), 1, f"plan-{uuid.uuid4()}"), 1),
         Call("replayed purchase", "SELECT * FROM purchase_tickets($1, $2, $3, $4)",
-             (seeded("option", 6), seeded("user", 5), 1, "key-5"), 1),
-        Call("whole batch refused", "SELECT count(*) FROM purchase_tickets_batch($1, $2, $3)",
-             (None, [hot_user], [1]), 1),
+             (seeded("option", 6), seeded("user", 2), 1, "key-5"), 1),  # purchase 5's key: user 5 / 2
+        Call("batch refused", "SELECT count(*) FROM purchase_tickets_batch($1::ticket_request[])",
+             ([(None, hot_user, 1, None, None, None), (uuid.uuid4(), hot_user, 1, None, None, None)],), 1),
         Call("get purchase", "SELECT * FROM get_purchase($1)", (active,), 2),
         Call("get cancelled purchase", "SELECT * FROM get_purchase($1)", (cancelled,), 2),
         Call("cancel purchase", "SELECT * FROM cancel_purchase($1)",
@@ -164,7 +174,68 @@ def api_calls(hot_option: uuid.UUID) -> list[Call]:
         Call("purge a chunk", "SELECT purge_expired_idempotency_keys(100)", (), 100),
         Call("watchdog", "SELECT * FROM end_overlong_transactions()", (), 0),  # pg_stat_activity, no table
         *hold_calls(hot_option),
+        *order_calls(hot_option),
+        *quota_calls(hot_option),
         *event_calls(),
+    ]
+
+
+def seeded_order(k) -> uuid.UUID:
+    """Order k of the history: purchases 2k and 2k+1 (sql history.py); held orders are 'horder' || i."""
+    return seeded("order", k)
+
+
+def order_calls(hot_option: uuid.UUID) -> list[Call]:
+    """Orders over the hot option (in two quotas) and others: placed, read, confirmed, released,
+    cancelled. The history's live held orders (i % 4000 = 15, 50 of them) are confirmed or released,
+    one each attempt; its bought orders (200,000 lines) are cancelled, one each attempt."""
+    lines = [(hot_option, 1), (seeded("option", 2), 1), (seeded("option", 4), 1)]
+    place = "SELECT * FROM place_order($1, $2::order_line[], $3::interval, $4)"
+    return [
+        Call("order of 3 lines", place, lambda attempt: (seeded("user", 2 * attempt), lines, None, None), 3),
+        Call("held order of 3 lines", place,
+             lambda attempt: (seeded("user", 2 * attempt + 1), lines, timedelta(minutes=10), None), 3),
+        Call("keyed order of 19 lines", place,
+             lambda attempt: (uuid.uuid4(), [(seeded("option", 1 + n % 19), 1) for n in range(19)], None,
+                              f"plan-{uuid.uuid4()}"), 19),
+        Call("replayed order", place, (seeded("user", 3), lines, None, "plan-order"), 3),
+        *(Call(f"{'skip-locked ' if skip_locked else ''}batch of {size} orders",
+               "SELECT * FROM place_orders_batch($1::order_request[], p_skip_locked => $2)",
+               lambda attempt, size=size, skip_locked=skip_locked: (
+                   [(seeded("user", (attempt * 500 + n) % USERS) if n % 2 else uuid.uuid4(),
+                     lines, timedelta(minutes=5) if n % 3 == 0 else None,
+                     f"plan-{uuid.uuid4()}" if n % 4 == 0 else None, None)
+                    for n in range(size)], skip_locked), 3 * size)
+          for size, skip_locked in ((1, False), (2, False), (50, False), (50, True))),
+        Call("refused order", place, (seeded("user", 4), [(hot_option, 1), (uuid.uuid4(), 1)], None, None), 2),
+        Call("get order", "SELECT * FROM get_order($1)", (seeded_order(5),), 4),
+        Call("get held order", "SELECT * FROM get_order($1)", (seeded("horder", 4015),), 2),
+        Call("get expired order", "SELECT * FROM get_order($1)", (seeded("horder", 13),), 2),
+        Call("confirm order", "SELECT * FROM confirm_order($1)",
+             lambda attempt: (seeded("horder", 4015 + 4000 * attempt),), 4),  # a live one each time (or refused)
+        Call("confirm confirmed order", "SELECT * FROM confirm_order($1)", (seeded_order(5),), 4),
+        Call("confirm released order", "SELECT * FROM confirm_order($1)", (seeded("horder", 5),), 2),
+        Call("release order", "SELECT * FROM release_order($1)",
+             lambda attempt: (seeded("horder", 4015 + 4000 * (31 + attempt % 18)),), 2),
+        Call("release released order", "SELECT * FROM release_order($1)", (seeded("horder", 5),), 2),
+        Call("cancel order", "SELECT * FROM cancel_order($1)",
+             lambda attempt: (seeded_order(11 + 10 * attempt),), 6),  # a bought one each time
+        Call("cancel cancelled order", "SELECT * FROM cancel_order($1)", (seeded_order(11),), 6),
+    ]
+
+
+def quota_calls(hot_option: uuid.UUID) -> list[Call]:
+    """Quotas over options with a large history: counted anew from the options' books, never from
+    their purchases."""
+    hot_quota = seeded("quota", 0)
+    return [
+        Call("create quota", "SELECT * FROM create_quota('Plan', 50000000, $1)",
+             ([hot_option, seeded("option", 8)],), 4),
+        Call("get quota", "SELECT * FROM get_quota($1)", (hot_quota,), 4),
+        Call("grow quota", "SELECT * FROM update_quota($1, $2)",
+             lambda attempt: (hot_quota, 30000000 + attempt), 4),
+        Call("move quota's options", "SELECT * FROM update_quota($1, p_ticket_option_ids => $2)",
+             lambda attempt: (seeded("quota", 1), [hot_option, seeded("option", 4 + 2 * (attempt % 2))]), 4),
     ]
 
 

@@ -23,6 +23,13 @@ EXPLAINED = {
         "two composite OUT parameters on purpose: callers read claim.refused and claim.earlier",
     ("claim_idempotency_key", 'composite OUT variable "earlier" is not single argument'):
         "two composite OUT parameters on purpose: callers read claim.refused and claim.earlier",
+    # The planner estimates `expires_at <= decision_clock()` by evaluating it; the lint plans the
+    # statement in a session that took no lock, where the clock is not read yet (at run time
+    # lock_options / try_lock_for_sweep always read it first: decision_clock() fails loudly otherwise).
+    ("reclaim_expired_holds", 'unrecognized configuration parameter "ticket_allocation.decision_clock"'):
+        "the decision clock is read under the locks before any reclaim; the lint takes none",
+    ("try_lock_for_sweep", 'unrecognized configuration parameter "ticket_allocation.decision_clock"'):
+        "the decision clock is read under the option's lock before the expired holds are looked up",
 }
 
 FINDINGS = """

@@ -14,6 +14,8 @@ import pytest
 
 from service import embedded
 
+from .helpers import ticket_requests
+
 PRIVILEGES_SQL = files("service.sql") / "privileges.sql"
 CALLING_ROLES = (embedded.API_ROLE, embedded.PSQL_ROLE, embedded.ADMIN_ROLE)
 GRANT = re.compile(r"GRANT EXECUTE ON FUNCTION api\.(\w+) TO (\w+(?:, \w+)*)")
@@ -103,7 +105,8 @@ async def test_the_api_role_can_buy_and_read(api, admin):
     assert (await api.fetchrow("SELECT * FROM get_ticket_option($1)", option["id"]))["remaining"] == 10
     user = uuid.uuid4()
     bought = await api.fetchrow("SELECT * FROM purchase_tickets($1, $2, 2, 'key-2')", option["id"], user)
-    batch = await api.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", option["id"], [uuid.uuid4()], [1])
+    batch = await api.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                            ticket_requests(option["id"], [uuid.uuid4()], [1]))
     assert batch[0]["receipt"]["quantity"] == 1
     assert (await api.fetchrow("SELECT * FROM get_purchase($1)", bought["id"]))["quantity"] == 2
     assert len(await api.fetch("SELECT * FROM list_purchases($1)", option["id"])) == 2

@@ -3,11 +3,12 @@
 import asyncio
 import random
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import pytest
 
-from .helpers import create_option
+from .helpers import create_option, ticket_requests
 
 U1, U2, U3 = (uuid.uuid4() for _ in range(3))
 
@@ -15,8 +16,8 @@ U1, U2, U3 = (uuid.uuid4() for _ in range(3))
 async def batch(conn, option_id, requests):
     """requests: [(user_id, quantity, key)]; returns [(sqlstate or None, receipt or None)]."""
     rows = await conn.fetch(
-        "SELECT * FROM purchase_tickets_batch($1, $2, $3, $4)",
-        option_id, [r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests],
+        "SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+        ticket_requests(option_id, [r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests]),
     )
     assert [row["ordinal"] for row in rows] == list(range(1, len(requests) + 1))
     return [(row["refusal"]["sqlstate"] if row["refusal"] else None, row["receipt"]) for row in rows]
@@ -41,7 +42,8 @@ async def test_each_request_is_decided_alone_in_arrival_order(conn, books):
 
 async def test_refusals_carry_what_purchase_tickets_would_raise(conn):
     option_id = await create_option(conn, 1)
-    rows = await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", option_id, [U1, None], [2, 1])
+    rows = await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])",
+                            ticket_requests(option_id, [U1, None], [2, 1]))
     insufficient, invalid = rows[0]["refusal"], rows[1]["refusal"]
     assert insufficient["message"] == "not enough tickets left: 2 requested, 1 remaining"
     assert insufficient["detail"] == "remaining: 1"
@@ -70,15 +72,26 @@ async def test_a_refused_first_use_of_a_key_answers_its_repeat_the_same(conn):
     assert [sqlstate for sqlstate, _ in outcomes] == ["TA003", "TA003", None]
 
 
-async def test_whole_batch_errors_buy_nothing(conn, books):
+async def test_requests_of_unknown_or_null_options_are_refused_alone(conn, books):
     option_id = await create_option(conn, 10)
-    with pytest.raises(asyncpg.PostgresError) as raised:
-        await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", uuid.uuid4(), [U1], [1])
-    assert raised.value.sqlstate == "TA002"
-    with pytest.raises(asyncpg.PostgresError) as raised:
-        await conn.fetch("SELECT * FROM purchase_tickets_batch($1, $2, $3)", option_id, [U1, U2], [1])
-    assert (raised.value.sqlstate, raised.value.column_name) == ("TA001", "requests")
-    assert (await books(option_id))["sold"] == 0
+    unknown = uuid.uuid4()
+    rows = await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])", [
+        (unknown, U1, 1, None, None, None), (option_id, U2, 1, None, None, None), (None, U3, 1, None, None, None),
+        (option_id, U3, 1, None, None, timedelta(minutes=1))])
+    assert [(r["refusal"] or {}).get("sqlstate") for r in rows] == ["TA002", None, "TA001", "TA001"]
+    assert [(r["refusal"] or {}).get("column_name") for r in rows] == [None, None, "ticket_option_id", "ttl"]
+    assert rows[0]["refusal"]["message"] == f"ticket option {unknown} does not exist"
+    assert (await books(option_id))["sold"] == 1
+
+
+async def test_one_batch_may_buy_from_many_options(conn, books):
+    first, second = await create_option(conn, 3), await create_option(conn, 3)
+    rows = await conn.fetch("SELECT * FROM purchase_tickets_batch($1::ticket_request[])", [
+        (second, U1, 2, None, None, None), (first, U1, 3, None, None, None), (second, U2, 2, None, None, None),
+        (first, U2, 1, None, None, None)])
+    assert [(r["refusal"] or {}).get("sqlstate") for r in rows] == [None, None, "TA003", "TA003"]
+    assert [r["receipt"]["ticket_option_id"] for r in rows[:2]] == [second, first]
+    assert (await books(first))["sold"] == 3 and (await books(second))["sold"] == 2
 
 
 async def test_an_empty_batch_answers_nothing(conn):

@@ -17,13 +17,15 @@ async def test_create_returns_the_new_option(conn):
     assert option["remaining"] == 250
     assert isinstance(option["id"], uuid.UUID)
     stored = await conn.fetchrow("SELECT * FROM ticket_options WHERE id = $1", option["id"])
-    assert {name: stored[name] for name in option.keys()} == dict(option)
+    assert {name: stored[name] for name in option.keys() if name in stored} == {
+        name: value for name, value in option.items() if name in stored}
+    assert (option["quota_ids"], option["available"]) == ([], 250)  # in no quota: all of it
 
 
 async def test_an_option_shows_exactly_its_public_fields(conn):
     option = await create(conn)
     assert list(option.keys()) == ["id", "name", "desc", "remaining", "sold", "total", "max_per_user", "created_at", "held",
-                                   "max_hold_seconds"]
+                                   "max_hold_seconds", "quota_ids", "available"]
 
 
 async def test_desc_defaults_in_the_signature(conn):
