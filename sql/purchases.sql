@@ -241,7 +241,7 @@ AS $$
 DECLARE
     -- The ordinals, each option's together, options in order of first appearance (for the events).
     in_option_order constant integer[] := ARRAY(
-        SELECT r.ordinality
+        SELECT r.ordinality::integer
         FROM (SELECT u.ordinality, min(u.ordinality) OVER (PARTITION BY u.ticket_option_id) AS first
               FROM unnest(p_requests) WITH ORDINALITY AS u) AS r
         ORDER BY r.first, r.ordinality);

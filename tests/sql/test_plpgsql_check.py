@@ -30,6 +30,8 @@ EXPLAINED = {
         "the decision clock is read under the locks before any reclaim; the lint takes none",
     ("try_lock_for_sweep", 'unrecognized configuration parameter "ticket_allocation.decision_clock"'):
         "the decision clock is read under the option's lock before the expired holds are looked up",
+    ("try_lock_options", 'unrecognized configuration parameter "ticket_allocation.decision_clock"'):
+        "the decision clock is read once the batch's locks are taken, before the expired holds are looked up",
 }
 
 FINDINGS = """
