@@ -33,7 +33,9 @@ DATABASE_SETTINGS = web.AppKey("database_settings", dict)
 
 # Expired idempotency keys are already ignored; purging only bounds the table.
 PURGE_INTERVAL_SECONDS = 600
-PURGE_CHUNK = 10_000  # what purge_expired_idempotency_keys() deletes at most per call
+# What each purge call may delete: the service's choice, passed to the SQL function (whose own
+# default is for psql callers), and what a call that deleted less than this shows is the end.
+PURGE_CHUNK = 10_000
 EVENT_PURGE_CHUNK = 10_000
 PURGE_MAX_CHUNKS = 100
 # Expired holds are already on sale to every read and decision; sweeping stores them so (and
@@ -213,7 +215,7 @@ async def purge_backlog(pool: asyncpg.Pool, stopping: asyncio.Event | None = Non
     """Every expired key, in the SQL function's bounded chunks (one transaction each)."""
     total = 0
     while stopping is None or not stopping.is_set():
-        purged = await pool.fetchval("SELECT api.purge_expired_idempotency_keys()")
+        purged = await pool.fetchval("SELECT api.purge_expired_idempotency_keys($1)", PURGE_CHUNK)
         total += purged
         if purged < PURGE_CHUNK:
             break

@@ -10,8 +10,8 @@ go (RFC 4291 IPv4-mapped ::ffff:a.b.c.d, RFC 6052 NAT64 64:ff9b::a.b.c.d, RFC 30
 2002:aabb:ccdd::): they are judged by that IPv4 address.
 
 Checked over HTTP at registration (service/event_routes.py, before create_webhook applies the
-URL's shape rule, SQL's: migrations/0014) and at every delivery of every subscription, however
-registered (service/webhooks.py): IP literals before connecting, names after DNS, by the resolver
+URL's shape rule, SQL's: migrations/0014_webhook_fairness.sql) and at every delivery of every
+subscription, however registered (service/webhooks.py): IP literals before connecting, names after DNS, by the resolver
 the client connects with, so a name that later resolves to an internal address is refused then.
 """
 

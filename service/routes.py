@@ -192,9 +192,10 @@ async def confirm_hold(request: web.Request) -> web.Response:
 async def release_hold(request: web.Request) -> web.Response:
     hold_id = path_uuid(request, "id", HOLD_NOT_FOUND)
     read_query(request, NO_QUERY)
-    row = await call(request, "release_hold", p_id=hold_id)
-    request.app[METRICS].hold_ended("released")
-    return json_response(resource(row))
+    release = await call(request, "release_hold", p_id=hold_id)
+    if release["released"]:  # released or expired before: nothing changed, nothing to count
+        request.app[METRICS].hold_ended("released")
+    return json_response(resource(release["hold"]))
 
 
 @routes.get("/ticket_options/{id}/purchases")

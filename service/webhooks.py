@@ -191,7 +191,7 @@ class Deliverer:
         url = delivery["url"]
         try:
             host = URL(url).host or ""
-        except ValueError as error:  # stored before the URL rule (migrations/0014)
+        except ValueError as error:  # stored before the URL rule (migrations/0014_webhook_fairness.sql)
             return None, f"InvalidURL: the URL cannot be parsed ({error})"[:500]
         try:
             # aiohttp does not resolve IP literals, so the resolver's check does not see them.

@@ -3,15 +3,12 @@
 -- their own transaction, so a rolled-back change leaves none. An event's data
 -- is the resource exactly as the HTTP API returns it at that moment (JSON
 -- names: a ticket option's `remaining` is `allocation`, see service/routes.py
--- JSON_NAMES; tests/api/test_events.py ties the two).
---
--- Catalogue (README "Events"): ticket_option.created, ticket_option.sold_out,
--- ticket_option.back_on_sale, purchase.created, purchase.cancelled, hold.created,
--- hold.confirmed, hold.released, hold.expired, order.created, order.confirmed,
--- order.released, order.expired, order.cancelled.
+-- JSON_NAMES; tests/api/test_webhooks.py, test_the_feed_over_http, ties the two).
 
 -- event_types() RETURNS text[]
--- The types an event may have; webhooks may subscribe to these.
+-- The catalogue: the types an event may have; webhooks may subscribe to these.
+-- Defined here only; the README's table and service/openapi.yaml (Event.type)
+-- repeat it, and tests/test_defaults.py ties them.
 CREATE OR REPLACE FUNCTION ticket_allocation.event_types()
 RETURNS text[]
 LANGUAGE sql
@@ -78,16 +75,15 @@ $$;
 -- append_stock_events(p_before api.ticket_option, p_after api.ticket_option) RETURNS void
 -- After a change of one option's stock: ticket_option.sold_out when nothing is
 -- left on sale nor held now and something was before; ticket_option.back_on_sale
--- when the option was sold out and now has tickets on sale. `held` counts when
--- the option type has it (holds); absent, nothing is held.
+-- when the option was sold out and now has tickets on sale. Held tickets are
+-- stock: holding the last ones sells nothing out.
 CREATE OR REPLACE FUNCTION ticket_allocation.append_stock_events(p_before api.ticket_option, p_after api.ticket_option)
 RETURNS void
 LANGUAGE sql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
     WITH stock AS (
-        SELECT p_before.remaining + coalesce((to_jsonb(p_before) ->> 'held')::integer, 0) AS before_total,
-               p_after.remaining + coalesce((to_jsonb(p_after) ->> 'held')::integer, 0) AS after_total,
+        SELECT p_before.remaining + p_before.held AS before_total, p_after.remaining + p_after.held AS after_total,
                p_before.remaining AS before_on_sale, p_after.remaining AS after_on_sale
     )
     SELECT append_ticket_option_events(
@@ -373,7 +369,7 @@ BEGIN
         FROM (SELECT e.ctid, e.occurred_at FROM events e
               WHERE (e.xid, e.id) > ('0'::xid8, 0)
               ORDER BY e.xid, e.id LIMIT p_chunk) AS oldest
-        WHERE oldest.occurred_at < now() - (SELECT event_retention FROM settings)));
+        WHERE oldest.occurred_at < now() - (SELECT event_retention FROM settings WHERE singleton)));
     GET DIAGNOSTICS purged = ROW_COUNT;
     RETURN purged;
 END;

@@ -483,6 +483,20 @@ BEGIN
 END;
 $$;
 
+-- api.default_hold_ttl() RETURNS interval
+-- How long a hold lasts when its caller does not say (10 minutes; at most the
+-- option's max_hold_seconds): the default of hold_tickets' p_ttl and of a null
+-- ttl in hold_tickets_batch, defined here only (service/openapi.yaml repeats it
+-- as ttl_seconds' default: tests/test_defaults.py ties the two). Errors: none.
+CREATE OR REPLACE FUNCTION api.default_hold_ttl()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    SELECT interval '10 minutes'
+$$;
+
 -- api.hold_tickets_batch(p_requests api.ticket_request[], p_skip_locked boolean DEFAULT false)
 --     RETURNS SETOF api.hold_outcome
 -- Decides many holds in one call (the coalescer's), in arrival order (array
@@ -490,7 +504,7 @@ $$;
 -- steps and rules: what is on sale, every quota of the option,
 -- max_per_user counting bought and held tickets, idempotency keys in a scope
 -- of their own): request i holds its quantity of its option for its user
--- for its ttl (null: 10 minutes, hold_tickets' default), or for the
+-- for its ttl (null: default_hold_ttl(), hold_tickets' default), or for the
 -- option's max_hold_seconds when that is shorter. One row per
 -- request, in order: a refusal or the hold. A key naming an earlier hold of
 -- the same request gets that hold (as it is now) and holds nothing more.
@@ -522,7 +536,7 @@ BEGIN
     PERFORM assert_session_limits();
     FOR i IN 1 .. requested LOOP
         request := p_requests[i];
-        request.ttl := coalesce(request.ttl, '10 minutes');
+        request.ttl := coalesce(request.ttl, default_hold_ttl());
         requests[i] := request;
         refusals[i] := coalesce(request_refusal(request), ttl_refusal(request.ttl));
         scopes[i] := hold_idempotency_scope(request.caller, request.ticket_option_id, request.user_id);
@@ -551,7 +565,7 @@ END;
 $$;
 
 -- api.hold_tickets(p_ticket_option_id uuid, p_user_id uuid, p_quantity integer,
---                  p_ttl interval DEFAULT '10 minutes', p_idempotency_key text DEFAULT NULL,
+--                  p_ttl interval DEFAULT default_hold_ttl(), p_idempotency_key text DEFAULT NULL,
 --                  p_caller text DEFAULT NULL)
 --     RETURNS api.hold
 -- Sets p_quantity tickets aside for p_user_id for p_ttl (at most the
@@ -562,7 +576,7 @@ $$;
 --         malformed key), TA002 (no such option), TA003 (not enough on sale),
 --         TA005, TA006 (keys), TA007 (max_per_user), TA008, TA014 (a quota).
 CREATE OR REPLACE FUNCTION api.hold_tickets(
-    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_ttl interval DEFAULT '10 minutes',
+    p_ticket_option_id uuid, p_user_id uuid, p_quantity integer, p_ttl interval DEFAULT api.default_hold_ttl(),
     p_idempotency_key text DEFAULT NULL, p_caller text DEFAULT NULL)
 RETURNS api.hold
 LANGUAGE plpgsql
@@ -730,14 +744,16 @@ BEGIN
 END;
 $$;
 
--- api.release_hold(p_id uuid) RETURNS api.hold
+-- api.release_hold(p_id uuid) RETURNS api.hold_release
 -- Lets the hold go: marks it released and puts its tickets back on sale at
--- once. Releasing a released or expired hold changes nothing and returns it.
+-- once. `released` is true when this call released it; releasing a released
+-- or expired hold changes nothing and returns it with released false.
+-- For psql: SELECT released, (hold).status FROM api.release_hold('...');
 -- Errors: TA009 when no hold has that id; TA012 when it is confirmed (cancel
 --         its purchase instead); TA022 when it is a line of an order
 --         (release_order); TA008.
 CREATE OR REPLACE FUNCTION api.release_hold(p_id uuid)
-RETURNS api.hold
+RETURNS api.hold_release
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
@@ -753,7 +769,7 @@ BEGIN
         PERFORM raise_refusal(hold_confirmed(p_id, target.purchase_id));
     END IF;
     PERFORM release_holds(ARRAY[p_id]);
-    RETURN hold_resource(p_id);
+    RETURN ROW(target.status = 'held', hold_resource(p_id))::api.hold_release;
 END;
 $$;
 

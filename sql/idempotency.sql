@@ -58,6 +58,8 @@ LANGUAGE sql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
     -- By its key (the one row): under the callers' enable_seqscan = off a scan of even this
     -- table costs 1e10, which made PostgreSQL JIT-compile this statement on every call.
@@ -127,32 +129,39 @@ AS $$
         expires_at = EXCLUDED.expires_at
 $$;
 
--- api.purge_expired_idempotency_keys() RETURNS integer
--- Admin. Deletes at most 10,000 expired keys (they are already ignored),
+-- api.purge_expired_idempotency_keys(p_chunk integer DEFAULT 10000) RETURNS integer
+-- Admin. Deletes at most p_chunk expired keys (they are already ignored),
 -- oldest first, and returns how many. Call it again, each call in its own
--- transaction, until it returns less than 10,000: a backlog of millions is
+-- transaction, until it returns less than p_chunk: a backlog of millions is
 -- purged in bounded steps, none near statement_timeout, each holding its
--- locks briefly. The keys are picked through the expires_at index and
--- deleted by row address (= ANY of an array of ctids: no join whose plan
+-- locks briefly (the service passes its own chunk, service/db.py PURGE_CHUNK,
+-- and compares with it). The keys are picked through the expires_at index
+-- and deleted by row address (= ANY of an array of ctids: no join whose plan
 -- could scan the table); SKIP LOCKED lets two purgers share a backlog.
--- Errors: none.
-CREATE OR REPLACE FUNCTION api.purge_expired_idempotency_keys()
+-- Errors: TA001 when p_chunk is outside 1..100000.
+CREATE OR REPLACE FUNCTION api.purge_expired_idempotency_keys(p_chunk integer DEFAULT 10000)
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
 SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
 SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
-    WITH purged AS (
-        DELETE FROM idempotency_keys
-        WHERE ctid = ANY (ARRAY(
-            SELECT ctid FROM idempotency_keys
-            WHERE expires_at <= now()
-            ORDER BY expires_at
-            LIMIT 10000
-            FOR UPDATE SKIP LOCKED))
-          AND expires_at <= now()
-        RETURNING 1)
-    SELECT count(*)::integer FROM purged
+DECLARE
+    purged integer;
+BEGIN
+    IF p_chunk IS NULL OR p_chunk NOT BETWEEN 1 AND 100000 THEN
+        PERFORM raise_invalid_argument('chunk', 'must be a whole number from 1 to 100000');
+    END IF;
+    DELETE FROM idempotency_keys
+    WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM idempotency_keys
+        WHERE expires_at <= now()
+        ORDER BY expires_at
+        LIMIT p_chunk
+        FOR UPDATE SKIP LOCKED))
+      AND expires_at <= now();
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END;
 $$;

@@ -575,6 +575,8 @@ STABLE
 SECURITY DEFINER
 ROWS 50
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
     SELECT listed.*
     FROM unnest((list_purchases_page(p_ticket_option_id, p_limit, p_user_id, p_before_created_at, p_before_id))

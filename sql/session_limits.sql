@@ -70,6 +70,8 @@ LANGUAGE sql
 VOLATILE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
     -- Materialized: the backends are chosen first, and only they are terminated.
     WITH overlong AS MATERIALIZED (

@@ -23,7 +23,7 @@ $$;
 -- Admin. Subscribes p_url to the events of p_types (null: all) committed from
 -- now on, with a new signing secret (whsec_ + base64 of 32 random bytes from
 -- gen_random_uuid's strong generator), returned here and never again.
--- The URL must have the shape of webhook_url_problem (migrations/0014): http(s),
+-- The URL must have the shape of webhook_url_problem (migrations/0014_webhook_fairness.sql): http(s),
 -- no credentials, a well-formed host and port. Its addresses are the service's
 -- to check (WEBHOOK_ALLOWED_NETWORKS): over HTTP at registration, and for
 -- every subscription, however registered, at every delivery, so a psql caller
@@ -35,6 +35,8 @@ RETURNS api.created_webhook
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     created webhooks;
@@ -73,6 +75,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     hook webhooks;
@@ -106,6 +110,8 @@ RETURNS api.webhook
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     hook webhooks;
@@ -128,6 +134,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 ROWS 100
 AS $$
 BEGIN
@@ -193,6 +201,8 @@ RETURNS SETOF api.claimed_delivery
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 SET TimeZone = 'UTC'
 ROWS 10
 AS $$
@@ -252,7 +262,7 @@ SET search_path = ticket_allocation, api, pg_temp
 AS $$
     SELECT least(s.webhook_retry_base * power(2, least(greatest(p_attempts, 1) - 1, 30)), s.webhook_retry_max)
            * (0.5 + random() / 2)
-    FROM settings s
+    FROM settings s WHERE s.singleton
 $$;
 
 -- api.finish_webhook_attempt(p_attempt_id bigint, p_status_code integer, p_error text DEFAULT NULL)
@@ -269,6 +279,8 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 AS $$
 DECLARE
     finished webhook_attempts;
@@ -296,7 +308,7 @@ BEGIN
     ELSIF result = 'gone' THEN
         UPDATE webhooks SET enabled = false, disabled_reason = 'the receiver answered 410 Gone', leased_until = NULL
         WHERE id = hook.id;
-    ELSIF now() - coalesce(hook.first_failed_at, now()) >= (SELECT webhook_give_up_after FROM settings) THEN
+    ELSIF now() - coalesce(hook.first_failed_at, now()) >= (SELECT webhook_give_up_after FROM settings WHERE singleton) THEN
         UPDATE webhooks
         SET enabled = false, leased_until = NULL,
             disabled_reason = format('event %s failed for %s attempts since %s', finished.event_id, finished.attempt,
@@ -322,6 +334,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = ticket_allocation, api, pg_temp
+SET enable_seqscan = off    -- keyed lookups and ordered index walks only, even in plans
+SET enable_bitmapscan = off -- cached while the tables were small (README: Plan stability)
 ROWS 10
 AS $$
 DECLARE

@@ -1,12 +1,18 @@
 """Defaults live in the SQL function signatures; the OpenAPI document only repeats them, and this
 test keeps the two equal (the service leaves an omitted argument out, so SQL's default applies)."""
 
+import json
+import re
+import uuid
+
 import pytest
 import yaml
 
 from service.config import PROJECT_ROOT
+from tests.sql.helpers import ticket_requests
 
 OPENAPI = yaml.safe_load((PROJECT_ROOT / "service" / "openapi.yaml").read_text())
+README = (PROJECT_ROOT / "README.md").read_text()
 
 
 def openapi_default(location: str, name: str):
@@ -44,3 +50,48 @@ async def test_the_openapi_max_hold_seconds_default_is_the_column_default(conn):
     assert int(column_default) == openapi_default("body", "max_hold_seconds")
     created = await conn.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10)")
     assert created["max_hold_seconds"] == int(column_default)
+
+
+async def test_the_hold_ttl_default_is_default_hold_ttl_everywhere(conn):
+    """SQL says it once (api.default_hold_ttl()): hold_tickets' signature and a batch's null ttl
+    take it, no other function spells it, and the OpenAPI document repeats it."""
+    ttl = await conn.fetchval("SELECT api.default_hold_ttl()")
+    assert ttl.total_seconds() == openapi_default("body", "ttl_seconds")
+    option = await conn.fetchrow("SELECT * FROM create_ticket_option('Gig', '', 10, NULL, NULL, NULL, 86400)")
+    single = await conn.fetchrow("SELECT * FROM hold_tickets($1, $2, 1)", option["id"], uuid.uuid4())
+    (batched,) = await conn.fetch("SELECT (hold).* FROM hold_tickets_batch($1)",
+                                  ticket_requests(option["id"], [uuid.uuid4()], [1]))  # its ttl null
+    assert single["expires_at"] - single["created_at"] == ttl == batched["expires_at"] - batched["created_at"]
+    spelled = await conn.fetch(
+        """SELECT p.proname FROM pg_proc p
+           WHERE p.pronamespace IN ('api'::regnamespace, 'ticket_allocation'::regnamespace)
+             AND p.proname <> 'default_hold_ttl'
+             AND (p.prosrc ~* '10 minutes|00:10:00'
+                  OR coalesce(pg_get_function_arguments(p.oid), '') ~* '10 minutes|00:10:00')""")
+    assert [row["proname"] for row in spelled] == []
+
+
+def readme_event_types() -> list[str]:
+    """The types of the README's table of events (the rows under its `| type | data | when |` header)."""
+    table = README.split("| type | data | when |", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", table, flags=re.MULTILINE)
+
+
+async def test_the_event_types_are_sqls_and_the_docs_list_them(conn):
+    """ticket_allocation.event_types() is the catalogue; the OpenAPI enum and the README table repeat it."""
+    types = await conn.fetchval("SELECT ticket_allocation.event_types()")
+    assert OPENAPI["components"]["schemas"]["Event"]["properties"]["type"]["enum"] == types
+    assert sorted(readme_event_types()) == sorted(types)
+
+
+RESOURCE_OF_EVENT = {"ticket_option": "TicketOption", "purchase": "Purchase", "hold": "Hold"}
+
+
+def test_the_readme_event_examples_carry_the_resources_fields():
+    """Each event the README shows has the data of its resource's schema, field for field."""
+    block = README.split("## Events and webhooks", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    events = [json.loads(text) for text in re.split(r"\n(?=\{)", block.strip())]
+    assert events
+    for event in events:
+        schema = OPENAPI["components"]["schemas"][RESOURCE_OF_EVENT[event["type"].split(".")[0]]]
+        assert set(event["data"]) == set(schema["properties"]), event["type"]

@@ -67,6 +67,17 @@ async def test_release_puts_tickets_on_sale_and_is_idempotent(client):
     await assert_problem(await client.post(f"/holds/{held['id']}/confirm"), 409, "/problems/hold-released")
 
 
+async def test_only_a_release_that_released_counts_in_the_metrics(client):
+    option = await create_option(client, allocation=2)
+    held = await (await hold(client, option["id"], 1)).json()
+    for _ in range(3):
+        assert (await client.post(f"/holds/{held['id']}/release")).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    released = [line for line in metrics.splitlines()
+                if line.startswith('ticket_allocation_hold_outcomes_total{outcome="released"')]
+    assert len(released) == 1 and released[0].endswith(" 1.0"), released
+
+
 async def test_an_expired_hold(client, database_url):
     option = await create_option(client, allocation=2)
     held = await (await hold(client, option["id"], 2, ttl_seconds=60)).json()

@@ -244,7 +244,7 @@ def books_machine(owner_url: str, api_url: str):
         def release(self, hold_id):
             expected = self.status(hold_id)
             try:
-                status = self.api.execute("SELECT status FROM release_hold(%s)", (hold_id,)).fetchone()[0]
+                status = self.api.execute("SELECT (hold).status FROM release_hold(%s)", (hold_id,)).fetchone()[0]
             except psycopg.Error as error:
                 assert expected == "confirmed" and error.sqlstate == "TA012", error
                 return

@@ -109,6 +109,15 @@ async def test_a_confirmation_that_sells_out_says_so_after_the_hold_is_confirmed
     assert (sold_out["allocation"], sold_out["held"], sold_out["sold"]) == (0, 0, 2)
 
 
+async def test_held_tickets_are_not_sold_out_nor_back_on_sale_when_released(conn):
+    """Stock events count held tickets as stock: holding every ticket sells nothing out, and
+    releasing them brings nothing back on sale."""
+    option_id = await create_option(conn, 2)
+    hold = await conn.fetchrow("SELECT * FROM hold_tickets($1, $2, 2)", option_id, USER_ID)
+    await conn.fetchrow("SELECT * FROM release_hold($1)", hold["id"])
+    assert [e["type"] for e in await feed(conn)] == ["ticket_option.created", "hold.created", "hold.released"]
+
+
 async def test_a_page_stops_at_its_byte_budget(conn):
     """40 purchases of 1,000 tickets (about 40 kB of ticket ids each): a page of limit 1000 stops
     at the event that brings it to the budget, and the next pages carry on, none skipped."""

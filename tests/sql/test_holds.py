@@ -24,6 +24,7 @@ async def confirm(conn, hold_id):
 
 
 async def release(conn, hold_id):
+    """(released: whether this call released it, hold: the hold as it is now)."""
     return await conn.fetchrow("SELECT * FROM release_hold($1)", hold_id)
 
 
@@ -65,8 +66,9 @@ async def test_release_puts_tickets_back_and_is_idempotent(conn):
         await purchase(conn, option_id, 1)
     assert refused.value.sqlstate == "TA003"
     released = await release(conn, held["id"])
-    assert released["status"] == "released"
-    assert (await release(conn, held["id"]))["status"] == "released"
+    assert (released["released"], released["hold"]["status"]) == (True, "released")
+    again = await release(conn, held["id"])  # changes nothing, and says so
+    assert (again["released"], again["hold"]["status"]) == (False, "released")
     assert (await option(conn, option_id))["remaining"] == 5
     with pytest.raises(asyncpg.PostgresError) as refused:
         await confirm(conn, held["id"])
@@ -105,7 +107,7 @@ async def test_an_expired_hold_is_on_sale_before_any_sweep(conn):
     with pytest.raises(asyncpg.PostgresError) as refused:
         await confirm(conn, held["id"])
     assert refused.value.sqlstate == "TA010"
-    assert (await release(conn, held["id"]))["status"] == "expired"
+    assert tuple(await release(conn, held["id"])) == (False, await conn.fetchrow("SELECT * FROM get_hold($1)", held["id"]))
     await books_balance(conn)
 
 
@@ -253,6 +255,8 @@ async def test_confirm_racing_release_ends_one_way(conn, database_url):
     assert {r.sqlstate for r in results if isinstance(r, asyncpg.PostgresError)} <= {"TA011", "TA012", "TA003"}
     statuses = [(await conn.fetchrow("SELECT * FROM get_hold($1)", h["id"]))["status"] for h in holds]
     assert set(statuses) <= {"confirmed", "released"}
+    releases = [r for r in results if isinstance(r, asyncpg.Record) and "released" in r.keys()]
+    assert sum(r["released"] for r in releases) == statuses.count("released")  # each said so once
     state = await option(conn, option_id)
     assert state["held"] == 0 and state["remaining"] + state["sold"] == 60
     await books_balance(conn)

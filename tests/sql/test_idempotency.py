@@ -161,3 +161,36 @@ async def test_a_large_backlog_of_expired_keys_is_purged_in_bounded_chunks(owner
     # The server's purge loops over the chunks until the backlog is gone.
     assert await db.purge_backlog(owner_pool) == 25_000
     assert await owner_pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+
+class CountingPool:
+    """The pool purge_backlog is given, recording what each call answered."""
+
+    def __init__(self, pool):
+        self.pool, self.answers = pool, []
+
+    async def fetchval(self, *args):
+        self.answers.append(await self.pool.fetchval(*args))
+        return self.answers[-1]
+
+
+async def test_the_service_purges_in_the_chunks_it_asks_for(owner_pool, monkeypatch):
+    """purge_backlog passes its chunk (db.PURGE_CHUNK) and stops at the first short one: it keeps
+    no copy of the SQL function's own limit to compare with."""
+    async with owner_pool.acquire() as conn:
+        option_id = await create_option(conn, 10)
+        await conn.execute(
+            """INSERT INTO idempotency_keys (scope, key, request, ticket_option_id, created_at, expires_at)
+               SELECT '|ticket_option', 'old-' || i, '{}', $1, now() - interval '2 days', now() - interval '1 day'
+               FROM generate_series(1, 25) AS i""", option_id)
+    monkeypatch.setattr(db, "PURGE_CHUNK", 10)
+    counting = CountingPool(owner_pool)
+    assert await db.purge_backlog(counting) == 25
+    assert counting.answers == [10, 10, 5]
+
+
+@pytest.mark.parametrize("chunk", [None, 0, 100_001])
+async def test_a_purge_chunk_outside_1_to_100000_is_refused(conn, chunk):
+    with pytest.raises(asyncpg.PostgresError) as raised:
+        await conn.fetchval("SELECT purge_expired_idempotency_keys($1)", chunk)
+    assert raised.value.sqlstate == "TA001" and "chunk" in raised.value.message

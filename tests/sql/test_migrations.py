@@ -1,7 +1,9 @@
 """yoyo migrations and the re-applied sql/ functions."""
 
+import re
 import subprocess
 import threading
+from importlib.resources import files
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -42,6 +44,49 @@ def test_migrate_restores_edited_functions_even_with_nothing_pending(database_ur
     with psycopg.connect(database_url, autocommit=True) as conn:
         source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'api.get_ticket_option'::regproc").fetchone()[0]
     assert "ticket_option_not_found" in source
+
+
+def functions_in(conn) -> set[str]:
+    return {row[0] for row in conn.execute(
+        "SELECT p.pronamespace::regnamespace || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) "
+        "|| ')' FROM pg_proc p WHERE p.pronamespace IN ('api'::regnamespace, 'ticket_allocation'::regnamespace)").fetchall()}
+
+
+def test_a_function_removed_from_sql_does_not_linger_after_migrate(database_url):
+    """Functions of api and ticket_allocation that sql/ no longer defines are dropped by the next
+    migrate, an old overload of one it still defines included; what the schema depends on (the
+    functions of CHECK constraints, from migrations) stays."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        before = functions_in(conn)
+        conn.execute("CREATE FUNCTION api.removed_from_sql() RETURNS integer LANGUAGE sql "
+                     "SET search_path = api AS 'SELECT 1'")
+        conn.execute("CREATE FUNCTION ticket_allocation.removed_helper(p integer) RETURNS integer LANGUAGE sql "
+                     "SET search_path = api AS 'SELECT p'")
+        conn.execute("CREATE FUNCTION api.get_ticket_option(p_id uuid, p_gone_argument integer) "
+                     "RETURNS api.ticket_option LANGUAGE sql SET search_path = api AS 'SELECT NULL::api.ticket_option'")
+        # A rule a CHECK uses: not in sql/, but the schema depends on it.
+        conn.execute("CREATE FUNCTION ticket_allocation.stray_rule(p integer) RETURNS boolean LANGUAGE sql "
+                     "IMMUTABLE SET search_path = api AS 'SELECT p >= 0'")
+        conn.execute("ALTER TABLE ticket_allocation.ticket_options "
+                     "ADD CONSTRAINT stray_rule_holds CHECK (ticket_allocation.stray_rule(total))")
+    migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        after = functions_in(conn)
+    assert after == before | {"ticket_allocation.stray_rule(p integer)"}
+    assert {"ticket_allocation.name_problem(p_name text)", "ticket_allocation.webhook_url_problem(p_url text)"} <= after
+
+
+def test_the_load_order_lists_every_sql_file_once_privileges_last(database_url):
+    """sql/load.sql is the order migrate applies sql/ in (psql can run it too: -f sql/load.sql)."""
+    sql_dir = files("service.sql")
+    listed = re.findall(r"^\\ir (\S+)$", (sql_dir / "load.sql").read_text(), flags=re.MULTILINE)
+    on_disk = sorted(p.name for p in sql_dir.iterdir() if p.name.endswith(".sql") and p.name != "load.sql")
+    assert sorted(listed) == on_disk
+    assert listed[-1] == "privileges.sql"
+    result = subprocess.run(
+        [str(embedded.psql_path()), database_url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1",
+         "-f", str(sql_dir / "load.sql")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_concurrent_migrations_take_turns(empty_database_url):

@@ -4,8 +4,10 @@ The same rules hold from psql as from asyncpg: they are the database's.
 """
 
 import asyncio
+import re
 import subprocess
 import uuid
+from importlib.resources import files
 
 import asyncpg
 import pytest
@@ -14,12 +16,66 @@ from service import embedded
 
 from .helpers import ticket_requests
 
+PRIVILEGES_SQL = files("service.sql") / "privileges.sql"
+CALLING_ROLES = (embedded.API_ROLE, embedded.PSQL_ROLE, embedded.ADMIN_ROLE)
+GRANT = re.compile(r"GRANT EXECUTE ON FUNCTION api\.(\w+) TO (\w+(?:, \w+)*)")
+# What else privileges.sql may say: nothing that grants in a way the list below would miss.
+OTHER_STATEMENTS = (
+    "REVOKE ALL ON ALL TABLES IN SCHEMA ticket_allocation FROM PUBLIC",
+    "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ticket_allocation, api FROM PUBLIC",
+    f"GRANT USAGE ON SCHEMA api TO {', '.join(CALLING_ROLES)}",
+)
+
+
+def granted() -> dict[str, set[str]]:
+    """{api function name: the roles sql/privileges.sql grants EXECUTE on it}, read from its plain
+    GRANT lines; any other statement in the file fails the test."""
+    text = re.sub(r"--[^\n]*", "", PRIVILEGES_SQL.read_text())
+    grants: dict[str, set[str]] = {}
+    for statement in (" ".join(s.split()) for s in text.split(";")):
+        if not statement:
+            continue
+        grant = GRANT.fullmatch(statement)
+        assert grant or statement in OTHER_STATEMENTS, f"privileges.sql: not a plain grant: {statement}"
+        if grant:
+            assert grant[1] not in grants, f"privileges.sql grants {grant[1]} twice"
+            grants[grant[1]] = set(grant[2].split(", "))
+    return grants
+
 ADMIN_FUNCTIONS = [
     "SELECT * FROM create_ticket_option('Gig', '', 10)",
     "SELECT * FROM cancel_purchase(gen_random_uuid())",
     "SELECT purge_expired_idempotency_keys()",
     "SELECT * FROM check_consistency()",
 ]
+
+
+def test_the_buyer_facing_roles_share_one_list_and_the_admin_role_has_both():
+    buyer_facing = {embedded.API_ROLE, embedded.PSQL_ROLE, embedded.ADMIN_ROLE}
+    odd = {function: roles for function, roles in granted().items() if roles not in (buyer_facing, {embedded.ADMIN_ROLE})}
+    assert odd == {}
+
+
+async def test_each_role_may_execute_exactly_the_api_functions_the_list_grants_it(conn):
+    """Every function of schema api has its line in sql/privileges.sql (a new one without fails
+    here), and each calling role's EXECUTE on it is what the line says."""
+    rows = await conn.fetch(
+        """SELECT p.proname, r.role, has_function_privilege(r.role, p.oid, 'EXECUTE') AS allowed
+           FROM pg_proc p CROSS JOIN unnest($1::text[]) AS r (role)
+           WHERE p.pronamespace = 'api'::regnamespace""", list(CALLING_ROLES))
+    listed = granted()
+    assert {row["proname"] for row in rows} == set(listed)
+    actual = {(row["proname"], row["role"]) for row in rows if row["allowed"]}
+    assert actual == {(function, role) for function, roles in listed.items() for role in roles}
+
+
+async def test_no_calling_role_may_execute_anything_in_ticket_allocation(conn):
+    executable = await conn.fetch(
+        """SELECT p.oid::regprocedure::text AS function, r.role
+           FROM pg_proc p CROSS JOIN unnest($1::text[]) AS r (role)
+           WHERE p.pronamespace = 'ticket_allocation'::regnamespace
+             AND has_function_privilege(r.role, p.oid, 'EXECUTE')""", list(CALLING_ROLES))
+    assert [tuple(row) for row in executable] == []
 
 
 @pytest.fixture

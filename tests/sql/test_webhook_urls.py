@@ -1,5 +1,5 @@
-"""The webhook URL rule of create_webhook (webhook_url_problem, migrations/0014): psql callers get it
-as HTTP clients do; a URL's addresses are checked by the service (tests/api/test_webhook_destinations.py)."""
+"""The webhook URL rule of create_webhook (webhook_url_problem, migrations/0014_webhook_fairness.sql):
+psql callers get it as HTTP clients do; a URL's addresses are checked by the service (tests/api/test_webhook_destinations.py)."""
 
 import asyncpg
 import pytest
