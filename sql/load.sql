@@ -12,6 +12,7 @@
 \ir session_limits.sql
 \ir idempotency.sql
 \ir events.sql
+\ir locking.sql
 \ir holds.sql
 \ir quotas.sql
 \ir ticket_options.sql

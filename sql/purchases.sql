@@ -3,7 +3,7 @@
 -- cancelling them.
 --
 -- Locking discipline: every change to tickets first takes the locks of
--- lock_options (sql/holds.sql: THE lock order, options then quotas then
+-- lock_options (sql/locking.sql: THE lock order, options then quotas then
 -- orders, each in id order; it also reclaims expired holds). Changes to one
 -- option, or to options sharing a quota, thus run one after another, each
 -- seeing what the previous left, and cannot deadlock.
@@ -26,7 +26,7 @@ $$;
 --      one key for an order): a retry racing its first attempt is told at
 --      once (TA006) rather than queued behind the lock;
 --   2. lock_options: the options the requests name, the options sharing
---      their quotas, the quotas (sql/holds.sql), expired holds reclaimed;
+--      their quotas, the quotas (sql/locking.sql), expired holds reclaimed;
 --   3. decide_in_order, under those locks: which requests fit, one by one in
 --      arrival order (an order's lines as one all-or-nothing group);
 --   4. apply_purchases or apply_holds: write what was decided, set-based.

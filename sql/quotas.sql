@@ -2,7 +2,7 @@
 -- An option may be in any number of quotas; a purchase or hold of q tickets
 -- of an option succeeds only if the option has q on sale AND every quota of
 -- it has q left (size - sold - held), decided under the locks of
--- lock_options (sql/holds.sql: options, then quotas). A quota's sold and
+-- lock_options (sql/locking.sql: options, then quotas). A quota's sold and
 -- held are the sums of its options' (move_tickets keeps them so, in the
 -- transaction that changes the options); sold + held <= size is a CHECK.
 -- Reads count the tickets of holds past expires_at as on sale at once, in
