@@ -1,0 +1,92 @@
+"""README.md and docs/ name what the code holds: the privileges of sql/privileges.sql, the Makefile's
+targets, each route's handler and SQL function, and one another's pages and headings."""
+
+import re
+
+from service.config import PROJECT_ROOT
+
+from .doc_pages import page, page_names, page_with
+
+README_MAX_LINES = 300  # the newcomer's page; the reference lives in docs/
+
+
+def test_the_readme_stays_short():
+    assert len(page("README.md").splitlines()) <= README_MAX_LINES
+
+
+def documented_privileges() -> dict[str, set[str]]:
+    """{function: roles} of the table under `| function of `api` | who may EXECUTE it |`."""
+    table = page_with("| function of `api` | who may EXECUTE it |").split("| who may EXECUTE it |", 1)[1]
+    rows = re.findall(r"^\| `(\w+)` \| (.*) \|$", table.split("\n\n", 1)[0], re.M)
+    return {function: set(re.findall(r"`(\w+)`", roles)) for function, roles in rows}
+
+
+def granted_privileges() -> dict[str, set[str]]:
+    sql = (PROJECT_ROOT / "sql" / "privileges.sql").read_text()
+    grants = re.findall(r"^GRANT EXECUTE ON FUNCTION api\.(\w+) TO ([\w, ]+);", sql, re.M)
+    return {function: {role.strip() for role in roles.split(",")} for function, roles in grants}
+
+
+def test_the_privilege_table_is_sql_privileges():
+    granted = granted_privileges()
+    assert len(granted) >= 30  # the parse found the GRANT lines
+    assert documented_privileges() == granted
+
+
+def makefile_targets() -> set[str]:
+    return set(re.findall(r"^([\w.-]+):", (PROJECT_ROOT / "Makefile").read_text(), re.M))
+
+
+def named_make_targets(text: str) -> set[str]:
+    """`make X` in inline code, and `make X` commands at the start of a line of a code block."""
+    inline = re.findall(r"`make ([a-z][\w-]*)", text)
+    in_blocks = [target for block in re.findall(r"```\w*\n(.*?)```", text, re.S)
+                 for target in re.findall(r"^make ([a-z][\w-]*)", block, re.M)]
+    return {*inline, *in_blocks}
+
+
+def test_every_make_command_shown_is_a_target():
+    named = {target for name in page_names() for target in named_make_targets(page(name))}
+    assert {"run", "test", "test-fast", "psql", "bench"} <= named
+    assert named <= makefile_targets(), named - makefile_targets()
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def test_every_link_between_pages_resolves():
+    links = 0
+    for name in page_names():
+        folder = (PROJECT_ROOT / name).parent
+        for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)", page(name)):
+            path = (folder / target).resolve() if target else PROJECT_ROOT / name
+            assert path.exists(), (name, target)
+            if anchor:
+                assert anchor in heading_anchors(path.read_text()), (name, target, anchor)
+            links += 1
+    assert links >= 20
+
+
+def route_rows() -> list[tuple[str, str, list[str], str, str]]:
+    """(method, path, handler modules, SQL function, SQL file) of the README's table of routes."""
+    table = page("README.md").split("| route | handler in | SQL function | in |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        route, modules, function, sql_file = [cell.strip() for cell in line.strip("|").split("|")]
+        method, path = route.strip("`").split(" ", 1)
+        rows.append((method, path, re.findall(r"`([\w/.]+)`", modules), function.strip("`"), sql_file.strip("`")))
+    return rows
+
+
+def test_the_readme_route_table_names_where_each_rule_lives():
+    rows = route_rows()
+    assert len(rows) >= 20
+    for method, path, modules, function, sql_file in rows:
+        sources = [(PROJECT_ROOT / module).read_text() for module in modules]
+        assert f'@routes.{method.lower()}("{path}"' in sources[0], (method, path, modules[0])
+        assert any(function.removeprefix("api.") in source for source in sources), (function, modules)
+        assert re.search(rf"FUNCTION {re.escape(function)}\(", (PROJECT_ROOT / sql_file).read_text()), (function, sql_file)
