@@ -90,3 +90,16 @@ def test_the_readme_route_table_names_where_each_rule_lives():
         assert f'@routes.{method.lower()}("{path}"' in sources[0], (method, path, modules[0])
         assert any(function.removeprefix("api.") in source for source in sources), (function, modules)
         assert re.search(rf"FUNCTION {re.escape(function)}\(", (PROJECT_ROOT / sql_file).read_text()), (function, sql_file)
+
+
+def documented_order_statuses() -> set[str]:
+    """The statuses of the orders' table of states (first column of the `| status | how it got there | moves |` rows)."""
+    table = page_with("| status | how it got there | moves |").split("| moves |", 1)[1].split("\n\n", 1)[0]
+    return {status for line in table.splitlines()[2:] for status in re.findall(r"`(\w+)`", line.split("|")[1])}
+
+
+async def test_the_order_states_table_has_every_status_the_schema_allows(conn):
+    definition = await conn.fetchval(
+        """SELECT pg_get_constraintdef(oid) FROM pg_constraint
+           WHERE conrelid = 'ticket_allocation.orders'::regclass AND conname = 'orders_status_known'""")
+    assert documented_order_statuses() == set(re.findall(r"'(\w+)'::text", definition))
