@@ -103,3 +103,14 @@ async def test_the_order_states_table_has_every_status_the_schema_allows(conn):
         """SELECT pg_get_constraintdef(oid) FROM pg_constraint
            WHERE conrelid = 'ticket_allocation.orders'::regclass AND conname = 'orders_status_known'""")
     assert documented_order_statuses() == set(re.findall(r"'(\w+)'::text", definition))
+
+
+async def test_the_sql_api_page_lists_every_type_of_schema_api(conn):
+    """docs/sql-api.md says what schema api holds: its functions and these types, nothing else."""
+    text = page("docs/sql-api.md")
+    listed = text.split("its functions and the types they take and return (", 1)[1].split("), nothing else", 1)[0]
+    types = await conn.fetch(
+        """SELECT format('api.%I', t.typname) AS name FROM pg_type t
+           WHERE t.typnamespace = 'api'::regnamespace AND t.typtype = 'c'
+             AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c')""")
+    assert set(re.findall(r"`(api\.[\w\"]+)`", listed)) == {row["name"] for row in types}
