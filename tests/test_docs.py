@@ -4,6 +4,7 @@ targets, each route's handler and SQL function, and one another's pages and head
 import re
 
 from service.config import PROJECT_ROOT
+from service.metrics import Metrics
 
 from .doc_pages import page, page_names, page_with
 
@@ -114,3 +115,18 @@ async def test_the_sql_api_page_lists_every_type_of_schema_api(conn):
            WHERE t.typnamespace = 'api'::regnamespace AND t.typtype = 'c'
              AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c')""")
     assert set(re.findall(r"`(api\.[\w\"]+)`", listed)) == {row["name"] for row in types}
+
+
+def documented_metrics() -> set[str]:
+    """The series of the operations' metrics table and of the webhooks' `Metrics:` line, `{labels}` dropped."""
+    table = page_with("| metric | labels | meaning |").split("| metric | labels | meaning |", 1)[1].split("\n\n", 1)[0]
+    names = {name for line in table.splitlines()[2:] for name in re.findall(r"`(ticket_allocation_\w+)`", line.split("|")[1])}
+    webhook_line = page("docs/events-and-webhooks.md").split("\nMetrics: ", 1)[1].split("\n\n", 1)[0]
+    return names | set(re.findall(r"`(ticket_allocation_\w+)(?:\{\w+\})?`", webhook_line))
+
+
+def test_the_metrics_documented_are_the_ones_served():
+    exposed = {family.name + ("_total" if family.type == "counter" else "")
+               for family in Metrics("1").registry.collect()}
+    assert len(exposed) >= 15
+    assert documented_metrics() == exposed
