@@ -3,6 +3,8 @@ targets, each route's handler and SQL function, and one another's pages and head
 
 import re
 
+import yaml
+
 from service.config import PROJECT_ROOT
 from service.metrics import Metrics
 
@@ -130,3 +132,32 @@ def test_the_metrics_documented_are_the_ones_served():
                for family in Metrics("1").registry.collect()}
     assert len(exposed) >= 15
     assert documented_metrics() == exposed
+
+
+OPENAPI = yaml.safe_load((PROJECT_ROOT / "service" / "openapi.yaml").read_text())
+METHODS = ("get", "post", "patch", "put", "delete")
+PARSER_STATUS = 400  # any route, when the request is not valid HTTP/1.1; the contract lists it on some only
+
+
+def documented_routes() -> dict[tuple[str, str], tuple[set[int], bool]]:
+    """{(method, path): (statuses, admin)} of the HTTP API's table of routes."""
+    table = page_with("| route | success | errors |").split("| route | success | errors |", 1)[1].split("\n\n", 1)[0]
+    routes = {}
+    for line in table.splitlines()[2:]:
+        route, success, failure = [cell.strip() for cell in line.strip("|").split("|")]
+        method, path = re.match(r"`([A-Z]+) (/\S*?)`", route).groups()
+        statuses = {int(status) for status in re.findall(r"\b[1-5]\d\d\b", re.sub(r"\[.*?\]\(.*?\)", "", success + " " + failure))}
+        routes[(method.lower(), path)] = (statuses, "(admin)" in route)
+    return routes
+
+
+def test_the_route_table_is_the_contract():
+    documented = documented_routes()
+    operations = {(method, path): operation for path, item in OPENAPI["paths"].items()
+                  for method, operation in item.items() if method in METHODS}
+    assert set(documented) == set(operations)
+    for key, (statuses, admin) in documented.items():
+        responses = {int(code) for code in operations[key]["responses"] if code.isdigit()}
+        assert statuses - {PARSER_STATUS} == responses - {PARSER_STATUS}, key
+        admin_only = any("adminToken" in requirement for requirement in operations[key].get("security", []))
+        assert admin == admin_only, key
