@@ -1,10 +1,14 @@
-"""README.md and docs/ name what the code holds: the privileges of sql/privileges.sql, the Makefile's
-targets, each route's handler and SQL function, and one another's pages and headings."""
+"""README.md and docs/ say what the code holds: the README stays short; its routes' table names where each
+rule lives; the tables of docs/ are the contract's routes, sql/privileges.sql's grants, the schema's
+order statuses and api types, the served metrics and CI's packages; every make target and command line
+shown exists; every link between pages, and its heading, resolves."""
 
 import re
 
+import pytest
 import yaml
 
+from service.__main__ import main
 from service.config import PROJECT_ROOT
 from service.metrics import Metrics
 
@@ -161,3 +165,28 @@ def test_the_route_table_is_the_contract():
         assert statuses - {PARSER_STATUS} == responses - {PARSER_STATUS}, key
         admin_only = any("adminToken" in requirement for requirement in operations[key].get("security", []))
         assert admin == admin_only, key
+
+
+def test_the_packages_the_tests_need_are_those_ci_installs():
+    """docs/testing.md's table of tools names exactly the Debian packages .ci/system-packages installs."""
+    script = (PROJECT_ROOT / ".ci" / "system-packages").read_text()
+    installed = {package for group in re.findall(r"missing\+=\(([^)]*)\)", script) for package in group.split()}
+    table = page("docs/testing.md").split("| tool | for | Debian packages |", 1)[1].split("\n\n", 1)[0]
+    named = {package for line in table.splitlines()[2:] for package in re.findall(r"`([\w.-]+)`", line.split("|")[3])}
+    assert len(installed) >= 5
+    assert named == installed
+
+
+def test_every_command_line_shown_is_the_cli(capsys):
+    """`python -m service X --opt` and `ticket-allocation X` in the docs: X is a command, --opt one of its options."""
+    shown = {(command, tuple(options.split())) for name in page_names()
+             for command, options in re.findall(r"(?:-m service|ticket-allocation) ([a-z]+)((?: --[a-z-]+)*)", page(name))}
+    assert ("psql", ("--admin",)) in shown
+    for command, options in shown:
+        with pytest.raises(SystemExit) as exit:
+            main([command, "--help"])
+        assert exit.value.code == 0, command
+        help_text = capsys.readouterr().out
+        assert help_text.startswith(f"usage: python -m service {command}"), command
+        for option in options:
+            assert re.search(rf"(?<![\w-]){option}\b", help_text), (command, option)
