@@ -7,7 +7,7 @@ hot purchases at 64 connections, GET /purchases/{id} and a user-filtered
 list (GET /ticket_options/{hot}/purchases?user_id=...) at 32; then, on the
 large one, a sustained hot run at 64 connections: consecutive wrk runs of
 WINDOW seconds against one running service, one line per window. The
-targets are ratios within the run (README: Performance).
+targets are ratios within the run (docs/performance.md).
 """
 
 import random

@@ -11,6 +11,7 @@ from service.__main__ import main, psql_url_of
 from service.config import PROJECT_ROOT
 
 from .conftest import ROLE_PASSWORD
+from .doc_pages import page_with
 from .processes import admin_url_of, served_env
 
 COMMANDS = ("serve", "migrate", "psql", "check")
@@ -100,7 +101,6 @@ def test_help_names_every_command_and_environment_variable(capsys):
 
 
 def test_readme_configuration_lists_every_environment_variable():
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n\n", 2)[1]
+    table = page_with("| variable | default | meaning |").split("| variable | default | meaning |", 1)[1].split("\n\n", 1)[0]
     for name in ENV_VARS:
         assert f"`{name}`" in table, name

@@ -11,8 +11,10 @@ import yaml
 from service.config import PROJECT_ROOT
 from tests.sql.helpers import ticket_requests
 
+from .doc_pages import page_with
+
 OPENAPI = yaml.safe_load((PROJECT_ROOT / "service" / "openapi.yaml").read_text())
-README = (PROJECT_ROOT / "README.md").read_text()
+EVENTS_PAGE = page_with("| type | data | when |")
 
 
 def openapi_default(location: str, name: str):
@@ -72,13 +74,13 @@ async def test_the_hold_ttl_default_is_default_hold_ttl_everywhere(conn):
 
 
 def readme_event_types() -> list[str]:
-    """The types of the README's table of events (the rows under its `| type | data | when |` header)."""
-    table = README.split("| type | data | when |", 1)[1].split("\n\n", 1)[0]
+    """The types of the docs' table of events (the rows under its `| type | data | when |` header)."""
+    table = EVENTS_PAGE.split("| type | data | when |", 1)[1].split("\n\n", 1)[0]
     return re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", table, flags=re.MULTILINE)
 
 
 async def test_the_event_types_are_sqls_and_the_docs_list_them(conn):
-    """ticket_allocation.event_types() is the catalogue; the OpenAPI enum and the README table repeat it."""
+    """ticket_allocation.event_types() is the catalogue; the OpenAPI enum and the docs' table repeat it."""
     types = await conn.fetchval("SELECT ticket_allocation.event_types()")
     assert OPENAPI["components"]["schemas"]["Event"]["properties"]["type"]["enum"] == types
     assert sorted(readme_event_types()) == sorted(types)
@@ -88,8 +90,8 @@ RESOURCE_OF_EVENT = {"ticket_option": "TicketOption", "purchase": "Purchase", "h
 
 
 def test_the_readme_event_examples_carry_the_resources_fields():
-    """Each event the README shows has the data of its resource's schema, field for field."""
-    block = README.split("## Events and webhooks", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    """Each event the docs show has the data of its resource's schema, field for field."""
+    block = EVENTS_PAGE.split("```json\n", 1)[1].split("```", 1)[0]
     events = [json.loads(text) for text in re.split(r"\n(?=\{)", block.strip())]
     assert events
     for event in events:

@@ -1,5 +1,5 @@
 """One error catalogue: sql/errors.sql defines every SQLSTATE of the project; service/errors.py,
-the README's error table and the OpenAPI responses must agree with it and with each other."""
+the docs' error table and the OpenAPI responses must agree with it and with each other."""
 
 import re
 
@@ -8,9 +8,11 @@ import yaml
 from service import errors
 from service.config import PROJECT_ROOT
 
+from .doc_pages import page_with
+
 SQL_DIR = PROJECT_ROOT / "sql"
 ERRORS_SQL = (SQL_DIR / "errors.sql").read_text()
-README = (PROJECT_ROOT / "README.md").read_text()
+README = page_with("| SQLSTATE | meaning | HTTP | `type` |")  # the docs' error table, wherever it lives
 OPENAPI = yaml.safe_load((PROJECT_ROOT / "service" / "openapi.yaml").read_text())
 
 # "--   TA003  insufficient_tickets      not enough tickets left; ..." in the header of sql/errors.sql
@@ -47,7 +49,7 @@ def test_the_service_maps_exactly_the_catalogued_codes():
 
 def readme_error_rows() -> list[tuple[list[str], list[int], list[str]]]:
     """(SQLSTATEs, statuses, problem types) of each row of the README's error table."""
-    table = README.split("### Errors", 1)[1].split("| SQLSTATE |", 1)[1].split("\n\n", 1)[0]
+    table = README.split("| SQLSTATE |", 1)[1].split("\n\n", 1)[0]
     rows = []
     for line in table.splitlines()[2:]:
         codes_cell, _, status_cell, type_cell = [cell.strip() for cell in line.strip("|").split("|")]

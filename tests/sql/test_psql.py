@@ -1,4 +1,4 @@
-"""The functions through the psql binary, as the README shows them."""
+"""The functions through the psql binary, as README.md and docs/sql-api.md show them."""
 
 import subprocess
 

@@ -126,7 +126,7 @@ async def test_a_subscription_never_has_two_attempts_in_flight(conn):
 
 async def test_a_new_subscription_gets_what_the_feed_has_not_shown_yet(database_url, conn):
     """Events committed before it (the feed showed them) are not sent; events of a transaction that
-    was open when it was created are, though written before it (README: Events and webhooks)."""
+    was open when it was created are, though written before it (docs/events-and-webhooks.md: Webhooks)."""
     await create_option(conn, 5)  # committed, and shown by the feed: before the subscription
     early = await asyncpg.connect(database_url)
     try:
