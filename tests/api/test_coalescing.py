@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from service import coalescing
-from service.db import HOLDS, PURCHASES
+from service.db import PURCHASES
 
 from ..polling import wait_until
 from .helpers import HeldOptionLock, answer, assert_problem, buy, create_option
@@ -236,7 +236,6 @@ async def test_purchases_of_many_options_go_in_one_call(client, database_url, bo
 
 
 async def test_a_locked_option_delays_the_others_of_its_batch_by_no_more_than_that_batch(client, database_url):
-    coalescer = client.app[PURCHASES]
     leader, locked, free = next(options for options in (await options_in_lanes(client, 10, per_lane=3)).values())[:3]
     async with HeldOptionLock(database_url, locked) as psql_session:
         async with StalledCalls(database_url) as stalled:  # the lane's call in flight, for as long as needed
