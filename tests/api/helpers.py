@@ -6,6 +6,7 @@ import uuid
 import asyncpg
 
 from tests.people import USER
+from tests.sql import helpers as sql_helpers
 
 
 async def create_option(client, allocation=100, name="Gig", desc="Main hall", headers=None, **fields):
@@ -52,6 +53,15 @@ async def assert_problem(response, status, problem_type=None):
     if problem_type is not None:
         assert body["type"] == problem_type
     return body
+
+
+async def advance_clock(database_url, interval):
+    """Moves the SQL clock (settings.clock_offset, owner only): expiry is tested so, never by waiting."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await sql_helpers.advance_clock(conn, interval)
+    finally:
+        await conn.close()
 
 
 class HeldOptionLock:
