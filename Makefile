@@ -12,7 +12,7 @@ run: $(RUN_STAMP)  ## serve the API on http://127.0.0.1:3000 (embedded PostgreSQ
 	$(BIN)/python -m service serve
 
 run-ha: $(RUN_STAMP)  ## the HA topology to try: pg_auto_failover monitor + 2 nodes in .ha/, the service on them
-	$(BIN)/python -m tests.ha.run
+	$(BIN)/python -m tools.ha.run
 
 test: $(TEST_STAMP)  ## run the whole test suite (embedded PostgreSQL unless TEST_DATABASE_URL is set)
 	@bash .ci/system-packages

@@ -2,7 +2,7 @@
 
     make bench-ha                           # or: .venv/bin/python -m bench.ha [--duration 15] [--concurrency 32]
 
-One pg_auto_failover cluster (tests/ha/cluster.py: Debian's PostgreSQL 15, the tuned monitor, on
+One pg_auto_failover cluster (tools/ha/cluster.py: Debian's PostgreSQL 15, the tuned monitor, on
 127.0.0.1) is built in a temporary folder, and the phases alternate, ROUNDS times: "single", the
 standby stopped (the primary runs alone, pg_auto_failover's wait_primary: synchronous replication
 off, commits are local), then "HA", the standby back (every commit waits for its flush). Both use the
@@ -30,7 +30,7 @@ import psycopg  # noqa: E402
 from bench.run import ALLOCATION, N_OPTIONS, Service, ensure_wrk, log, run_wrk  # noqa: E402
 from service import embedded  # noqa: E402
 from service.migrations import migrate  # noqa: E402
-from tests.ha.cluster import Cluster  # noqa: E402
+from tools.ha.cluster import Cluster  # noqa: E402
 
 PASSWORD = "bench-ha"  # the nodes trust 127.0.0.1 (cluster.py); a password for form's sake
 WORKLOADS = {"hot": 1, "spread": N_OPTIONS}  # workload -> options it buys from

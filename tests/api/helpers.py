@@ -6,20 +6,41 @@ import uuid
 import asyncpg
 
 from tests.people import USER
+from tests.sql import helpers as sql_helpers
 
 
-async def create_option(client, allocation=100, name="Gig", desc="Main hall"):
-    response = await client.post("/ticket_options", json={"name": name, "desc": desc, "allocation": allocation})
+async def create_option(client, allocation=100, name="Gig", desc="Main hall", headers=None, **fields):
+    """POST /ticket_options (`fields` besides, e.g. max_per_user); the created option."""
+    response = await client.post("/ticket_options", json={"name": name, "desc": desc, "allocation": allocation, **fields},
+                                 headers=headers)
     assert response.status == 201, await response.text()
     return await response.json()
+
+
+def request_headers(key, headers):
+    """`headers`, with `key` (when not None) as the Idempotency-Key."""
+    return {**(headers or {}), **({"Idempotency-Key": key} if key is not None else {})}
 
 
 async def buy(client, option_id, quantity=1, *, user_id=USER, key=None, headers=None):
     """POST /ticket_options/{option_id}/purchases for `user_id`; `key` (when not None) goes in the
     Idempotency-Key header, `headers` besides. Returns the response."""
-    headers = {**(headers or {}), **({"Idempotency-Key": key} if key is not None else {})}
     return await client.post(f"/ticket_options/{option_id}/purchases",
-                             json={"quantity": quantity, "user_id": str(user_id)}, headers=headers)
+                             json={"quantity": quantity, "user_id": str(user_id)}, headers=request_headers(key, headers))
+
+
+async def hold(client, option_id, quantity=1, *, user_id=USER, key=None, headers=None, **fields):
+    """POST /ticket_options/{option_id}/holds, as buy() does (`fields` besides, e.g. ttl_seconds). The response."""
+    return await client.post(f"/ticket_options/{option_id}/holds",
+                             json={"quantity": quantity, "user_id": str(user_id), **fields},
+                             headers=request_headers(key, headers))
+
+
+async def answer(request) -> tuple[int, str | None, dict]:
+    """(status, Retry-After, JSON body) of an awaited request (e.g. buy(...)), its body read: its
+    connection is free for the next request."""
+    response = await request
+    return response.status, response.headers.get("Retry-After"), await response.json()
 
 
 async def assert_problem(response, status, problem_type=None):
@@ -32,6 +53,15 @@ async def assert_problem(response, status, problem_type=None):
     if problem_type is not None:
         assert body["type"] == problem_type
     return body
+
+
+async def advance_clock(database_url, interval):
+    """Moves the SQL clock (settings.clock_offset, owner only): expiry is tested so, never by waiting."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await sql_helpers.advance_clock(conn, interval)
+    finally:
+        await conn.close()
 
 
 class HeldOptionLock:

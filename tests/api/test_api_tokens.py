@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from ..people import USER
-from .helpers import assert_problem, buy, raw_request
+from .helpers import answer, assert_problem, buy, create_option, raw_request
 
 TOKENS = ("integrator-one-token", "integrator-two-token")
 ADMIN_TOKEN = "s3cret-admin-token"
@@ -25,14 +25,8 @@ def admin_token():
     return ADMIN_TOKEN
 
 
-async def create_option(client, allocation=100):
-    response = await client.post("/ticket_options", json={"name": "Gig", "allocation": allocation}, headers=ADMIN)
-    assert response.status == 201, await response.text()
-    return await response.json()
-
-
 async def test_every_api_route_needs_a_token(client):
-    option = await create_option(client)
+    option = await create_option(client, headers=ADMIN)
     bought = await buy(client, option["id"], headers=ONE)
     assert bought.status == 201
     purchase = await bought.json()
@@ -75,12 +69,12 @@ async def test_a_token_that_is_not_ascii_is_403(client):
 
 async def test_two_callers_cannot_collide_on_an_idempotency_key(client):
     """The README's key, used first by another integrator (or another buyer), does not block its owner."""
-    option = await create_option(client)
+    option = await create_option(client, headers=ADMIN)
     other_user = str(uuid.uuid4())
 
     async def buy_as(headers, user_id, quantity):
-        response = await buy(client, option["id"], quantity, user_id=user_id, key="order-7f3a", headers=headers)
-        return response.status, await response.json()
+        status, _, body = await answer(buy(client, option["id"], quantity, user_id=user_id, key="order-7f3a", headers=headers))
+        return status, body
 
     # Concurrently, as two integrators' backends would; none waits for or sees the others.
     outcomes = await asyncio.gather(buy_as(ONE, USER, 1), buy_as(TWO, USER, 2), buy_as(ONE, other_user, 3))
@@ -94,7 +88,7 @@ async def test_two_callers_cannot_collide_on_an_idempotency_key(client):
 @pytest.mark.parametrize("second", [TOKENS[0], "not-a-token"])
 async def test_two_authorization_headers_are_refused(client, second):
     # A proxy in front may check one header and this service the other: neither is trusted.
-    option = await create_option(client)
+    option = await create_option(client, headers=ADMIN)
     for path in (f"/ticket_options/{option['id']}", f"/ticket_options/{option['id']}/purchases"):
         status, headers, body = await raw_request(
             client, "GET", path, {"Authorization": f"Bearer {TOKENS[0]}".encode(), "authorization": f"Bearer {second}".encode()})

@@ -11,6 +11,7 @@ import asyncpg
 from service.app import create_app
 
 from ..people import USER
+from ..polling import wait_until
 from .helpers import HeldOptionLock, assert_problem, create_option
 
 
@@ -25,6 +26,13 @@ async def test_a_purchase_that_cannot_get_its_lock_is_503_after_lock_timeout(cli
     assert (await (await client.get(f"/ticket_options/{option['id']}")).json())["allocation"] == 10
 
 
+def held_up(held: HeldOptionLock):
+    """The condition: one call waits for the held lock."""
+    async def one_waits():
+        return await held.blocked_calls() == 1
+    return one_waits
+
+
 async def test_an_exhausted_pool_is_answered_503_fast(aiohttp_client, api_database_url, admin_database_url, database_url):
     app = create_app(api_database_url, admin_database_url, pool_size=1, pool_timeout=0.2, database_settings={"lock_timeout": "30s"})
     client = await aiohttp_client(app)
@@ -33,11 +41,7 @@ async def test_an_exhausted_pool_is_answered_503_fast(aiohttp_client, api_databa
         # This purchase waits for the lock, holding the pool's only connection ...
         stuck = asyncio.create_task(client.post(
             f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER}))
-        for _ in range(1500):
-            if await held.blocked_calls() == 1:
-                break
-            await asyncio.sleep(0.02)
-        assert await held.blocked_calls() == 1
+        await wait_until(held_up(held), "the purchase to wait for the option's lock")
         # ... so a burst of reads finds no connection and is told to retry, while the purchase still waits.
         responses = await asyncio.wait_for(
             asyncio.gather(*(client.get(f"/ticket_options/{option['id']}") for _ in range(20))), 60)
@@ -57,10 +61,7 @@ async def test_a_call_cut_mid_flight_says_its_outcome_is_unknown(client, databas
         waiting = asyncio.create_task(client.post(
             f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER},
             headers={"Idempotency-Key": "cut-1"}))
-        for _ in range(1500):
-            if await held.blocked_calls() == 1:
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(held_up(held), "the purchase to wait for the option's lock")
         blocked = await held.conn.fetch(
             "SELECT pid FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
         superuser = await asyncpg.connect(server_url)  # only it may end another role's session

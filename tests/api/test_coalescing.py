@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 
 from service import coalescing
-from service.db import HOLDS, PURCHASES
+from service.db import PURCHASES
 
-from .helpers import HeldOptionLock, assert_problem, create_option
+from ..polling import wait_until
+from .helpers import HeldOptionLock, answer, assert_problem, buy, create_option
 
 
 @pytest.fixture
@@ -21,43 +22,25 @@ def database_settings():
     return {"lock_timeout": "60s"}
 
 
-async def wait_until(condition, timeout=30):
-    for _ in range(int(timeout / 0.02)):
-        if await condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def queued(client, option_id):
     """How many purchases of the option wait in the app for a call in flight."""
     return client.app[PURCHASES].waiting_for(uuid.UUID(str(option_id))) if client.app else 0
 
 
-async def post_purchase(client, option_id, quantity, user_id=None, key=None):
-    response = await client.post(
-        f"/ticket_options/{option_id}/purchases",
-        json={"quantity": quantity, "user_id": str(user_id or uuid.uuid4())},
-        headers={"Idempotency-Key": key} if key else None,
-    )
-    return response.status, response.headers.get("Retry-After"), await response.json()
-
-
 async def run_as_one_batch(client, database_url, option_id, requests, setup=None):
-    """A leader purchase (quantity 1) goes first; `requests` queue behind it and go as one batch."""
+    """A leader purchase (quantity 1) goes first; `requests` (buy()'s arguments: quantity, and user_id,
+    key when given; each of a buyer of its own by default) queue behind it and go as one batch."""
     async with HeldOptionLock(database_url, option_id) as held:
-        leader = asyncio.create_task(post_purchase(client, option_id, 1))
+        leader = asyncio.create_task(answer(buy(client, option_id, 1)))
 
         async def leader_blocked():
             return await held.blocked_calls() == 1
-        await wait_until(leader_blocked)
+        await wait_until(leader_blocked, "the leader to wait for the option's lock")
         followers = []
         for request in requests:  # one at a time, so that they queue in this order
-            followers.append(asyncio.create_task(post_purchase(client, option_id, *request)))
-
-            async def arrived(count=len(followers)):
-                return queued(client, option_id) == count
-            await wait_until(arrived)
+            followers.append(asyncio.create_task(answer(buy(client, option_id, **{"user_id": uuid.uuid4(), **request}))))
+            await wait_until(lambda count=len(followers): queued(client, option_id) == count,
+                             f"{len(followers)} purchases queued behind the leader")
         if setup:
             await setup(held.conn)
     return await leader, await asyncio.gather(*followers)
@@ -65,7 +48,7 @@ async def run_as_one_batch(client, database_url, option_id, requests, setup=None
 
 async def test_queued_purchases_share_one_call_and_one_transaction(client, database_url, conn, books):
     option = await create_option(client, 100)
-    leader, followers = await run_as_one_batch(client, database_url, option["id"], [(1,)] * 10)
+    leader, followers = await run_as_one_batch(client, database_url, option["id"], [{"quantity": 1}] * 10)
     assert leader[0] == 201 and [f[0] for f in followers] == [201] * 10
     # now() is the transaction's start: one for the leader, one for the whole batch.
     assert await conn.fetchval("SELECT count(DISTINCT created_at) FROM purchases") == 2
@@ -73,16 +56,15 @@ async def test_queued_purchases_share_one_call_and_one_transaction(client, datab
 
 
 async def test_a_batch_with_mixed_outcomes(client, database_url):
-    option = await (await client.post(
-        "/ticket_options", json={"name": "Gig", "allocation": 6, "max_per_user": 2})).json()
+    option = await create_option(client, 6, max_per_user=2)
     user = uuid.uuid4()
     leader, followers = await run_as_one_batch(client, database_url, option["id"], [
-        (2, user, "a"),    # bought (5 left -> 3)
-        (2, user, "a"),    # the same request again: the same purchase
-        (1, user, "a"),    # the same key, another request: 422
-        (1, user),         # user already holds 2: 409 per-user limit
-        (2,),              # bought (3 -> 1)
-        (2,),              # only 1 left: 409
+        {"quantity": 2, "user_id": user, "key": "a"},  # bought (5 left -> 3)
+        {"quantity": 2, "user_id": user, "key": "a"},  # the same request again: the same purchase
+        {"quantity": 1, "user_id": user, "key": "a"},  # the same key, another request: 422
+        {"quantity": 1, "user_id": user},              # user already holds 2: 409 per-user limit
+        {"quantity": 2},                               # bought (3 -> 1)
+        {"quantity": 2},                               # only 1 left: 409
     ])
     statuses = [status for status, _, _ in followers]
     assert statuses == [201, 201, 422, 409, 201, 409]
@@ -107,7 +89,7 @@ async def test_a_database_error_fails_the_whole_batch_cleanly(client, database_u
         await conn.execute("COMMIT; BEGIN")  # the trigger is in place before the lock goes
 
     leader, followers = await run_as_one_batch(
-        client, database_url, option["id"], [(1,), (2,), (13,), (1,)], setup=fail_on_quantity_13)
+        client, database_url, option["id"], [{"quantity": quantity} for quantity in (1, 2, 13, 1)], setup=fail_on_quantity_13)
     assert leader[0] == 201
     for status, retry_after, body in followers:
         assert (status, body["type"]) == (503, "/problems/database-unavailable") and retry_after
@@ -115,11 +97,11 @@ async def test_a_database_error_fails_the_whole_batch_cleanly(client, database_u
     # With the one purchase: its one ticket, by check_consistency().
     assert await books(option["id"]) == {"remaining": 99, "sold": 1, "total": 100}
     # The option is not stuck: the next purchase goes through.
-    assert (await post_purchase(client, option["id"], 2))[0] == 201
+    assert (await answer(buy(client, option["id"], 2)))[0] == 201
 
 
 async def test_unknown_option_fails_its_batch_as_404(client):
-    status, _, body = await post_purchase(client, uuid.uuid4(), 1)
+    status, _, body = await answer(buy(client, uuid.uuid4(), 1))
     assert (status, body["type"]) == (404, "/problems/ticket-option-not-found")
     await assert_problem(await client.get(f"/ticket_options/{uuid.uuid4()}"), 404)
 
@@ -136,7 +118,7 @@ async def calls_made(database_url) -> int:
 async def test_a_batch_is_capped_by_the_tickets_it_inserts(client, database_url):
     option = await create_option(client, 20_000)
     quantity = 1000
-    requests = [(quantity,)] * 10
+    requests = [{"quantity": quantity}] * 10
     leader, followers = await run_as_one_batch(client, database_url, option["id"], requests)
     assert leader[0] == 201 and [f[0] for f in followers] == [201] * 10
     per_call = coalescing.MAX_BATCH_TICKETS // quantity
@@ -145,7 +127,7 @@ async def test_a_batch_is_capped_by_the_tickets_it_inserts(client, database_url)
 
 async def test_a_batch_is_capped_by_its_keyed_requests(client, database_url):
     option = await create_option(client, 1000)
-    requests = [(1, None, f"key-{n}") for n in range(coalescing.MAX_BATCH_KEYS + 3)]
+    requests = [{"quantity": 1, "key": f"key-{n}"} for n in range(coalescing.MAX_BATCH_KEYS + 3)]
     leader, followers = await run_as_one_batch(client, database_url, option["id"], requests)
     assert leader[0] == 201 and {f[0] for f in followers} == {201}
     assert await calls_made(database_url) == 1 + 2
@@ -162,22 +144,20 @@ async def test_a_full_queue_sheds_purchases_at_once_with_503(client, database_ur
     option = await create_option(client, 100)
     client.app[PURCHASES]._max_queue = 3  # test-only: a small queue
     async with HeldOptionLock(database_url, option["id"]) as held:
-        leader = asyncio.create_task(post_purchase(client, option["id"], 1))
+        leader = asyncio.create_task(answer(buy(client, option["id"], 1)))
 
         async def leader_blocked():
             return await held.blocked_calls() == 1
-        await wait_until(leader_blocked)
-        followers = [asyncio.create_task(post_purchase(client, option["id"], 1)) for _ in range(3)]
+        await wait_until(leader_blocked, "the leader to wait for the option's lock")
+        followers = [asyncio.create_task(answer(buy(client, option["id"], 1))) for _ in range(3)]
 
-        async def all_queued():
-            return queued(client, option["id"]) == 3
-        await wait_until(all_queued)
+        await wait_until(lambda: queued(client, option["id"]) == 3, "3 purchases queued behind the leader")
         metrics = await (await client.get("/metrics")).text()
         assert 'ticket_allocation_purchase_queue_depth{worker="' in metrics
         assert any(line.startswith("ticket_allocation_purchase_queue_depth{") and line.endswith(" 3.0")
                    for line in metrics.splitlines())
         # Answered while the lock is still held: the service did not wait for it.
-        status, retry_after, body = await post_purchase(client, option["id"], 1)
+        status, retry_after, body = await answer(buy(client, option["id"], 1))
         assert (status, body["type"], retry_after) == (503, "/problems/database-unavailable", "1")
     assert (await leader)[0] == 201 and [(await f)[0] for f in followers] == [201] * 3
     metrics = await (await client.get("/metrics")).text()
@@ -190,7 +170,7 @@ async def test_a_full_queue_sheds_purchases_at_once_with_503(client, database_ur
 
 
 async def test_a_whole_batch_refusal_is_counted_as_a_refusal(client):
-    status, _, _ = await post_purchase(client, uuid.uuid4(), 1)
+    status, _, _ = await answer(buy(client, uuid.uuid4(), 1))
     assert status == 404
     metrics = await (await client.get("/metrics")).text()
     assert any(line.startswith('ticket_allocation_purchases_refused_total{reason="ticket-option-not-found"')
@@ -239,16 +219,14 @@ async def test_purchases_of_many_options_go_in_one_call(client, database_url, bo
     leaders = [options[0] for options in lanes.values()]
     followers = [option for options in lanes.values() for option in options[1:]]
     async with StalledCalls(database_url) as stalled:
-        leading = [asyncio.create_task(post_purchase(client, option, 1)) for option in leaders]
+        leading = [asyncio.create_task(answer(buy(client, option, 1))) for option in leaders]
 
         async def lanes_busy():
             return await stalled.blocked_calls() == len(leaders)
-        await wait_until(lanes_busy)
-        following = [asyncio.create_task(post_purchase(client, option, 2)) for option in followers]
+        await wait_until(lanes_busy, "every lane's leader to stall")
+        following = [asyncio.create_task(answer(buy(client, option, 2))) for option in followers]
 
-        async def all_waiting():
-            return coalescer.queue_depth() == len(followers)
-        await wait_until(all_waiting)
+        await wait_until(lambda: coalescer.queue_depth() == len(followers), "every follower queued")
     assert [status for status, _, _ in await asyncio.gather(*leading, *following)] == [201] * (len(leaders) + len(followers))
     # Per lane: its leader's call, then one call for every option waiting in it.
     assert batches(await (await client.get("/metrics")).text()) == (2 * len(lanes), len(leaders) + len(followers))
@@ -258,25 +236,20 @@ async def test_purchases_of_many_options_go_in_one_call(client, database_url, bo
 
 
 async def test_a_locked_option_delays_the_others_of_its_batch_by_no_more_than_that_batch(client, database_url):
-    coalescer = client.app[PURCHASES]
     leader, locked, free = next(options for options in (await options_in_lanes(client, 10, per_lane=3)).values())[:3]
     async with HeldOptionLock(database_url, locked) as psql_session:
         async with StalledCalls(database_url) as stalled:  # the lane's call in flight, for as long as needed
-            leading = asyncio.create_task(post_purchase(client, leader, 1))
+            leading = asyncio.create_task(answer(buy(client, leader, 1)))
 
             async def leader_in_flight():
                 return await stalled.blocked_calls() == 1
-            await wait_until(leader_in_flight)
-            buy_locked = asyncio.create_task(post_purchase(client, locked, 1))
+            await wait_until(leader_in_flight, "the lane's leader to stall")
+            buy_locked = asyncio.create_task(answer(buy(client, locked, 1)))
 
-            async def locked_waiting():
-                return queued(client, locked) == 1
-            await wait_until(locked_waiting)
-            buy_free = asyncio.create_task(post_purchase(client, free, 1))
+            await wait_until(lambda: queued(client, locked) == 1, "the locked option's purchase queued")
+            buy_free = asyncio.create_task(answer(buy(client, free, 1)))
 
-            async def free_waiting():
-                return queued(client, free) == 1
-            await wait_until(free_waiting)
+            await wait_until(lambda: queued(client, free) == 1, "the free option's purchase queued")
         # The lane's next call takes both; the locked option's purchase is deferred, the other bought.
         assert (await asyncio.wait_for(buy_free, timeout=10))[0] == 201
         assert (await leading)[0] == 201
@@ -284,7 +257,8 @@ async def test_a_locked_option_delays_the_others_of_its_batch_by_no_more_than_th
 
         async def waiting_for_the_lock():
             return await psql_session.blocked_calls() == 1
-        await wait_until(waiting_for_the_lock)  # in a call of its own, as purchase_tickets would
+        # In a call of its own, as purchase_tickets would.
+        await wait_until(waiting_for_the_lock, "the locked option's purchase to wait for its lock")
         assert not buy_locked.done()
     assert (await buy_locked)[0] == 201
     # The leader's call, the call of both, the locked option's own call.

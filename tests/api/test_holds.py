@@ -7,22 +7,9 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from ..people import USER
-from .helpers import HeldOptionLock, assert_problem, create_option
-
-
-async def hold(client, option_id, quantity=1, user_id=USER, headers=None, **extra):
-    return await client.post(
-        f"/ticket_options/{option_id}/holds", json={"quantity": quantity, "user_id": user_id, **extra}, headers=headers)
-
-
-async def advance_clock(database_url, interval):
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = clock_offset + $1::text::interval",
-                           interval)
-    finally:
-        await conn.close()
+from ..polling import wait_until
+from ..sql.helpers import sessions_waiting_for_a_lock
+from .helpers import HeldOptionLock, advance_clock, assert_problem, buy, create_option, hold
 
 
 async def test_hold_then_confirm(client):
@@ -120,23 +107,23 @@ async def test_max_per_user_counts_holds(client):
     assert (await hold(client, option["id"], 2)).status == 201
     await assert_problem(await hold(client, option["id"], 1), 409, "/problems/per-user-limit-exceeded")
     await assert_problem(
-        await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER}),
+        await buy(client, option["id"]),
         409, "/problems/per-user-limit-exceeded")
 
 
 async def test_a_retried_hold_holds_once(client):
     option = await create_option(client, allocation=10)
-    first = await (await hold(client, option["id"], 2, headers={"Idempotency-Key": "k1"})).json()
-    retry = await hold(client, option["id"], 2, headers={"Idempotency-Key": "k1"})
+    first = await (await hold(client, option["id"], 2, key="k1")).json()
+    retry = await hold(client, option["id"], 2, key="k1")
     assert retry.status == 201 and (await retry.json())["id"] == first["id"]
     assert (await (await client.get(f"/ticket_options/{option['id']}")).json())["held"] == 2
-    await assert_problem(await hold(client, option["id"], 3, headers={"Idempotency-Key": "k1"}), 422,
+    await assert_problem(await hold(client, option["id"], 3, key="k1"), 422,
                          "/problems/idempotency-key-reused")
 
 
 async def test_300_concurrent_holds_for_100_tickets(client):
     option = await create_option(client, allocation=100)
-    responses = await asyncio.gather(*(hold(client, option["id"], 1, str(uuid.uuid4())) for _ in range(300)))
+    responses = await asyncio.gather(*(hold(client, option["id"], 1, user_id=uuid.uuid4()) for _ in range(300)))
     statuses = sorted(r.status for r in responses)
     assert statuses.count(201) == 100 and statuses.count(409) == 200
     seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
@@ -145,12 +132,11 @@ async def test_300_concurrent_holds_for_100_tickets(client):
 
 async def test_concurrent_confirms_releases_and_purchases_do_not_deadlock(client):
     option = await create_option(client, allocation=60)
-    holds = [await (await hold(client, option["id"], 2, str(uuid.uuid4()))).json() for _ in range(20)]
+    holds = [await (await hold(client, option["id"], 2, user_id=uuid.uuid4())).json() for _ in range(20)]
     requests = [client.post(f"/holds/{h['id']}/confirm") for h in holds]
     requests += [client.post(f"/holds/{h['id']}/release") for h in holds]
-    requests += [client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": str(uuid.uuid4())})
-                 for _ in range(20)]
-    requests += [hold(client, option["id"], 1, str(uuid.uuid4())) for _ in range(20)]
+    requests += [buy(client, option["id"], user_id=uuid.uuid4()) for _ in range(20)]
+    requests += [hold(client, option["id"], 1, user_id=uuid.uuid4()) for _ in range(20)]
     responses = await asyncio.gather(*requests)
     assert {r.status for r in responses} <= {200, 201, 409}
     seen = await (await client.get(f"/ticket_options/{option['id']}")).json()
@@ -179,25 +165,6 @@ async def test_the_servers_sweeper_stores_expired_holds_and_metrics_count_holds(
                for line in metrics.splitlines())
 
 
-async def until_past(expires_at: str):
-    """Real time passes the hold's expires_at (this race is about real time, not the test clock)."""
-    deadline = datetime.fromisoformat(expires_at)
-    while datetime.now(timezone.utc) <= deadline:
-        await asyncio.sleep(0.05)
-
-
-async def blocked(lock: HeldOptionLock, calls: int, unless: asyncio.Future | None = None):
-    """Polls until `calls` sessions wait for a lock (the second waiter of a row waits for the first),
-    or `unless` is answered."""
-    for _ in range(100):  # bounded: 5 s
-        if await lock.conn.fetchval("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted") >= calls:
-            return
-        if unless is not None and unless.done():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {calls} calls queued on the option's lock")
-
-
 @pytest.mark.parametrize("database_settings", [{"lock_timeout": "10s"}])  # the lock outlives the role's 1 s
 async def test_a_confirm_queued_on_the_lock_past_expiry_answers_expired(client, database_url):
     # Issue 17's race: a session holds the option's lock from before expires_at to after it; a confirm
@@ -206,10 +173,16 @@ async def test_a_confirm_queued_on_the_lock_past_expiry_answers_expired(client, 
     held = await (await hold(client, option["id"], 2, ttl_seconds=1)).json()
     async with HeldOptionLock(database_url, option["id"]) as lock:
         confirming = asyncio.ensure_future(client.post(f"/holds/{held['id']}/confirm"))
-        await blocked(lock, 1)
-        await until_past(held["expires_at"])
+
+        async def queued(calls):
+            return await sessions_waiting_for_a_lock(lock.conn) >= calls
+        await wait_until(lambda: queued(1), "the confirm to queue on the option's lock")
+        # Real time passes the hold's expires_at (this race is about real time, not the test clock).
+        expires_at = datetime.fromisoformat(held["expires_at"])
+        await wait_until(lambda: datetime.now(timezone.utc) > expires_at, "the hold's expires_at to pass")
         reading = asyncio.ensure_future(client.get(f"/holds/{held['id']}"))
-        await blocked(lock, 2, unless=reading)  # it waits for the decision in progress
+        # It waits for the decision in progress (the second waiter of a row waits for the first), or has its answer.
+        await wait_until(lambda: reading.done() or queued(2), "the read to queue behind the confirm")
     await assert_problem(await confirming, 409, "/problems/hold-expired")
     read = await reading
     assert read.status == 200 and (await read.json())["status"] == "expired"

@@ -1,6 +1,5 @@
 """Logs: one JSON object a line (or text), one line per request, request ids, no secrets."""
 
-import asyncio
 import io
 import json
 import logging
@@ -18,10 +17,11 @@ from aiohttp import web
 
 from service.config import PROJECT_ROOT
 from service.logs import (
-    FLUSH_INTERVAL_SECONDS, REQUEST_ID_HEADER, BatchingStreamHandler, JsonFormatter, UtcMilliseconds,
+    REQUEST_ID_HEADER, BatchingStreamHandler, JsonFormatter, UtcMilliseconds,
     request_id_middleware,
 )
 
+from ..polling import wait_until
 from ..processes import Server, request, served_env
 
 
@@ -159,7 +159,7 @@ async def test_info_lines_wait_for_the_flush_interval_and_a_warning_writes_them_
     log.warning("third")
     assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["first", "second", "third"]
     log.info("fourth")
-    await asyncio.sleep(FLUSH_INTERVAL_SECONDS * 2)
+    await wait_until(lambda: stream.getvalue().count("\n") == 4, "the flush of the fourth line")
     assert json.loads(stream.getvalue().splitlines()[-1])["message"] == "fourth"
 
 

@@ -8,7 +8,7 @@ import asyncpg
 from tests.conftest import read_books
 
 from ..people import USER
-from .helpers import assert_problem, buy, create_option
+from .helpers import advance_clock, assert_problem, buy, create_option, hold
 
 
 async def create_quota(client, size, option_ids, name="Hall"):
@@ -25,15 +25,6 @@ async def order(client, lines, user_id=USER, key=None, **extra):
 
 async def option(client, option_id):
     return await (await client.get(f"/ticket_options/{option_id}")).json()
-
-
-async def advance_clock(database_url, interval):
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = clock_offset + $1::text::interval",
-                           interval)
-    finally:
-        await conn.close()
 
 
 async def books_balance(database_url, option_id):
@@ -77,7 +68,7 @@ async def test_a_short_quota_is_a_409_naming_it(client, database_url):
     problem = await assert_problem(await buy(client, b["id"], 2), 409, "/problems/quota-exhausted")
     assert problem["quota_id"] == quota["id"]
     assert problem["detail"] == f'not enough tickets left in quota "Hall" ({quota["id"]}): 2 requested, 1 remaining'
-    held = await client.post(f"/ticket_options/{b['id']}/holds", json={"quantity": 2, "user_id": USER})
+    held = await hold(client, b["id"], 2)
     assert (await assert_problem(held, 409, "/problems/quota-exhausted"))["quota_id"] == quota["id"]
     await books_balance(database_url, a["id"])
 

@@ -1,7 +1,6 @@
 """Where webhooks may go: URLs of a clear shape (sql/webhooks.sql), to globally reachable addresses
 only (service/destinations.py), checked at registration and again at every delivery."""
 
-import asyncio
 import ipaddress
 
 import pytest
@@ -10,6 +9,7 @@ from service.app import create_app
 from service.destinations import address_allowed
 from service.webhooks import WebhookSettings
 
+from ..polling import wait_until
 from .helpers import assert_problem, create_option
 from .test_webhooks import LOOPBACK, Receiver, start_receiver
 
@@ -140,13 +140,12 @@ async def fast_retries(conn):
 
 
 async def failed_attempts(conn, hook_id, count: int) -> list[str]:
-    for _ in range(WAIT_SECONDS * 20):
-        errors = await conn.fetch("SELECT outcome, error FROM webhook_attempts WHERE webhook_id = $1 AND outcome IS NOT NULL "
-                                  "ORDER BY id", hook_id)
-        if len(errors) >= count:
-            break
-        await asyncio.sleep(0.05)
-    assert len(errors) >= count and {row["outcome"] for row in errors} == {"failed"}, errors
+    async def answered():
+        rows = await conn.fetch("SELECT outcome, error FROM webhook_attempts WHERE webhook_id = $1 AND outcome IS NOT NULL "
+                                "ORDER BY id", hook_id)
+        return rows if len(rows) >= count else None
+    errors = await wait_until(answered, f"{count} attempts answered", WAIT_SECONDS)
+    assert {row["outcome"] for row in errors} == {"failed"}, errors
     return [row["error"] for row in errors]
 
 

@@ -15,8 +15,8 @@ from standardwebhooks.webhooks import Webhook
 
 from service.webhooks import WebhookSettings
 
-from ..people import USER
-from .helpers import assert_problem, create_option
+from ..polling import wait_until
+from .helpers import assert_problem, buy, create_option
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 WAIT_SECONDS = 20  # every wait below is bounded by this
@@ -79,14 +79,24 @@ async def subscribe(client, url, **extra):
     return await response.json()
 
 
+async def attempts(client, hook) -> list[dict]:
+    """The subscription's delivery attempts, newest first, answered or in flight."""
+    return (await (await client.get(f"/webhooks/{hook['id']}/deliveries")).json())["deliveries"]
+
+
+async def recorded_attempts(client, hook, count: int) -> list[dict] | None:
+    """The subscription's attempts when there are at least `count`, all answered; else None."""
+    deliveries = await attempts(client, hook)
+    return deliveries if len(deliveries) >= count and all(d["outcome"] for d in deliveries) else None
+
+
 async def test_deliveries_are_signed_and_in_feed_order(client, aiohttp_server):
     receiver = Receiver()
     hook = await subscribe(client, await start_receiver(aiohttp_server, receiver))
     assert hook["secret"].startswith("whsec_") and hook["types"] is None and hook["enabled"] is True
     option = await create_option(client, allocation=2)
     for _ in range(2):
-        response = await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER})
-        assert response.status == 201
+        assert (await buy(client, option["id"])).status == 201
     await receiver.wait_for(4)
     verifier = Webhook(hook["secret"])
     delivered = [verifier.verify(body, headers) for headers, body, _ in receiver.requests]
@@ -99,12 +109,11 @@ async def test_deliveries_are_signed_and_in_feed_order(client, aiohttp_server):
     assert [event["id"] for event in feed["events"]] == [event["id"] for event in delivered]
     assert "secret" not in await (await client.get(f"/webhooks/{hook['id']}")).json()
     delivered_line = 'ticket_allocation_webhook_deliveries_total{outcome="delivered",worker="1"} 4.0'
-    for _ in range(WAIT_SECONDS * 20):  # counted once the answer is recorded, just after the receiver saw it
+
+    async def counted():  # once the answer is recorded, just after the receiver saw it
         metrics = await (await client.get("/metrics")).text()
-        if delivered_line in metrics:
-            break
-        await asyncio.sleep(0.05)
-    assert delivered_line in metrics
+        return metrics if delivered_line in metrics else None
+    metrics = await wait_until(counted, "the 4 deliveries counted in the metrics", WAIT_SECONDS)
     assert "ticket_allocation_events_written{" in metrics
 
 
@@ -127,11 +136,8 @@ async def test_a_failed_delivery_is_retried_with_the_same_id_and_holds_back_late
     (first, _, s1), (retry, _, s2), (second, _, s3) = receiver.requests[:3]
     assert (s1, s2, s3) == (500, 200, 200)
     assert first["webhook-id"] == retry["webhook-id"] != second["webhook-id"]
-    for _ in range(WAIT_SECONDS * 20):  # the receiver answered; the worker records the answer right after
-        deliveries = (await (await client.get(f"/webhooks/{hook['id']}/deliveries")).json())["deliveries"]
-        if len(deliveries) >= 3 and all(d["outcome"] for d in deliveries):
-            break
-        await asyncio.sleep(0.05)
+    deliveries = await wait_until(lambda: recorded_attempts(client, hook, 3),
+                                  "the 3 answers recorded", WAIT_SECONDS)  # the worker records each right after
     assert [(d["attempt"], d["status_code"], d["outcome"]) for d in reversed(deliveries)] == [
         (1, 500, "failed"), (2, 200, "delivered"), (1, 200, "delivered")]
 
@@ -139,16 +145,22 @@ async def test_a_failed_delivery_is_retried_with_the_same_id_and_holds_back_late
 async def test_a_410_disables_the_subscription(client, aiohttp_server):
     receiver = Receiver(statuses=[410])
     hook = await subscribe(client, await start_receiver(aiohttp_server, receiver))
+    # A witness subscription to every event: once the next event has reached it, the deliverer has
+    # claimed that event's attempts, and a disabled subscription still due would have had its attempt
+    # in the same claim or an earlier one (claims take the due subscriptions, the longest due first).
+    witness = Receiver()
+    await subscribe(client, await start_receiver(aiohttp_server, witness))
     await create_option(client)
     await receiver.wait_for(1)
-    for _ in range(WAIT_SECONDS * 20):
+
+    async def disabled():
         state = await (await client.get(f"/webhooks/{hook['id']}")).json()
-        if not state["enabled"]:
-            break
-        await asyncio.sleep(0.05)
-    assert state["enabled"] is False and "410" in state["disabled_reason"]
+        return state if not state["enabled"] else None
+    state = await wait_until(disabled, "the subscription to be disabled", WAIT_SECONDS)
+    assert "410" in state["disabled_reason"]
     await create_option(client)
-    await asyncio.sleep(0.3)  # the loop polls every 0.05 s: it would have sent it by now
+    await witness.wait_for(2)
+    assert len(await attempts(client, hook)) == 1  # none claimed for it since, answered or in flight
     assert len(receiver.requests) == 1
 
 
@@ -220,14 +232,9 @@ async def test_purchases_keep_going_while_a_receiver_hangs(client, aiohttp_serve
     await subscribe(client, await start_receiver(aiohttp_server, receiver))
     option = await create_option(client, allocation=1000)
 
-    async def buy():
-        response = await client.post(f"/ticket_options/{option['id']}/purchases",
-                                     json={"quantity": 1, "user_id": str(uuid.uuid4())})
-        return response.status
-
-    statuses = await asyncio.gather(*(buy() for _ in range(200)))
+    responses = await asyncio.gather(*(buy(client, option["id"], user_id=uuid.uuid4()) for _ in range(200)))
     hang.set()
-    assert statuses == [201] * 200
+    assert [response.status for response in responses] == [201] * 200
 
 
 async def test_registration_refuses_other_schemes_and_internal_destinations(client, aiohttp_client, api_database_url,
@@ -262,8 +269,7 @@ async def test_the_feed_over_http(client):
     page = await (await client.get("/events?limit=1")).json()
     assert [e["type"] for e in page["events"]] == ["ticket_option.created"]
     assert same_resource(page["events"][0]["data"], option)  # the resource as the API returned it
-    response = await client.post(f"/ticket_options/{option['id']}/purchases", json={"quantity": 1, "user_id": USER})
-    purchase = await response.json()
+    purchase = await (await buy(client, option["id"])).json()
     rest = await (await client.get(f"/events?after={page['next_cursor']}&types=purchase.created")).json()
     assert len(rest["events"]) == 1 and same_resource(rest["events"][0]["data"], purchase)
     end = await (await client.get(f"/events?after={rest['next_cursor']}")).json()

@@ -1,1 +1,1 @@
-"""High availability: the service on a pg_auto_failover cluster (see cluster.py)."""
+"""High availability: the service on a pg_auto_failover cluster (the cluster: tools/ha/cluster.py)."""

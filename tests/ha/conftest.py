@@ -11,10 +11,10 @@ import pytest
 
 from service import embedded
 from service.migrations import migrate
+from tools.ha.cluster import INSTALL_HINT, Cluster, require_pg_autoctl
 
 from ..conftest import ROLE_PASSWORD
 from ..processes import Server, base_env
-from .cluster import INSTALL_HINT, Cluster, require_pg_autoctl
 
 
 @pytest.fixture(scope="module")

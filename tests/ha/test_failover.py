@@ -17,9 +17,10 @@ import psycopg
 import pytest
 from aiohttp import web
 
+from tools.ha.cluster import Cluster, Node
+
 from ..processes import free_port, request
 from ..reliability.books import reconcile, retry_with_same_keys
-from .cluster import Cluster, Node
 from .load import Load
 
 pytestmark = pytest.mark.ha

@@ -11,12 +11,9 @@ import asyncpg
 import pytest
 
 from ..people import USER_ID as USER
-from .helpers import create_option, purchase, ticket_requests
-
-
-async def hold(conn, option_id, quantity, user_id=USER, ttl="10 minutes", key=None):
-    return await conn.fetchrow(
-        "SELECT * FROM hold_tickets($1, $2, $3, $4::text::interval, $5)", option_id, user_id, quantity, ttl, key)
+from ..polling import wait_until
+from .helpers import (advance_clock, books_balance, create_option, hold, many, option, purchase, queued_on_a_lock,
+                      sessions_waiting_for_a_lock, ticket_requests, until_past)
 
 
 async def confirm(conn, hold_id):
@@ -26,18 +23,6 @@ async def confirm(conn, hold_id):
 async def release(conn, hold_id):
     """(released: whether this call released it, hold: the hold as it is now)."""
     return await conn.fetchrow("SELECT * FROM release_hold($1)", hold_id)
-
-
-async def advance_clock(conn, interval):
-    await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = clock_offset + $1::text::interval", interval)
-
-
-async def option(conn, option_id):
-    return await conn.fetchrow("SELECT * FROM get_ticket_option($1)", option_id)
-
-
-async def books_balance(conn):
-    assert [tuple(r) for r in await conn.fetch("SELECT * FROM check_consistency()")] == []
 
 
 async def test_a_hold_sets_tickets_aside_until_confirmed(conn):
@@ -188,21 +173,6 @@ async def test_a_batch_decides_in_order_and_repeats_keys(conn):
     await books_balance(conn)
 
 
-async def many(database_url, size, calls):
-    """Run the calls (each given a connection) from `size` connections at once; their results or errors."""
-    pool = await asyncpg.create_pool(database_url, min_size=size, max_size=size)
-    try:
-        async def run(call):
-            async with pool.acquire() as c:
-                try:
-                    return await call(c)
-                except asyncpg.PostgresError as error:
-                    return error
-        return await asyncio.gather(*(run(call) for call in calls))
-    finally:
-        await pool.close()
-
-
 async def test_300_concurrent_holds_of_one_for_100_tickets(conn, database_url):
     option_id = await create_option(conn, 100)
     results = await many(database_url, 30, [lambda c: hold(c, option_id, 1, uuid.uuid4()) for _ in range(300)])
@@ -271,7 +241,9 @@ async def test_a_hold_expiring_while_purchases_wait_on_the_lock(conn, database_u
             await blocker.execute("SELECT 1 FROM ticket_options WHERE id = $1 FOR NO KEY UPDATE", option_id)
             waiting = asyncio.ensure_future(
                 many(database_url, 10, [lambda c: purchase(c, option_id, 1, uuid.uuid4()) for _ in range(12)]))
-            await asyncio.sleep(0.3)  # they queue on the lock
+            async def all_queued():  # every connection of the pool, on the option's lock
+                return await sessions_waiting_for_a_lock(conn) >= 10
+            await wait_until(all_queued, "the 10 connections' purchases to queue on the option's lock")
             await advance_clock(conn, "2 minutes")  # expires while they wait
         results = await waiting
     finally:
@@ -302,21 +274,6 @@ async def test_sweeper_and_lazy_reclaim_together(conn, database_url):
         state = await option(conn, option_id)
         assert (state["remaining"], state["held"], state["sold"]) == (10, 5, 5)
     await books_balance(conn)
-
-
-async def queued_on_a_lock(conn, pid):
-    """Polls until backend `pid` waits for a lock (bounded: 10 s)."""
-    for _ in range(200):
-        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"backend {pid} never queued on a lock")
-
-
-async def until_past(conn, expires_at):
-    """Real time passes expires_at (the race below is about real time, not the test clock)."""
-    while await conn.fetchval("SELECT clock() <= $1", expires_at):
-        await asyncio.sleep(0.05)
 
 
 async def test_a_confirm_that_waited_on_the_lock_past_expiry_is_refused(conn, database_url):

@@ -9,34 +9,16 @@ import uuid
 from datetime import timedelta
 
 import asyncpg
-import pytest
 
 from ..people import USER_ID as USER
-from .helpers import create_option, purchase
+from .helpers import (advance_clock, books_balance, create_option, create_quota, many, purchase, queued_on_a_lock,
+                      refused, until_past)
 
 
 async def place(conn, lines, ttl=None, key=None, user_id=USER, caller=None):
     """lines: [(option_id, quantity)]; ttl: a PostgreSQL interval string."""
     return await conn.fetchrow(
         "SELECT * FROM place_order($1, $2::order_line[], $3::text::interval, $4, $5)", user_id, lines, ttl, key, caller)
-
-
-async def create_quota(conn, size, option_ids):
-    return await conn.fetchval("SELECT id FROM create_quota('Venue', $1, $2)", size, option_ids)
-
-
-async def advance_clock(conn, interval):
-    await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = clock_offset + $1::text::interval", interval)
-
-
-async def books_balance(conn):
-    assert [tuple(r) for r in await conn.fetch("SELECT * FROM check_consistency()")] == []
-
-
-async def refused(call) -> asyncpg.PostgresError:
-    with pytest.raises(asyncpg.PostgresError) as error:
-        await call
-    return error.value
 
 
 async def sold(conn, option_id):
@@ -87,7 +69,7 @@ async def test_an_order_is_all_or_nothing_and_names_every_failing_line(conn):
 
 async def test_lines_count_what_earlier_lines_of_the_order_took(conn):
     a, b = await create_option(conn, 10), await create_option(conn, 10)
-    quota_id = await create_quota(conn, 5, [a, b])
+    quota_id = (await create_quota(conn, 5, [a, b]))["id"]
     error = await refused(place(conn, [(a, 3), (b, 3)]))
     assert error.sqlstate == "TA014"
     [line] = json.loads(error.detail)
@@ -114,7 +96,7 @@ async def test_invalid_lines_are_refused_before_anything_is_looked_up(conn):
 
 async def test_a_held_order_holds_every_line_until_one_expires_at_and_confirm_buys_them_all(conn):
     a, b = await create_option(conn, 10), await create_option(conn, 10)
-    quota_id = await create_quota(conn, 6, [a, b])
+    quota_id = (await create_quota(conn, 6, [a, b]))["id"]
     order = await place(conn, [(a, 2), (b, 3)], ttl="15 minutes")
     assert order["status"] == "held" and order["purchases"] == []
     assert {h["expires_at"] for h in order["holds"]} == {order["expires_at"]}
@@ -163,21 +145,6 @@ async def test_a_held_order_expires_as_a_whole_and_cannot_be_confirmed(conn):
     assert [t for t, _ in await events(conn, ["hold.expired"])] == ["hold.expired"] * 2
     assert [await sold(conn, o) for o in (a, b)] == [(3, 0, 1), (4, 0, 0)]
     await books_balance(conn)
-
-
-async def queued_on_a_lock(conn, pid):
-    """Polls until backend `pid` waits for a lock (bounded: 10 s)."""
-    for _ in range(200):
-        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"backend {pid} never queued on a lock")
-
-
-async def until_past(conn, expires_at):
-    """Real time passes expires_at (the race below is about real time, not the test clock)."""
-    while await conn.fetchval("SELECT clock() <= $1", expires_at):
-        await asyncio.sleep(0.05)
 
 
 async def test_a_confirm_queued_on_the_locks_past_expiry_is_refused_and_a_read_agrees(conn, database_url):
@@ -229,7 +196,7 @@ async def test_max_hold_seconds_bounds_every_line_and_the_order_expires_at_the_s
 
 async def test_release_frees_every_line_at_once(conn):
     a, b = await create_option(conn, 4), await create_option(conn, 4)
-    quota_id = await create_quota(conn, 5, [a, b])
+    quota_id = (await create_quota(conn, 5, [a, b]))["id"]
     order = await place(conn, [(a, 2), (b, 3)], ttl="10 minutes")
     released = await conn.fetchrow("SELECT * FROM release_order($1)", order["id"])
     assert released["status"] == "released" and {h["status"] for h in released["holds"]} == {"released"}
@@ -244,7 +211,7 @@ async def test_release_frees_every_line_at_once(conn):
 
 async def test_partial_and_full_cancel_return_capacity_to_options_and_quotas(conn):
     a, b, c = [await create_option(conn, 5) for _ in range(3)]
-    quota_id = await create_quota(conn, 6, [a, b, c])
+    quota_id = (await create_quota(conn, 6, [a, b, c]))["id"]
     order = await place(conn, [(a, 2), (b, 2), (c, 2)])
     assert await conn.fetchval("SELECT remaining FROM get_quota($1)", quota_id) == 0
     await conn.fetchrow("SELECT * FROM cancel_purchase($1)", order["purchases"][0]["id"])
@@ -307,24 +274,9 @@ async def test_max_per_user_counts_each_line_with_what_the_user_has(conn):
     assert await sold(conn, b) == (10, 0, 0)
 
 
-async def many(database_url, size, calls):
-    """Run the calls (each given a connection) from `size` connections at once; their results or errors."""
-    pool = await asyncpg.create_pool(database_url, min_size=size, max_size=size)
-    try:
-        async def run(call):
-            async with pool.acquire() as c:
-                try:
-                    return await call(c)
-                except asyncpg.PostgresError as error:
-                    return error
-        return await asyncio.gather(*(run(call) for call in calls))
-    finally:
-        await pool.close()
-
-
 async def test_orders_racing_single_purchases_for_a_quota_are_each_all_or_nothing(conn, database_url):
     options = [await create_option(conn, 40) for _ in range(3)]
-    quota_id = await create_quota(conn, 45, options)
+    quota_id = (await create_quota(conn, 45, options))["id"]
 
     def order_call(n):
         lines = [(option, 1 + n % 2) for option in options]
@@ -388,7 +340,7 @@ async def test_orders_in_opposite_line_orders_and_every_other_call_never_deadloc
 
 async def test_a_batch_of_orders_decides_each_whole_in_arrival_order(conn):
     a, b = await create_option(conn, 10), await create_option(conn, 10)
-    quota_id = await create_quota(conn, 8, [a, b])
+    quota_id = (await create_quota(conn, 8, [a, b]))["id"]
     users = [uuid.uuid4() for _ in range(5)]
     rows = await conn.fetch("SELECT * FROM place_orders_batch($1::order_request[])", [
         (users[0], [(a, 3), (b, 2)], None, "k1", None),       # placed: 3 left in the quota

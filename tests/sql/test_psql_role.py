@@ -10,6 +10,7 @@ import pytest
 
 from service import embedded
 
+from ..polling import wait_until
 from .helpers import create_option
 
 CALLING_ROLES = (embedded.API_ROLE, embedded.ADMIN_ROLE, embedded.PSQL_ROLE)
@@ -88,7 +89,12 @@ async def busy_service_connection(url: str) -> tuple[asyncpg.Connection, asyncio
     """A connection of the service's login, in the middle of a statement (2 s)."""
     service = await asyncpg.connect(url)
     running = asyncio.create_task(service.fetchval("SELECT 'service' FROM pg_sleep(2)"))
-    await asyncio.sleep(0.3)
+    watcher = await asyncpg.connect(url)  # the same login sees its own backends' state
+    try:
+        await wait_until(lambda: watcher.fetchval("SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1",
+                                                  service.get_server_pid()), "the service's statement to start")
+    finally:
+        await watcher.close()
     return service, running
 
 

@@ -9,13 +9,7 @@ import pytest
 
 from tests.people import USER_ID
 
-
-async def create_option(conn, allocation):
-    return await conn.fetchval("SELECT id FROM create_ticket_option('Gig', '', $1)", allocation)
-
-
-async def purchase(conn, option_id, quantity, user_id=USER_ID):
-    return await conn.fetchrow("SELECT * FROM purchase_tickets($1, $2, $3)", option_id, user_id, quantity)
+from .helpers import create_option, purchase
 
 
 async def test_purchase_returns_the_purchase_with_its_tickets(conn, books):

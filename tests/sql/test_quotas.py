@@ -7,37 +7,13 @@ import random
 import uuid
 
 import asyncpg
-import pytest
 
-from ..people import USER_ID as USER
-from .helpers import create_option, purchase, ticket_requests
-
-
-async def create_quota(conn, size, option_ids, name="Venue"):
-    return await conn.fetchrow("SELECT * FROM create_quota($1, $2, $3)", name, size, option_ids)
+from .helpers import (advance_clock, books_balance, create_option, create_quota, hold, many, purchase, refused,
+                      ticket_requests)
 
 
 async def quota(conn, quota_id):
     return await conn.fetchrow("SELECT * FROM get_quota($1)", quota_id)
-
-
-async def hold(conn, option_id, quantity, user_id=USER, ttl="10 minutes"):
-    return await conn.fetchrow("SELECT * FROM hold_tickets($1, $2, $3, $4::text::interval)",
-                               option_id, user_id, quantity, ttl)
-
-
-async def advance_clock(conn, interval):
-    await conn.execute("UPDATE ticket_allocation.settings SET clock_offset = clock_offset + $1::text::interval", interval)
-
-
-async def books_balance(conn):
-    assert [tuple(r) for r in await conn.fetch("SELECT * FROM check_consistency()")] == []
-
-
-async def refused(call) -> asyncpg.PostgresError:
-    with pytest.raises(asyncpg.PostgresError) as error:
-        await call
-    return error.value
 
 
 async def test_a_quota_bounds_what_its_options_sell_together(conn):
@@ -171,21 +147,6 @@ async def test_check_consistency_covers_every_quota(conn):
     await conn.execute("UPDATE quotas SET sold = 1 WHERE id = $1", venue["id"])
     found = [tuple(r) for r in await conn.fetch("SELECT invariant, ticket_option_id FROM check_consistency()")]
     assert found == [("quota_sold_is_options_sold", None)]
-
-
-async def many(database_url, size, calls):
-    """Run the calls (each given a connection) from `size` connections at once; their results or errors."""
-    pool = await asyncpg.create_pool(database_url, min_size=size, max_size=size)
-    try:
-        async def run(call):
-            async with pool.acquire() as c:
-                try:
-                    return await call(c)
-                except asyncpg.PostgresError as error:
-                    return error
-        return await asyncio.gather(*(run(call) for call in calls))
-    finally:
-        await pool.close()
 
 
 async def test_a_shared_quota_is_never_oversold_by_300_concurrent_purchases_and_holds(conn, database_url):

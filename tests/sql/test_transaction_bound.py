@@ -14,7 +14,8 @@ import pytest
 from service import embedded
 from ..conftest import CALLING_ROLES, admin_url, api_url, psql_url, set_transaction_bound
 
-from ..psql_sessions import STEP, Stall, lift_transaction_timeout
+from ..polling import wait_until
+from ..psql_sessions import Stall, lift_transaction_timeout
 from .helpers import create_option
 
 BOUND = 2.0  # seconds: settings.max_transaction_timeout in these tests (the default is 30 s)
@@ -111,10 +112,8 @@ async def test_a_busy_transaction_holding_an_options_lock_is_ended_within_the_bo
         async with stall:
             buying = asyncio.create_task(buy_until_sold(bounded(embedded.API_ROLE), option_id))
             if has_transaction_timeout:
-                for _ in range(int((BOUND + 10) / 0.1)):
-                    if stall.ended is not None:
-                        break
-                    await asyncio.sleep(0.1)
+                await wait_until(lambda: stall.ended is not None, "transaction_timeout to end the stalling session",
+                                 BOUND + 10)
             else:
                 assert await watchdog(admin, stall)
             sold_at = await buying

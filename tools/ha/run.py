@@ -1,4 +1,4 @@
-"""`make run-ha`: the tests' HA topology, to try by hand.
+"""`make run-ha`: the HA topology of tests/ha, to try by hand.
 
 A pg_auto_failover monitor and two nodes in .ha/ (git-ignored, made afresh each
 time), the service on their multi-host URL at http://127.0.0.1:$PORT (3000),

@@ -1,6 +1,6 @@
 """A pg_auto_failover cluster on 127.0.0.1: a monitor and two PostgreSQL nodes in one folder.
 
-Shared by tests/ha and `make run-ha` (tests/ha/run.py). pg_auto_failover does the
+Shared by tests/ha, bench/ha.py and `make run-ha` (tools/ha/run.py). pg_auto_failover does the
 failover (never this code): the monitor health-checks the nodes and promotes
 the synchronous standby; this module only creates, starts, stops and breaks
 the processes, and reads the monitor's view of who is primary.
