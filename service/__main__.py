@@ -6,6 +6,7 @@ installed wheel, outside a checkout: a per-user folder, see config.default_pgdat
 """
 
 import argparse
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,8 @@ def cmd_serve(settings: Settings, args) -> int:
     databases = resolve_databases(settings)
     if not args.no_migrate:
         migrate(databases.owner)
-    return server.serve(settings, databases.api, databases.admin, databases.source)
+    served = dataclasses.replace(settings, database_url=databases.api, admin_database_url=databases.admin)
+    return server.serve(served, databases.source)
 
 
 def cmd_migrate(settings: Settings, args) -> int:
