@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from service import coalescing
-from service.keys import HOLDS, PURCHASES
+from service.keys import PURCHASES
 
 from .helpers import HeldOptionLock, assert_problem, create_option
 
