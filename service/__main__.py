@@ -6,6 +6,7 @@ installed wheel, outside a checkout: a per-user folder, see config.default_pgdat
 """
 
 import argparse
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,10 @@ environment (see the README's Configuration):
   SHUTDOWN_TIMEOUT_MS   how long SIGTERM waits for requests in progress (10000)
   LOG_FORMAT            json (one object a line, the default) or text
   CACHE_CONTROL         the Cache-Control of GET /ticket_options/{id} (max-age=1; e.g. no-store)
+  WEBHOOK_ALLOWED_NETWORKS  comma-separated CIDRs webhooks may go to besides public addresses (none)
+  WEBHOOK_TIMEOUT_MS    webhook connect and read timeout (10000)
+  WEBHOOK_CONCURRENCY   webhook delivery slots per server process (4)
+  WEBHOOK_POLL_MS       how often an idle delivery loop asks for due deliveries (500)
   EMBEDDED_PGDATA       data folder of the embedded PostgreSQL (.pgdata in the checkout; an installed
                         wheel: $XDG_DATA_HOME/ticket-allocation/pgdata, XDG_DATA_HOME ~/.local/share)
 
@@ -92,7 +97,8 @@ def cmd_serve(settings: Settings, args) -> int:
     databases = resolve_databases(settings)
     if not args.no_migrate:
         migrate(databases.owner)
-    return server.serve(settings, databases.api, databases.admin, databases.source)
+    served = dataclasses.replace(settings, database_url=databases.api, admin_database_url=databases.admin)
+    return server.serve(served, databases.source)
 
 
 def cmd_migrate(settings: Settings, args) -> int:

@@ -12,9 +12,8 @@ import hmac
 from aiohttp import web
 
 from .errors import FORBIDDEN, UNAUTHORIZED, Problem
+from .keys import SETTINGS
 
-ADMIN_TOKEN = web.AppKey("admin_token", str)
-API_TOKENS = web.AppKey("api_tokens", tuple)
 # The request's caller, for idempotency key scopes: a digest of its token, None when open.
 CALLER = web.RequestKey("caller", str)
 # Routes for operators and readers of the contract, open even with API_TOKENS.
@@ -48,7 +47,7 @@ def caller_of(token: str) -> str:
 
 def require_admin(request: web.Request) -> None:
     """Raises 401 without a bearer token, 403 with the wrong one; passes when no token is configured."""
-    expected = request.app.get(ADMIN_TOKEN)
+    expected = request.app[SETTINGS].admin_token
     if expected is None:
         return
     given = bearer_token(request)
@@ -70,7 +69,7 @@ def _matching_token(given: bytes, tokens: tuple[str, ...]) -> str | None:
 
 @web.middleware
 async def api_token_middleware(request: web.Request, handler):
-    tokens = request.app.get(API_TOKENS)
+    tokens = request.app[SETTINGS].api_tokens
     if not tokens or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return await handler(request)
     given = bearer_token(request)
@@ -80,7 +79,7 @@ async def api_token_middleware(request: web.Request, handler):
             "Send Authorization: Bearer <an API token> (this server has API_TOKENS set).",
             headers={"WWW-Authenticate": 'Bearer realm="ticket-allocation"'},
         )
-    admin_token = request.app.get(ADMIN_TOKEN)
+    admin_token = request.app[SETTINGS].admin_token
     token = _matching_token(given, tokens + ((admin_token,) if admin_token else ()))
     if token is None:
         raise Problem(FORBIDDEN, "The bearer token is not one of this server's API tokens.")

@@ -181,6 +181,12 @@ class Coalescer:
                 self._start(self._drain_lane(lane))
         return await pending.answer
 
+    async def drain(self) -> None:
+        """Returns once no call is in flight: each sends what its queue holds, and a lane's call may
+        start a locked option's, which is awaited too. For the shutdown, when nothing new comes."""
+        while self._senders:
+            await asyncio.gather(*self._senders, return_exceptions=True)
+
     def _enqueue(self, waiting: list[PendingRequest], pending: PendingRequest) -> None:
         if len(waiting) >= self._max_queue:
             raise Overloaded(f"{len(waiting)} {self._function.noun} are waiting already")

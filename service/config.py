@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .responses import DEFAULT_CACHE_CONTROL
-from .webhooks import WebhookSettings
+from .destinations import Network, parse_networks
 
 # The folder holding the package: the checkout when running from one (make run,
 # make test, an editable install); site-packages in an installed wheel.
@@ -16,6 +15,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_FORMATS = ("json", "text")
 # A Cache-Control value goes out as is: printable ASCII, no surrounding spaces.
 CACHE_CONTROL_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?")
+# One second: an on-sale page polled by thousands is read from the database at most once a
+# second per cache in front of it, and what it shows is at most a second old.
+DEFAULT_CACHE_CONTROL = "max-age=1"
 
 
 # Environment variable -> PostgreSQL setting of the service's connections.
@@ -26,8 +28,40 @@ DATABASE_SETTINGS_BY_ENV = {
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """How a server process delivers webhooks (service/webhooks.py). The defaults here are the
+    environment's too (from_env)."""
+    # Destination networks allowed besides public addresses (WEBHOOK_ALLOWED_NETWORKS).
+    allowed_networks: tuple[Network, ...] = ()
+    # Seconds to connect, and to get the answer's status line (WEBHOOK_TIMEOUT_MS).
+    timeout: float = 10.0
+    # Delivery slots per server process (WEBHOOK_CONCURRENCY); see "Fair shares" in service/webhooks.py.
+    concurrency: int = 4
+    # Seconds between polls when nothing is due (WEBHOOK_POLL_MS).
+    poll_interval: float = 0.5
+    # False: this process delivers nothing (e.g. a read-only replica of the service).
+    enabled: bool = True
+
+    @classmethod
+    def from_env(cls, env) -> "WebhookSettings":
+        defaults = cls()
+        return cls(
+            allowed_networks=parse_networks(env.get("WEBHOOK_ALLOWED_NETWORKS", "")),
+            timeout=_int_setting(env, "WEBHOOK_TIMEOUT_MS", round(defaults.timeout * 1000)) / 1000,
+            concurrency=_int_setting(env, "WEBHOOK_CONCURRENCY", defaults.concurrency),
+            poll_interval=_int_setting(env, "WEBHOOK_POLL_MS", round(defaults.poll_interval * 1000)) / 1000,
+        )
+
+    @property
+    def lease(self) -> float:
+        """Seconds an attempt is the claiming worker's: longer than the attempt can take."""
+        return 2 * self.timeout + 5
+
+
+@dataclass(frozen=True)
 class Settings:
-    # None means: start the embedded PostgreSQL and use it.
+    # None means: start the embedded PostgreSQL and use it (`serve` then hands create_app
+    # these settings with the embedded server's URLs: service/__main__.py).
     database_url: str | None
     # The role that runs migrations (owns the schema); None: database_url's.
     migrate_database_url: str | None
@@ -39,7 +73,10 @@ class Settings:
     host: str
     port: int
     workers: int
+    # Connections in each worker's pool of buyers (DB_POOL_SIZE).
     pool_size: int
+    # Seconds a request may wait for a free connection before it is answered 503: under a
+    # burst beyond capacity, a fast "retry" beats a hang.
     pool_timeout: float
     embedded_pgdata: Path
     # None: the admin routes are open (the server warns at start).
@@ -59,6 +96,11 @@ class Settings:
     webhooks: WebhookSettings
     # The Cache-Control of cacheable reads (service/responses.py), e.g. "max-age=1" or "no-store".
     cache_control: str = DEFAULT_CACHE_CONTROL
+
+    @property
+    def admin_url(self) -> str | None:
+        """The URL admin calls (and the background tasks) connect with: admin_database_url, else database_url."""
+        return self.admin_database_url or self.database_url
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":

@@ -1,8 +1,9 @@
-"""The connection pools, living as long as the app (aiohttp cleanup_ctx), and calls of the SQL API.
+"""The connection pools, the background tasks' rounds, and calls of the SQL API.
 
 Two pools: buyers are served as the API role (DATABASE_URL), admin calls run
 as the admin role (ADMIN_DATABASE_URL), which the API role cannot become; and
 the watchdog's own connection, as the admin role (end_overlong_transactions).
+They live as long as the app, each in a cleanup context (service/lifecycle.py).
 """
 
 import asyncio
@@ -13,23 +14,11 @@ import asyncpg
 from aiohttp import web
 
 from . import failover
-from .coalescing import HOLD_BATCH, ORDER_BATCH, PURCHASE_BATCH, Coalescer
-from .webhooks import WEBHOOK_SETTINGS, Deliverer
+from .config import Settings
+from .keys import ADMIN_POOL, DB_POOL, SETTINGS
 
-DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
-ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)
-PURCHASES = web.AppKey("purchases", Coalescer)
-HOLDS = web.AppKey("holds", Coalescer)
-ORDERS = web.AppKey("orders", Coalescer)
-DATABASE_URL = web.AppKey("database_url", str)
-ADMIN_DATABASE_URL = web.AppKey("admin_database_url", str)
 # Admin calls are rare: a small pool, opened on first use.
 ADMIN_POOL_SIZE = 2
-POOL_SIZE = web.AppKey("pool_size", int)
-# Seconds a request may wait for a free connection before it is answered 503:
-# under a burst beyond capacity, a fast "retry" beats a hang.
-POOL_TIMEOUT = web.AppKey("pool_timeout", float)
-DATABASE_SETTINGS = web.AppKey("database_settings", dict)
 
 # Expired idempotency keys are already ignored; purging only bounds the table.
 PURGE_INTERVAL_SECONDS = 600
@@ -49,58 +38,15 @@ WATCHDOG_INTERVAL_SECONDS = 1
 log = logging.getLogger(__name__)
 
 
-async def pool_context(app: web.Application):
+async def create_pool(url: str, settings: Settings, min_size: int, max_size: int) -> asyncpg.Pool:
+    """A pool on `url` with the service's database settings (lock_timeout, ...)."""
     try:
-        pool = await asyncpg.create_pool(
-            **failover.pool_options(app[DATABASE_URL]), min_size=1, max_size=app[POOL_SIZE],
-            server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
-        )
-        admin_pool = await asyncpg.create_pool(
-            **failover.pool_options(app[ADMIN_DATABASE_URL]), min_size=0, max_size=ADMIN_POOL_SIZE,
-            server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
-        )
-        # The watchdog's own connection, as the admin role: busy admin calls cannot delay a round.
-        watchdog_pool = await asyncpg.create_pool(
-            **failover.pool_options(app[ADMIN_DATABASE_URL]), min_size=0, max_size=1,
-            server_settings=app[DATABASE_SETTINGS], reset=rollback_if_needed,
+        return await asyncpg.create_pool(
+            **failover.pool_options(url), min_size=min_size, max_size=max_size,
+            server_settings=settings.database_settings, reset=rollback_if_needed,
         )
     except asyncpg.InvalidParameterValueError as error:
         raise SystemExit(f"a database setting of the service is invalid: {error}") from None
-    async with pool, admin_pool, watchdog_pool:
-        await warn_if_tables_are_writable(pool)
-        app[DB_POOL] = pool
-        app[ADMIN_POOL] = admin_pool
-        from .metrics import METRICS  # here: metrics imports this module
-
-        metrics = app.get(METRICS)
-        app[PURCHASES] = Coalescer(
-            pool, app[POOL_TIMEOUT], PURCHASE_BATCH, metrics.purchase_batch_sent if metrics else None)
-        app[HOLDS] = Coalescer(pool, app[POOL_TIMEOUT], HOLD_BATCH, metrics.hold_batch_sent if metrics else None)
-        app[ORDERS] = Coalescer(pool, app[POOL_TIMEOUT], ORDER_BATCH)
-        stopping = asyncio.Event()
-        purger = asyncio.create_task(purge_expired_idempotency_keys(admin_pool, stopping))
-        deliverer = start_deliverer(app, stopping)
-        sweeper = asyncio.create_task(sweep_expired_holds(admin_pool, stopping, metrics))
-        watchdog = asyncio.create_task(end_overlong_transactions(watchdog_pool, stopping))
-        yield
-        # Not cancelled: a purge, sweep or watchdog round in progress finishes before the pool closes.
-        stopping.set()
-        await purger
-        await sweeper
-        await watchdog
-        if deliverer is not None:
-            await deliverer
-
-
-def start_deliverer(app: web.Application, stopping: asyncio.Event) -> asyncio.Task | None:
-    """The webhook delivery loop of this process (service/webhooks.py), with its own pool."""
-    settings = app[WEBHOOK_SETTINGS]
-    if not settings.enabled:
-        return None
-    from .metrics import METRICS  # here: metrics imports this module
-
-    deliverer = Deliverer(app[ADMIN_DATABASE_URL], settings, app[METRICS], app[DATABASE_SETTINGS])
-    return asyncio.create_task(deliverer.run(stopping))
 
 
 async def warn_if_tables_are_writable(pool: asyncpg.Pool) -> None:
@@ -148,14 +94,14 @@ async def purge_old_events(pool: asyncpg.Pool) -> None:
             return
 
 
-async def sweep_expired_holds(pool: asyncpg.Pool, stopping: asyncio.Event, metrics=None) -> None:
+async def sweep_expired_holds(pool: asyncpg.Pool, metrics, stopping: asyncio.Event) -> None:
     while True:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=SWEEP_INTERVAL_SECONDS)
             return
         try:
             swept = await sweep_once(pool)
-            if metrics and swept:
+            if swept:
                 metrics.holds_swept(swept)
         except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as error:
             log.warning("could not release expired holds (will retry): %s", error)
@@ -234,12 +180,14 @@ def function_call(function: str, arguments: dict) -> tuple[str, list]:
 async def call(request: web.Request, function: str, *, admin: bool = False, **arguments) -> asyncpg.Record:
     """Call one function of the SQL API and return its single row; admin calls run as the admin role."""
     query, values = function_call(function, arguments)
-    async with request.app[ADMIN_POOL if admin else DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
+    pool = request.app[ADMIN_POOL if admin else DB_POOL]
+    async with pool.acquire(timeout=request.app[SETTINGS].pool_timeout) as conn:
         return await conn.fetchrow(query, *values)
 
 
 async def call_many(request: web.Request, function: str, *, admin: bool = False, **arguments) -> list[asyncpg.Record]:
     """Call one set-returning function of the SQL API and return its rows; admin calls run as the admin role."""
     query, values = function_call(function, arguments)
-    async with request.app[ADMIN_POOL if admin else DB_POOL].acquire(timeout=request.app[POOL_TIMEOUT]) as conn:
+    pool = request.app[ADMIN_POOL if admin else DB_POOL]
+    async with pool.acquire(timeout=request.app[SETTINGS].pool_timeout) as conn:
         return await conn.fetch(query, *values)

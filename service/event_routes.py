@@ -9,9 +9,9 @@ from .auth import require_admin
 from .db import OMITTED, call, call_many
 from .errors import INVALID_ARGUMENT, WEBHOOK_NOT_FOUND, Problem
 from .inputs import Field, path_uuid, read_json_object, read_query
+from .keys import SETTINGS
 from .routes import NO_QUERY, resource_json
 from .destinations import DestinationRefused, check_destination
-from .webhooks import WEBHOOK_SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -58,7 +58,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     url = body["url"]
     if url.lower().startswith(("http://", "https://")):  # anything else: refused by the SQL rule
         try:
-            await check_destination(url, request.app[WEBHOOK_SETTINGS].allowed_networks)
+            await check_destination(url, request.app[SETTINGS].webhooks.allowed_networks)
         except DestinationRefused as refused:
             raise Problem(INVALID_ARGUMENT, f"url {refused}", [{"field": "url", "message": f"url {refused}"}])
     row = await call(request, "create_webhook", admin=True,

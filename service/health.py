@@ -12,8 +12,9 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from . import db, failover
+from . import failover
 from .errors import DATABASE_UNAVAILABLE, MIGRATIONS_PENDING, Problem
+from .keys import DB_POOL, SETTINGS
 from .migrations import shipped_migrations
 
 routes = web.RouteTableDef()
@@ -34,7 +35,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     try:
-        async with request.app[db.DB_POOL].acquire(timeout=request.app[db.POOL_TIMEOUT]) as conn:
+        async with request.app[DB_POOL].acquire(timeout=request.app[SETTINGS].pool_timeout) as conn:
             # The API role may not read yoyo's table; this SECURITY DEFINER function reads it.
             applied = {row[0] for row in await conn.fetch("SELECT * FROM api.applied_migrations()")}
             writes_to = failover.writes_to(conn)  # host:port of the primary, with a multi-host DATABASE_URL

@@ -18,7 +18,7 @@ from aiohttp import web
 from .errors import (
     CLIENT_DISCONNECTED, INVALID_ARGUMENT, MALFORMED_BODY, REQUEST_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, Problem, ProblemType,
 )
-from .metrics import METRICS
+from .keys import METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 # a request with a bad key is refused before it joins a batch of other buyers' purchases.
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x2b\x2d-\x7e]{1,255}")
 IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters, no comma"
-# Seconds a client may take to send its body (BODY_READ_TIMEOUT_MS / 1000); then 408.
-BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,7 @@ def _check_media_type(request: web.Request) -> None:
 async def _read_body(request: web.Request) -> bytes:
     """The whole body; 408 if the client takes too long to send it (over client_max_size: 413)."""
     try:
-        async with asyncio.timeout(request.app.get(BODY_READ_TIMEOUT)):
+        async with asyncio.timeout(request.app[SETTINGS].body_read_timeout):
             return await request.read()
     except TimeoutError:
         raise Problem(REQUEST_TIMEOUT, "The request body did not arrive in time; send it at once.") from None

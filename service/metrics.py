@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at GET /metrics.
+"""Prometheus metrics: the series a worker counts (served at GET /metrics: service/metrics_http.py).
 
 Every series carries the `worker` label of the process that counted it. Under
 the server (service/server.py) prometheus_client runs in multiprocess mode:
@@ -14,25 +14,11 @@ lookups before it are what costs, so the series a request touches are
 looked up once and kept.
 """
 
-import asyncio
-import contextlib
 import os
-import time
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-from . import db
 from .errors import problem_type_of
-
-# The classic text format, which every Prometheus server reads.
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Requests that matched no route: one label value, not one per path tried.
-UNMATCHED_ROUTE = "unmatched"
-# How often a worker writes its pool gauges (for scrapes that another worker answers).
-POOL_GAUGES_SECONDS = 1.0
-
-routes = web.RouteTableDef()
 
 
 class Metrics:
@@ -207,52 +193,12 @@ class Metrics:
         self.own(self.pool_connections).set(size)
         self.own(self.pool_connections_in_use).set(size - pool.get_idle_size())
 
-    def exposition(self, pool, purchases=None, holds=None) -> bytes:
-        if purchases is not None:
-            self.own(self.purchase_queue_depth).set(purchases.queue_depth())
-        if holds is not None:
-            self.own(self.hold_queue_depth).set(holds.queue_depth())
+    def exposition(self, pool, purchases, holds) -> bytes:
+        self.own(self.purchase_queue_depth).set(purchases.queue_depth())
+        self.own(self.hold_queue_depth).set(holds.queue_depth())
         self.pool_observed(pool)
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
         every_worker = CollectorRegistry()
         multiprocess.MultiProcessCollector(every_worker)
         return generate_latest(every_worker)
-
-
-METRICS = web.AppKey("metrics", Metrics)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler):
-    started = time.perf_counter()
-    # problem_middleware (inside this one) answers every error, so every request is counted.
-    response = await handler(request)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else UNMATCHED_ROUTE
-    request.app[METRICS].request_answered(request.method, route, response.status, time.perf_counter() - started)
-    return response
-
-
-async def pool_gauges(app: web.Application):
-    """cleanup_ctx, after the pool's: the pool gauges written every POOL_GAUGES_SECONDS, as a scrape
-    answered by another worker reads this one's from its files (the answering worker's are current)."""
-    metrics, pool = app[METRICS], app[db.DB_POOL]
-
-    async def refresh():
-        while True:
-            metrics.pool_observed(pool)
-            await asyncio.sleep(POOL_GAUGES_SECONDS)
-
-    refresher = asyncio.create_task(refresh())
-    yield
-    refresher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await refresher
-
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition(
-        request.app[db.DB_POOL], request.app.get(db.PURCHASES), request.app.get(db.HOLDS))
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -10,9 +10,10 @@ from aiohttp import web
 
 from .auth import CALLER, require_admin
 from .coalescing import Overloaded
-from .db import OMITTED, ORDERS, call
+from .db import OMITTED, call
 from .errors import DATABASE_UNAVAILABLE, INVALID_ARGUMENT, ORDER_NOT_FOUND, QUOTA_NOT_FOUND, Problem
 from .inputs import Field, converted, idempotency_key, path_uuid, read_json_object, read_query, type_error
+from .keys import ORDERS
 from .responses import json_response
 from .routes import NO_QUERY
 

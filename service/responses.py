@@ -20,10 +20,8 @@ import uuid
 import orjson
 from aiohttp import web
 
-CACHE_CONTROL = web.AppKey("cache_control", str)
-# One second: an on-sale page polled by thousands is read from the database at most once a
-# second per cache in front of it, and what it shows is at most a second old.
-DEFAULT_CACHE_CONTROL = "max-age=1"
+from .keys import SETTINGS
+
 JSON_CONTENT_TYPE = "application/json"
 
 
@@ -54,7 +52,7 @@ def cacheable_json(request: web.Request, data) -> web.Response:
     the request's If-None-Match names that ETag (weak comparison, RFC 9110 section 13.1.2) or is *."""
     body = json_bytes(data)
     etag = etag_of(body)
-    headers = {"ETag": etag, "Cache-Control": request.app[CACHE_CONTROL]}
+    headers = {"ETag": etag, "Cache-Control": request.app[SETTINGS].cache_control}
     if request.headers.get("If-None-Match") is not None and not_modified(request, etag[1:-1]):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers=headers, content_type=JSON_CONTENT_TYPE)

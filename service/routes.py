@@ -15,10 +15,10 @@ from aiohttp import web
 
 from .auth import CALLER, require_admin
 from .coalescing import Overloaded, Refused
-from .db import HOLDS, OMITTED, PURCHASES, call
+from .db import OMITTED, call
 from .errors import DATABASE_UNAVAILABLE, HOLD_NOT_FOUND, PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND, Problem
 from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_query
-from .metrics import METRICS
+from .keys import HOLDS, LIST_PAGE_TURN, METRICS, PURCHASES
 from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
 from .responses import cacheable_json, json_response
@@ -30,7 +30,6 @@ routes = web.RouteTableDef()
 # answered, so that list pages take at most LIST_PAGES_SHARE of a worker's time and a flood of them
 # cannot starve purchases (tests/reliability/test_list_flood.py); waiting readers use no CPU.
 LIST_PAGES_SHARE = 0.1
-LIST_PAGE_TURN = web.AppKey("list_page_turn", asyncio.Semaphore)
 
 TICKET_OPTION_FIELDS = (
     Field("name", "string"),

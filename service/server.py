@@ -66,11 +66,9 @@ class Logger(glogging.Logger):
 class Application(BaseApplication):
     """gunicorn configured from Settings, serving service.app.create_app."""
 
-    def __init__(self, settings: Settings, database_url: str, admin_database_url: str, source: str, create_app):
-        self.settings = settings
-        self.database_url = database_url
-        self.admin_database_url = admin_database_url
-        self.source = source  # where database_url comes from, for the start line
+    def __init__(self, settings: Settings, source: str, create_app):
+        self.settings = settings  # its database URLs resolved (service/__main__.py)
+        self.source = source  # where settings.database_url comes from, for the start line
         self.create_app = create_app  # service.app.create_app, imported by serve() at the right time
         # The worker's `worker` metrics label: its place in the order gunicorn started them (1, 2, ...; a
         # replacement gets the next number), set in each worker after the fork.
@@ -100,7 +98,7 @@ class Application(BaseApplication):
         settings = self.settings
         log.info(
             "ticket-allocation listening on http://%s:%s with %d worker(s), database %s (%s); Ctrl-C stops it",
-            settings.host, settings.port, settings.workers, redact(self.database_url), self.source,
+            settings.host, settings.port, settings.workers, redact(settings.database_url), self.source,
         )
 
     def post_fork(self, arbiter, worker) -> None:
@@ -115,15 +113,8 @@ class Application(BaseApplication):
         return self.runner
 
     async def runner(self) -> web.AppRunner:
-        settings = self.settings
-        app = self.create_app(
-            self.database_url, admin_database_url=self.admin_database_url, pool_size=settings.pool_size, pool_timeout=settings.pool_timeout,
-            database_settings=settings.database_settings, admin_token=settings.admin_token,
-            worker=str(self.worker_number), api_tokens=settings.api_tokens,
-            body_read_timeout=settings.body_read_timeout, webhook_settings=settings.webhooks,
-            cache_control=settings.cache_control,
-        )
-        return web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=settings.shutdown_timeout)
+        app = self.create_app(self.settings, worker=str(self.worker_number))
+        return web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=self.settings.shutdown_timeout)
 
 
 def child_exit(arbiter, worker) -> None:
@@ -158,7 +149,9 @@ def metrics_folder() -> str:
     return folder
 
 
-def serve(settings: Settings, database_url: str, admin_database_url: str, source: str) -> int:
+def serve(settings: Settings, source: str) -> int:
+    """Serves until SIGTERM or Ctrl-C, with `settings` whose database URLs are resolved; `source`:
+    where they come from (for the logs)."""
     check_port_is_free(settings.host, settings.port)
     if settings.admin_token is None:
         log.warning(
@@ -177,7 +170,7 @@ def serve(settings: Settings, database_url: str, admin_database_url: str, source
 
     arbiter = os.getpid()
     try:
-        Application(settings, database_url, admin_database_url, source, create_app).run()
+        Application(settings, source, create_app).run()
         exit_code = 0
     except SystemExit as exit:
         if os.getpid() != arbiter:

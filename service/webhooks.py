@@ -18,17 +18,16 @@ subscription (the claim's rule) and MAX_WAITING in all.
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from . import failover
-from .destinations import DestinationRefused, GuardedResolver, Network, check_literal, parse_networks
+from .config import WebhookSettings
+from .destinations import DestinationRefused, GuardedResolver, check_literal
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +42,6 @@ MAX_CLAIM = 100
 USER_AGENT = "ticket-allocation-webhooks/1"
 # How often the lag gauges are refreshed (one cheap query per subscription).
 LAG_REFRESH_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class WebhookSettings:
-    # Destination networks allowed besides public addresses (WEBHOOK_ALLOWED_NETWORKS).
-    allowed_networks: tuple[Network, ...] = ()
-    # Seconds to connect, and to get the answer's status line (WEBHOOK_TIMEOUT_MS).
-    timeout: float = 10.0
-    # Delivery slots per server process (WEBHOOK_CONCURRENCY); see "Fair shares" above.
-    concurrency: int = 4
-    # Seconds between polls when nothing is due (WEBHOOK_POLL_MS).
-    poll_interval: float = 0.5
-    # False: this process delivers nothing (e.g. a read-only replica of the service).
-    enabled: bool = True
-
-    @classmethod
-    def from_env(cls, env) -> "WebhookSettings":
-        from .config import _int_setting as int_setting
-
-        return cls(
-            allowed_networks=parse_networks(env.get("WEBHOOK_ALLOWED_NETWORKS", "")),
-            timeout=int_setting(env, "WEBHOOK_TIMEOUT_MS", 10_000) / 1000,
-            concurrency=int_setting(env, "WEBHOOK_CONCURRENCY", 4),
-            poll_interval=int_setting(env, "WEBHOOK_POLL_MS", 500) / 1000,
-        )
-
-    @property
-    def lease(self) -> float:
-        """Seconds an attempt is the claiming worker's: longer than the attempt can take."""
-        return 2 * self.timeout + 5
-
-
-WEBHOOK_SETTINGS = web.AppKey("webhook_settings", WebhookSettings)
 
 
 def signed_headers(secret: str, message_id: str, body: str) -> dict[str, str]:

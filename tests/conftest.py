@@ -20,6 +20,8 @@ from service import embedded
 from service.app import create_app
 from service.migrations import migrate
 
+from .apps import app_settings
+
 
 # Every role gets this password: it works where the server asks for one, and trust ignores it.
 ROLE_PASSWORD = "Tq7-role-secret"
@@ -202,4 +204,4 @@ def books(conn):
 
 @pytest.fixture
 async def client(aiohttp_client, api_database_url, admin_database_url):
-    return await aiohttp_client(create_app(api_database_url, admin_database_url))
+    return await aiohttp_client(create_app(app_settings(api_database_url, admin_database_url)))

@@ -3,8 +3,9 @@
 import pytest
 
 from service.app import create_app
-from service.responses import DEFAULT_CACHE_CONTROL
+from service.config import DEFAULT_CACHE_CONTROL, WebhookSettings
 
+from ..apps import DEFAULTS, app_settings
 from .contract import contract_middleware
 
 
@@ -27,15 +28,15 @@ def api_tokens() -> tuple[str, ...]:
 
 
 @pytest.fixture
-def body_read_timeout() -> float | None:
-    """The app's BODY_READ_TIMEOUT_MS in seconds; None (no limit) unless a test module overrides it."""
-    return None
+def body_read_timeout() -> float:
+    """The app's BODY_READ_TIMEOUT_MS in seconds; the default unless a test module overrides it."""
+    return DEFAULTS.body_read_timeout
 
 
 @pytest.fixture
-def webhook_settings():
-    """The app's webhook delivery settings; None (no delivery) unless a test module overrides it."""
-    return None
+def webhook_settings() -> WebhookSettings:
+    """The app's webhook delivery settings; no delivery unless a test module overrides it."""
+    return WebhookSettings(enabled=False)
 
 
 @pytest.fixture
@@ -48,10 +49,10 @@ def cache_control() -> str:
 async def client(aiohttp_client, api_database_url, admin_database_url, database_settings, admin_token, api_tokens,
                  body_read_timeout, webhook_settings, cache_control):
     found: list[str] = []
-    app = create_app(
-        api_database_url, admin_database_url, database_settings=database_settings, admin_token=admin_token, api_tokens=api_tokens,
-        body_read_timeout=body_read_timeout, webhook_settings=webhook_settings, cache_control=cache_control,
-    )
+    app = create_app(app_settings(
+        api_database_url, admin_database_url, database_settings=database_settings, admin_token=admin_token,
+        api_tokens=api_tokens, body_read_timeout=body_read_timeout, webhooks=webhook_settings, cache_control=cache_control,
+    ))
     # Outermost, so it sees what clients see, problems included.
     app.middlewares.insert(0, contract_middleware(found))
     yield await aiohttp_client(app)

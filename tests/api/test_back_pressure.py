@@ -10,6 +10,8 @@ import asyncpg
 
 from service.app import create_app
 
+from ..apps import app_settings
+
 from ..people import USER
 from ..polling import wait_until
 from .helpers import HeldOptionLock, assert_problem, create_option
@@ -34,7 +36,8 @@ def held_up(held: HeldOptionLock):
 
 
 async def test_an_exhausted_pool_is_answered_503_fast(aiohttp_client, api_database_url, admin_database_url, database_url):
-    app = create_app(api_database_url, admin_database_url, pool_size=1, pool_timeout=0.2, database_settings={"lock_timeout": "30s"})
+    app = create_app(app_settings(api_database_url, admin_database_url, pool_size=1, pool_timeout=0.2,
+                                  database_settings={"lock_timeout": "30s"}))
     client = await aiohttp_client(app)
     option = await create_option(client, 10)
     async with HeldOptionLock(database_url, option["id"]) as held:

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from service import coalescing
-from service.db import PURCHASES
+from service.keys import PURCHASES
 
 from ..polling import wait_until
 from .helpers import HeldOptionLock, answer, assert_problem, buy, create_option

@@ -148,7 +148,8 @@ async def test_concurrent_confirms_releases_and_purchases_do_not_deadlock(client
 
 
 async def test_the_servers_sweeper_stores_expired_holds_and_metrics_count_holds(client, database_url):
-    from service.db import ADMIN_POOL, sweep_once
+    from service.db import sweep_once
+    from service.keys import ADMIN_POOL
 
     option = await create_option(client, allocation=5)
     held = await (await hold(client, option["id"], 2, ttl_seconds=60)).json()

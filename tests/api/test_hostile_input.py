@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from service.db import PURCHASES
+from service.keys import PURCHASES
 
 from ..people import USER
 from .helpers import assert_problem, create_option, raw_request

@@ -8,6 +8,8 @@ import asyncpg
 from service import db
 from service.app import create_app
 
+from ..apps import app_settings
+
 from ..people import USER
 from ..polling import wait_until
 from .helpers import assert_problem, buy, create_option
@@ -73,7 +75,7 @@ async def test_configured_ttl_applies_and_expired_keys_are_purged(
     owner = await asyncpg.connect(database_url)
     await owner.execute("UPDATE settings SET idempotency_key_ttl = '0 seconds'")
     await owner.close()
-    client = await aiohttp_client(create_app(api_database_url, admin_database_url))
+    client = await aiohttp_client(create_app(app_settings(api_database_url, admin_database_url)))
     option = await create_option(client, 10)
     first = await (await buy(client, option["id"], key="short")).json()
     second = await (await buy(client, option["id"], key="short")).json()

@@ -5,6 +5,8 @@ from aiohttp import web
 from service.app import create_app
 from service.openapi import OPENAPI
 
+from ..apps import app_settings
+
 from .contract import violations
 
 
@@ -17,7 +19,7 @@ def registered_operations(app) -> set[tuple[str, str]]:
 
 
 def test_every_route_is_in_the_spec_and_every_operation_is_served():
-    app = create_app("postgresql://unused")
+    app = create_app(app_settings("postgresql://unused"))
     in_spec = {(path, method) for path, item in OPENAPI["paths"].items() for method in item}
     assert registered_operations(app) == in_spec
 

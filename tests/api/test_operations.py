@@ -4,7 +4,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.db import DB_POOL
+from service.keys import DB_POOL
 
 from ..conftest import owner_url
 from ..people import USER

@@ -4,8 +4,7 @@ import re
 
 import pytest
 
-from service.config import Settings
-from service.responses import DEFAULT_CACHE_CONTROL
+from service.config import DEFAULT_CACHE_CONTROL, Settings
 
 from .helpers import advance_clock, buy, create_option, hold
 

@@ -7,7 +7,9 @@ import pytest
 
 from service.app import create_app
 from service.destinations import address_allowed
-from service.webhooks import WebhookSettings
+from service.config import WebhookSettings
+
+from ..apps import app_settings
 
 from ..polling import wait_until
 from .helpers import assert_problem, create_option
@@ -67,15 +69,14 @@ def as_url_host(address: str) -> str:
 @pytest.fixture
 async def strict(aiohttp_client, api_database_url, admin_database_url):
     """The service with no WEBHOOK_ALLOWED_NETWORKS (and no delivery)."""
-    return await aiohttp_client(create_app(api_database_url, admin_database_url,
-                                           webhook_settings=WebhookSettings(enabled=False)))
+    return await aiohttp_client(create_app(app_settings(api_database_url, admin_database_url)))
 
 
 @pytest.fixture
 async def loopback(aiohttp_client, api_database_url, admin_database_url):
     """The service with WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8 (and no delivery)."""
-    return await aiohttp_client(create_app(api_database_url, admin_database_url,
-                                           webhook_settings=WebhookSettings(allowed_networks=LOOPBACK, enabled=False)))
+    return await aiohttp_client(create_app(app_settings(
+        api_database_url, admin_database_url, webhooks=WebhookSettings(allowed_networks=LOOPBACK, enabled=False))))
 
 
 async def refused_url(client, url: str) -> dict:

@@ -13,8 +13,10 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from service.webhooks import WebhookSettings
+from service.app import create_app
+from service.config import WebhookSettings
 
+from ..apps import app_settings
 from ..polling import wait_until
 from .helpers import assert_problem, buy, create_option
 
@@ -243,10 +245,7 @@ async def test_registration_refuses_other_schemes_and_internal_destinations(clie
                          "/problems/invalid-argument")
     await assert_problem(await client.post("/webhooks", json={"url": "http://127.0.0.1/x", "types": ["nope.nope"]}),
                          422, "/problems/invalid-argument")
-    from service.app import create_app
-
-    strict = await aiohttp_client(create_app(api_database_url, admin_database_url,
-                                             webhook_settings=WebhookSettings(enabled=False)))
+    strict = await aiohttp_client(create_app(app_settings(api_database_url, admin_database_url)))
     for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://10.1.2.3/x", "http://169.254.169.254/latest"):
         body = await assert_problem(await strict.post("/webhooks", json={"url": url}), 422)
         assert body["errors"][0]["field"] == "url"

@@ -14,6 +14,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from service.app import create_app
 
+from ..apps import app_settings
+
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -90,7 +92,7 @@ def render(url: str, expected_operations: set[str], user_data_dir) -> RenderedPa
 
 
 async def test_docs_page_renders_the_contract_from_this_server_alone(aiohttp_server, api_database_url, admin_database_url, tmp_path):
-    server = await aiohttp_server(create_app(api_database_url, admin_database_url))
+    server = await aiohttp_server(create_app(app_settings(api_database_url, admin_database_url)))
     expected = {"POST /ticket_options", "GET /ticket_options/{id}", "POST /ticket_options/{id}/purchases"}
     # The browser blocks, so it runs in a thread while this loop serves its requests.
     page = await asyncio.to_thread(render, str(server.make_url("/docs")), expected, tmp_path / "chromium-profile")
