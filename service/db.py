@@ -14,6 +14,7 @@ from aiohttp import web
 
 from . import failover
 from .coalescing import HOLD_BATCH, ORDER_BATCH, PURCHASE_BATCH, Coalescer
+from .errors import PROBLEMS, read_problems
 from .webhooks import WEBHOOK_SETTINGS, Deliverer
 
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -68,6 +69,7 @@ async def pool_context(app: web.Application):
         raise SystemExit(f"a database setting of the service is invalid: {error}") from None
     async with pool, admin_pool, watchdog_pool:
         await warn_if_tables_are_writable(pool)
+        app[PROBLEMS] = await read_problems(pool)
         app[DB_POOL] = pool
         app[ADMIN_POOL] = admin_pool
         from .metrics import METRICS  # here: metrics imports this module
