@@ -5,6 +5,7 @@ and the docs' error table and the OpenAPI responses must agree with that map."""
 
 import re
 
+import pytest
 import yaml
 
 from service import errors
@@ -12,7 +13,7 @@ from service.config import PROJECT_ROOT
 
 SQL_DIR = PROJECT_ROOT / "sql"
 OPENAPI = yaml.safe_load((PROJECT_ROOT / "service" / "openapi.yaml").read_text())
-# The pages that may hold the error table (README.md today, docs/http-api.md once the README is split).
+# The pages that may hold the error table: README.md today, the HTTP API page of docs/ once the README is split.
 DOC_PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 
 
@@ -135,3 +136,15 @@ async def test_the_openapi_responses_agree_with_the_catalogue(conn):
             named.add(slug)
     clients_problems = {slug for slug, problem in problems.types.items() if problem.status < 500}
     assert clients_problems <= named
+
+
+async def test_a_database_without_the_catalogue_stops_the_service_with_its_fix(conn):
+    await conn.execute("DROP FUNCTION api.error_catalogue()")
+    with pytest.raises(SystemExit, match=r"not migrated by this version of the service; run `python -m service migrate`"):
+        await errors.read_problems(conn)
+
+
+async def test_a_catalogue_without_a_problem_the_service_names_stops_it(conn):
+    rows = [row for row in await catalogue(conn) if row["problem"] != errors.ORDER_NOT_FOUND]
+    with pytest.raises(SystemExit, match=r"lacks the problem types \['order-not-found'\]"):
+        errors.Problems(rows)
