@@ -7,7 +7,7 @@ from aiohttp import web
 from . import docs, event_routes, health, lifecycle, malformed_http, metrics_http, order_routes, routes
 from .auth import api_token_middleware
 from .config import Settings
-from .errors import problem_middleware
+from .errors_http import problem_middleware
 from .keys import LIST_PAGE_TURN, METRICS, SETTINGS
 from .logs import request_id_middleware
 from .metrics import Metrics

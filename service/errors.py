@@ -1,11 +1,12 @@
 """Errors as problem details (RFC 9457), and the one table that maps SQLSTATEs to them.
 
-The functions in sql/ raise SQLSTATEs of class TA (see sql/errors.sql); this is
-the only place where they, or any other database error, become HTTP statuses.
-README.md shows the same table.
+The functions in sql/ raise SQLSTATEs of class TA, each a row of the database's error catalogue
+(api.error_catalogue() in sql/errors.sql: its status, problem type and title). The service reads
+that catalogue once when its pool opens (read_problems) and adds to it its own problems (a
+request, a token, the database's reach, which no SQL error gives) and the other SQLSTATEs it
+knows: this is the only place where database errors become HTTP statuses.
 """
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -13,26 +14,30 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from .coalescing import Refused
 
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
+def problem_uri(slug: str) -> str:
+    return f"/problems/{slug}"
+
+
 @dataclass(frozen=True)
 class ProblemType:
     status: int
-    slug: str  # the `type` member is /problems/<slug>, documented in README.md
+    slug: str  # the `type` member is /problems/<slug>
     title: str
     retry_after: bool = False  # the same request may succeed shortly
     closes_connection: bool = False  # what is left of the request on the connection is not read
 
     @property
     def uri(self) -> str:
-        return f"/problems/{self.slug}"
+        return problem_uri(self.slug)
 
 
+# The service's own problems, in the catalogue's shape: answers that no SQL error gives.
 UNAUTHORIZED = ProblemType(401, "unauthorized", "A bearer token is required")
 FORBIDDEN = ProblemType(403, "forbidden", "The bearer token is not accepted here")
 MALFORMED_BODY = ProblemType(400, "malformed-body", "The request body is not a JSON object")
@@ -42,69 +47,33 @@ CLIENT_DISCONNECTED = ProblemType(
 )
 REQUEST_TIMEOUT = ProblemType(408, "request-timeout", "The request body did not arrive in time", closes_connection=True)
 UNSUPPORTED_MEDIA_TYPE = ProblemType(415, "unsupported-media-type", "The request body must be JSON")
-INVALID_ARGUMENT = ProblemType(422, "invalid-argument", "A field of the request is invalid")
-TICKET_OPTION_NOT_FOUND = ProblemType(404, "ticket-option-not-found", "Ticket option not found")
-INSUFFICIENT_TICKETS = ProblemType(409, "insufficient-tickets", "Not enough tickets left")
-PURCHASE_NOT_FOUND = ProblemType(404, "purchase-not-found", "Purchase not found")
-IDEMPOTENCY_KEY_REUSED = ProblemType(
-    422, "idempotency-key-reused", "The idempotency key was already used for a different request"
-)
-IDEMPOTENCY_KEY_IN_FLIGHT = ProblemType(
-    409, "idempotency-key-in-flight", "A request with this idempotency key is still in progress", retry_after=True
-)
-WEBHOOK_NOT_FOUND = ProblemType(404, "webhook-not-found", "Webhook not found")
-PER_USER_LIMIT_EXCEEDED = ProblemType(409, "per-user-limit-exceeded", "The user would exceed the per-user limit")
-HOLD_NOT_FOUND = ProblemType(404, "hold-not-found", "Hold not found")
-HOLD_EXPIRED = ProblemType(409, "hold-expired", "The hold expired; its tickets are back on sale")
-HOLD_RELEASED = ProblemType(409, "hold-released", "The hold was released; its tickets are back on sale")
-HOLD_CONFIRMED = ProblemType(409, "hold-confirmed", "The hold is confirmed; cancel its purchase instead")
-QUOTA_EXHAUSTED = ProblemType(409, "quota-exhausted", "Not enough tickets left in a quota of the ticket option")
-QUOTA_NOT_FOUND = ProblemType(404, "quota-not-found", "Quota not found")
-QUOTA_TOO_SMALL = ProblemType(409, "quota-too-small", "The quota would be smaller than what its options sold and hold")
-ORDER_NOT_FOUND = ProblemType(404, "order-not-found", "Order not found")
-ORDER_EXPIRED = ProblemType(409, "order-expired", "The order expired; its tickets are back on sale")
-ORDER_RELEASED = ProblemType(409, "order-released", "The order was released; its tickets are back on sale")
-ORDER_BOUGHT = ProblemType(409, "order-bought", "The order is bought; cancel it instead")
-ORDER_NOT_BOUGHT = ProblemType(409, "order-not-bought", "The order bought nothing; there is nothing to cancel")
-HOLD_OF_ORDER = ProblemType(409, "hold-of-order", "The hold is a line of an order; confirm or release the order")
 DATABASE_UNAVAILABLE = ProblemType(
     503, "database-unavailable", "The database is busy or unreachable; retry shortly", retry_after=True
 )
 MIGRATIONS_PENDING = ProblemType(
     503, "migrations-pending", "The database schema is behind this version of the service", retry_after=True
 )
-# The service's own database settings are outside what the functions allow (TA008): an
-# operator's fix (DB_LOCK_TIMEOUT, DB_STATEMENT_TIMEOUT), not the client's.
-SERVICE_MISCONFIGURED = ProblemType(
-    500, "service-misconfigured", "The service's database session settings are outside the allowed bounds"
-)
 INTERNAL_ERROR = ProblemType(500, "internal-error", "Internal server error")
+OWN_PROBLEMS = (UNAUTHORIZED, FORBIDDEN, MALFORMED_BODY, CLIENT_DISCONNECTED, REQUEST_TIMEOUT, UNSUPPORTED_MEDIA_TYPE,
+                DATABASE_UNAVAILABLE, MIGRATIONS_PENDING, INTERNAL_ERROR)
 
-# SQLSTATE -> problem. Rules in sql/ raise TA*; the integrity classes back them
-# (reached only if a function missed a rule); the rest mean "retry later".
-SQLSTATE_PROBLEMS: dict[str, ProblemType] = {
-    "TA001": INVALID_ARGUMENT,
-    "TA002": TICKET_OPTION_NOT_FOUND,
-    "TA003": INSUFFICIENT_TICKETS,
-    "TA004": PURCHASE_NOT_FOUND,
-    "TA005": IDEMPOTENCY_KEY_REUSED,
-    "TA006": IDEMPOTENCY_KEY_IN_FLIGHT,
-    "TA007": PER_USER_LIMIT_EXCEEDED,
-    "TA008": SERVICE_MISCONFIGURED,
-    "TA009": HOLD_NOT_FOUND,
-    "TA010": HOLD_EXPIRED,
-    "TA011": HOLD_RELEASED,
-    "TA012": HOLD_CONFIRMED,
-    "TA013": WEBHOOK_NOT_FOUND,
-    "TA014": QUOTA_EXHAUSTED,
-    "TA015": QUOTA_NOT_FOUND,
-    "TA016": QUOTA_TOO_SMALL,
-    "TA017": ORDER_NOT_FOUND,
-    "TA018": ORDER_EXPIRED,
-    "TA019": ORDER_RELEASED,
-    "TA020": ORDER_BOUGHT,
-    "TA021": ORDER_NOT_BOUGHT,
-    "TA022": HOLD_OF_ORDER,
+# Problems of the database's catalogue that the service names itself (a field invalid before any
+# SQL runs, a malformed id in the path, its own session settings refused): by slug, resolved
+# against the catalogue it read, which must have each (read_problems refuses to start otherwise).
+INVALID_ARGUMENT = "invalid-argument"
+TICKET_OPTION_NOT_FOUND = "ticket-option-not-found"
+PURCHASE_NOT_FOUND = "purchase-not-found"
+HOLD_NOT_FOUND = "hold-not-found"
+WEBHOOK_NOT_FOUND = "webhook-not-found"
+QUOTA_NOT_FOUND = "quota-not-found"
+ORDER_NOT_FOUND = "order-not-found"
+SERVICE_MISCONFIGURED = "service-misconfigured"  # TA008: the service's DB_LOCK_TIMEOUT/DB_STATEMENT_TIMEOUT
+NAMED_FROM_THE_CATALOGUE = (INVALID_ARGUMENT, TICKET_OPTION_NOT_FOUND, PURCHASE_NOT_FOUND, HOLD_NOT_FOUND,
+                            WEBHOOK_NOT_FOUND, QUOTA_NOT_FOUND, ORDER_NOT_FOUND, SERVICE_MISCONFIGURED)
+
+# The SQLSTATEs outside the catalogue: the integrity classes back the rules of sql/ (reached only
+# if a function missed a rule); the rest mean "retry later".
+SQLSTATE_PROBLEMS: dict[str, ProblemType | str] = {
     "23502": INVALID_ARGUMENT,  # not_null_violation
     "23514": INVALID_ARGUMENT,  # check_violation
     "40001": DATABASE_UNAVAILABLE,  # serialization_failure
@@ -127,7 +96,7 @@ CUT_MID_CALL_DETAIL = (
 # Whole classes: 08 = connection exception; 22 = data exception, a value the database cannot take
 # (also asyncpg's "invalid input for query argument", raised before anything is sent); 53 =
 # insufficient resources (53200 out of shared memory: the lock table; 53100 disk full; 53300 above).
-SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType] = {
+SQLSTATE_CLASS_PROBLEMS: dict[str, ProblemType | str] = {
     "08": DATABASE_UNAVAILABLE, "22": INVALID_ARGUMENT, "53": DATABASE_UNAVAILABLE,
 }
 
@@ -140,12 +109,52 @@ DETAIL_MEMBERS = ("quota_id", "order_id")
 ORDER_LINES = "lines"
 
 
+class Problems:
+    """Every problem type the service answers with, by slug, and the problem of each SQLSTATE: the
+    database's catalogue (rows of api.error_catalogue()) with the service's own added."""
+
+    def __init__(self, catalogue: list):
+        of_catalogue = {row["sqlstate"]: ProblemType(row["status"], row["problem"], row["title"], row["retry_after"])
+                        for row in catalogue}
+        self.types = {problem.slug: problem for problem in (*OWN_PROBLEMS, *of_catalogue.values())}
+        missing = {name for name in (*NAMED_FROM_THE_CATALOGUE, *SQLSTATE_PROBLEMS.values(),
+                                     *SQLSTATE_CLASS_PROBLEMS.values()) if self.named(name) is None}
+        if missing:
+            raise SystemExit(f"the database's error catalogue (api.error_catalogue()) lacks the problem types "
+                             f"{sorted(missing)}: migrate it with this version of the service")
+        self.of_sqlstate = of_catalogue | {code: self.named(name) for code, name in SQLSTATE_PROBLEMS.items()}
+        self.of_class = {code: self.named(name) for code, name in SQLSTATE_CLASS_PROBLEMS.items()}
+
+    def named(self, name: ProblemType | str) -> ProblemType | None:
+        """The problem type itself (the service's own), or the catalogue's of that slug."""
+        return name if isinstance(name, ProblemType) else self.types.get(name)
+
+    def of(self, sqlstate: str) -> ProblemType | None:
+        """The problem type of a SQLSTATE; None if the table does not know it."""
+        return self.of_sqlstate.get(sqlstate) or self.of_class.get(sqlstate[:2])
+
+    def slug_of(self, sqlstate: str) -> str:
+        """The problem type's slug of a SQLSTATE (the SQLSTATE itself if none): a metrics label."""
+        problem_type = self.of(sqlstate)
+        return problem_type.slug if problem_type else sqlstate
+
+
+async def read_problems(db: asyncpg.Pool | asyncpg.Connection) -> Problems:
+    """The problems of the database's error catalogue, and the service's own (once, as the pool opens)."""
+    try:
+        return Problems(await db.fetch("SELECT * FROM api.error_catalogue()"))
+    except asyncpg.UndefinedFunctionError:
+        raise SystemExit("the database has no error catalogue (api.error_catalogue()): it was not migrated by this "
+                         "version of the service; run `python -m service migrate`") from None
+
+
 class Problem(Exception):
-    """An error answered as application/problem+json."""
+    """An error answered as application/problem+json: of one of the service's own problem types, or
+    of the catalogue's named by its slug (resolved when answered, against the app's Problems)."""
 
     def __init__(
-        self, problem_type: ProblemType, detail: str, errors: list[dict] | None = None, headers: dict | None = None,
-        members: dict | None = None,
+        self, problem_type: ProblemType | str, detail: str, errors: list[dict] | None = None,
+        headers: dict | None = None, members: dict | None = None,
     ):
         super().__init__(detail)
         self.type = problem_type
@@ -154,30 +163,26 @@ class Problem(Exception):
         self.headers = headers
         self.members = members  # extension members (RFC 9457), e.g. the quota_id of a quota refusal
 
-    def response(self) -> web.Response:
+    def response(self, problems: Problems) -> web.Response:
+        problem_type = problems.named(self.type)
         body = {
-            "type": self.type.uri,
-            "title": self.type.title,
-            "status": self.type.status,
+            "type": problem_type.uri,
+            "title": problem_type.title,
+            "status": problem_type.status,
             "detail": self.detail,
         }
         if self.errors:
             body["errors"] = self.errors
         body.update(self.members or {})
         headers = dict(self.headers or {})
-        if self.type.retry_after:
+        if problem_type.retry_after:
             headers["Retry-After"] = RETRY_AFTER_SECONDS
         response = web.Response(
-            status=self.type.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
+            status=problem_type.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
         )
-        if self.type.closes_connection:
+        if problem_type.closes_connection:
             response.force_close()
         return response
-
-
-def problem_type_of(sqlstate: str) -> ProblemType | None:
-    """The problem type of a SQLSTATE; None if the table does not know it."""
-    return SQLSTATE_PROBLEMS.get(sqlstate) or SQLSTATE_CLASS_PROBLEMS.get(sqlstate[:2])
 
 
 def detail_members(detail: str | None) -> dict:
@@ -190,12 +195,12 @@ def json_field(field: str | None) -> str | None:
     return JSON_FIELD_NAMES.get(field, field)
 
 
-def line_errors(detail: str) -> list[dict]:
+def line_errors(problems: Problems, detail: str) -> list[dict]:
     """An order refusal's failing lines as `errors`: {"line", "type", "detail"} each, with the field
     of an invalid line and the members of its refusal (e.g. quota_id)."""
     errors = []
     for line in json.loads(detail):
-        problem_type = problem_type_of(line["sqlstate"]) or INTERNAL_ERROR
+        problem_type = problems.of(line["sqlstate"]) or INTERNAL_ERROR
         error = {"line": line["line"], "type": problem_type.uri, "detail": line["message"]}
         if line.get("column_name"):
             error["field"] = json_field(line["column_name"])
@@ -203,15 +208,17 @@ def line_errors(detail: str) -> list[dict]:
     return errors
 
 
-def from_sqlstate(sqlstate: str, message: str, field: str | None = None, detail: str | None = None) -> Problem | None:
+def from_sqlstate(
+    problems: Problems, sqlstate: str, message: str, field: str | None = None, detail: str | None = None,
+) -> Problem | None:
     """The problem for a database error or refusal; None if the table does not know it. An order's
     refusal (COLUMN lines) is the problem of its first failing line, listing every failing line."""
-    problem_type = problem_type_of(sqlstate)
+    problem_type = problems.of(sqlstate)
     if problem_type is None:
         return None
     if field == ORDER_LINES and sqlstate.startswith("TA") and detail:
-        return Problem(problem_type, message, line_errors(detail))
-    if problem_type is SERVICE_MISCONFIGURED:
+        return Problem(problem_type, message, line_errors(problems, detail))
+    if problem_type.slug == SERVICE_MISCONFIGURED:
         log.error("the service's database session is misconfigured (SQLSTATE %s): %s", sqlstate, message)
     if problem_type is DATABASE_UNAVAILABLE:
         log.warning("database unavailable (SQLSTATE %s): %s", sqlstate, message)
@@ -221,42 +228,5 @@ def from_sqlstate(sqlstate: str, message: str, field: str | None = None, detail:
     if field in JSON_FIELD_NAMES:
         message = message.replace(field, JSON_FIELD_NAMES[field], 1)
         field = JSON_FIELD_NAMES[field]
-    errors = [{"field": field, "message": message}] if problem_type is INVALID_ARGUMENT and field else None
+    errors = [{"field": field, "message": message}] if problem_type.slug == INVALID_ARGUMENT and field else None
     return Problem(problem_type, message, errors, members=detail_members(detail) if sqlstate.startswith("TA") else None)
-
-
-def _from_http_exception(error: web.HTTPException) -> web.Response:
-    # aiohttp's own answers (unknown route, wrong method, body too large) as
-    # problems of type about:blank, keeping their headers (e.g. Allow).
-    body = {"type": "about:blank", "title": error.reason, "status": error.status}
-    if error.status == 413:
-        body["detail"] = "The request body is too large; a ticket-allocation request body is a small JSON object."
-    headers = {k: v for k, v in error.headers.items() if k.lower() not in ("content-type", "content-length")}
-    return web.Response(status=error.status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers)
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except Problem as problem:
-        return problem.response()
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        return _from_http_exception(error)
-    except (asyncpg.PostgresError, Refused) as error:
-        message = error.message or str(error)  # asyncpg's client-side errors have no message
-        problem = from_sqlstate(error.sqlstate or "", message, getattr(error, "column_name", None),
-                                getattr(error, "detail", None))
-        if problem is not None:
-            return problem.response()
-        log.exception("unexpected database error on %s %s", request.method, request.path)
-    # The connection to PostgreSQL broke (a restart, a network fault) or no connection was
-    # free in time: the request may be retried (with its Idempotency-Key, safely).
-    except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
-        log.warning("database unreachable on %s %s: %r", request.method, request.path, error)
-        return Problem(DATABASE_UNAVAILABLE, "The database is unreachable; nothing was changed.").response()
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-    return Problem(INTERNAL_ERROR, "The server failed to answer; the error is in its log.").response()

@@ -16,7 +16,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from .errors import (
-    CLIENT_DISCONNECTED, INVALID_ARGUMENT, MALFORMED_BODY, REQUEST_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, Problem, ProblemType,
+    CLIENT_DISCONNECTED, INVALID_ARGUMENT, MALFORMED_BODY, REQUEST_TIMEOUT, UNSUPPORTED_MEDIA_TYPE, Problem,
 )
 from .keys import METRICS, SETTINGS
 
@@ -250,8 +250,8 @@ def invalid(errors: list[dict]) -> Problem:
     return Problem(INVALID_ARGUMENT, detail, errors)
 
 
-def path_uuid(request: web.Request, name: str, not_found: ProblemType) -> uuid.UUID:
-    """The path parameter as a UUID; anything else names nothing, so 404."""
+def path_uuid(request: web.Request, name: str, not_found: str) -> uuid.UUID:
+    """The path parameter as a UUID; anything else names nothing, so 404 (not_found: its catalogue slug)."""
     raw = request.match_info[name]
     if not CANONICAL_UUID.fullmatch(raw):
         raise Problem(not_found, f"{raw!r} is not an id; ids are UUIDs.")

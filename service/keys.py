@@ -14,10 +14,13 @@ from aiohttp import web
 
 from .coalescing import Coalescer
 from .config import Settings
+from .errors import Problems
 from .metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+# The problem of each SQLSTATE, read from the error catalogue as the buyers' pool opens: service/errors.py.
+PROBLEMS = web.AppKey("problems", Problems)
 # The buyers' pool (the API role) and the admin calls' (the admin role): service/db.py.
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 ADMIN_POOL = web.AppKey("admin_pool", asyncpg.Pool)

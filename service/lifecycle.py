@@ -17,7 +17,8 @@ from aiohttp import web
 
 from . import db
 from .coalescing import HOLD_BATCH, ORDER_BATCH, PURCHASE_BATCH, Coalescer
-from .keys import ADMIN_POOL, DB_POOL, HOLDS, METRICS, ORDERS, PURCHASES, SETTINGS
+from .errors import read_problems
+from .keys import ADMIN_POOL, DB_POOL, HOLDS, METRICS, ORDERS, PROBLEMS, PURCHASES, SETTINGS
 from .webhooks import Deliverer
 
 # How often a worker writes its pool gauges (for scrapes that another worker answers).
@@ -29,6 +30,7 @@ async def api_pool(app: web.Application):
     settings = app[SETTINGS]
     async with await db.create_pool(settings.database_url, settings, min_size=1, max_size=settings.pool_size) as pool:
         await db.warn_if_tables_are_writable(pool)
+        app[PROBLEMS] = await read_problems(pool)
         app[DB_POOL] = pool
         yield
 

@@ -18,7 +18,6 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-from .errors import problem_type_of
 
 
 class Metrics:
@@ -155,9 +154,9 @@ class Metrics:
         self.own(self.purchases).inc()
         self.own(self.tickets_sold).inc(quantity)
 
-    def purchase_refused(self, sqlstate: str) -> None:
-        problem_type = problem_type_of(sqlstate)
-        self.purchases_refused.labels(problem_type.slug if problem_type else sqlstate, self.worker).inc()
+    def purchase_refused(self, problem: str) -> None:
+        """problem: the refusal's problem type (Problems.slug_of its SQLSTATE)."""
+        self.purchases_refused.labels(problem, self.worker).inc()
 
     def client_disconnected(self) -> None:
         self.own(self.client_disconnects).inc()
@@ -172,9 +171,9 @@ class Metrics:
         self.own(self.holds).inc()
         self.own(self.tickets_held).inc(quantity)
 
-    def hold_refused(self, sqlstate: str) -> None:
-        problem_type = problem_type_of(sqlstate)
-        self.holds_refused.labels(problem_type.slug if problem_type else sqlstate, self.worker).inc()
+    def hold_refused(self, problem: str) -> None:
+        """problem: the refusal's problem type (Problems.slug_of its SQLSTATE)."""
+        self.holds_refused.labels(problem, self.worker).inc()
 
     def hold_batch_sent(self, size: int) -> None:
         self.own(self.hold_batch_size).observe(size)

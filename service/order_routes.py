@@ -11,7 +11,7 @@ from aiohttp import web
 from .auth import CALLER, require_admin
 from .coalescing import Overloaded
 from .db import OMITTED, call
-from .errors import DATABASE_UNAVAILABLE, INVALID_ARGUMENT, ORDER_NOT_FOUND, QUOTA_NOT_FOUND, Problem
+from .errors import DATABASE_UNAVAILABLE, INVALID_ARGUMENT, ORDER_NOT_FOUND, QUOTA_NOT_FOUND, Problem, problem_uri
 from .inputs import Field, converted, idempotency_key, path_uuid, read_json_object, read_query, type_error
 from .keys import ORDERS
 from .responses import json_response
@@ -65,8 +65,8 @@ def order_lines(lines: list[dict]) -> list[tuple]:
                 reason = f"{field.name} {problem}"
             else:
                 continue
-            errors.append({"line": number, "type": INVALID_ARGUMENT.uri, "detail": reason, "field": field.name})
-        errors += [{"line": number, "type": INVALID_ARGUMENT.uri, "field": name,
+            errors.append({"line": number, "type": problem_uri(INVALID_ARGUMENT), "detail": reason, "field": field.name})
+        errors += [{"line": number, "type": problem_uri(INVALID_ARGUMENT), "field": name,
                     "detail": f"{name} is not a known field of a line (expected: {', '.join(sorted(known))})"}
                    for name in line if name not in known]
         if not errors:

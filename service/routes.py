@@ -18,7 +18,7 @@ from .coalescing import Overloaded, Refused
 from .db import OMITTED, call
 from .errors import DATABASE_UNAVAILABLE, HOLD_NOT_FOUND, PURCHASE_NOT_FOUND, TICKET_OPTION_NOT_FOUND, Problem
 from .inputs import Field, idempotency_key, path_uuid, read_json_object, read_query
-from .keys import HOLDS, LIST_PAGE_TURN, METRICS, PURCHASES
+from .keys import HOLDS, LIST_PAGE_TURN, METRICS, PROBLEMS, PURCHASES
 from .openapi import OPENAPI_JSON
 from .pagination import decode_cursor, encode_cursor
 from .responses import cacheable_json, json_response
@@ -122,11 +122,11 @@ async def purchase_tickets(request: web.Request) -> web.Response:
             option_id, body["user_id"], body["quantity"], key, request.get(CALLER)
         )
     except Refused as refusal:
-        request.app[METRICS].purchase_refused(refusal.sqlstate)
+        request.app[METRICS].purchase_refused(request.app[PROBLEMS].slug_of(refusal.sqlstate))
         raise
     except asyncpg.PostgresError as error:
         if (error.sqlstate or "").startswith("TA"):  # refused for the whole batch (e.g. unknown option)
-            request.app[METRICS].purchase_refused(error.sqlstate)
+            request.app[METRICS].purchase_refused(request.app[PROBLEMS].slug_of(error.sqlstate))
         raise
     except Overloaded as overloaded:
         request.app[METRICS].purchase_shed()
@@ -151,11 +151,11 @@ async def hold_tickets(request: web.Request) -> web.Response:
         hold = await request.app[HOLDS].submit(
             option_id, body["user_id"], body["quantity"], key, request.get(CALLER), ttl)
     except Refused as refusal:
-        metrics.hold_refused(refusal.sqlstate)
+        metrics.hold_refused(request.app[PROBLEMS].slug_of(refusal.sqlstate))
         raise
     except asyncpg.PostgresError as error:
         if (error.sqlstate or "").startswith("TA"):
-            metrics.hold_refused(error.sqlstate)
+            metrics.hold_refused(request.app[PROBLEMS].slug_of(error.sqlstate))
         raise
     except Overloaded as overloaded:
         metrics.hold_shed()

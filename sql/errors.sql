@@ -1,32 +1,11 @@
--- The SQLSTATEs of ticket-allocation (class TA): the one catalogue. Every
--- error a function raises for a caller's mistake is built here, by the
--- constructor named beside its code, and nowhere else. The HTTP service maps
--- each code to one status (service/errors.py); README.md and
--- service/openapi.yaml list them; tests/test_error_catalogue.py fails when
--- any of them disagrees with this list.
---
---   TA001  invalid_argument          a value breaks a rule; COLUMN names the field
---   TA002  ticket_option_not_found   no ticket option has that id
---   TA003  insufficient_tickets      not enough tickets left; DETAIL says how many remain
---   TA004  purchase_not_found        no purchase has that id
---   TA005  idempotency_key_reused    the key was already used for a different request
---   TA006  idempotency_key_in_flight a request with this key is still in progress; retry
---   TA007  per_user_limit_exceeded   the purchase would take the user past max_per_user
---   TA008  session_limit_lifted      the calling session lifted a timeout the functions rely on
---   TA009  hold_not_found            no hold has that id
---   TA010  hold_expired              the hold expired before it was confirmed
---   TA011  hold_released             the hold was released before it was confirmed
---   TA012  hold_confirmed            the hold is confirmed: cancel its purchase instead
---   TA013  webhook_not_found         no webhook subscription has that id
---   TA014  quota_exhausted           a quota of the option has not enough left; DETAIL names it
---   TA015  quota_not_found           no quota has that id
---   TA016  quota_too_small           a quota's size would be below what its options sold and hold
---   TA017  order_not_found           no order has that id
---   TA018  order_expired             the order expired before it was confirmed
---   TA019  order_released            the order was released before it was confirmed
---   TA020  order_bought              the order is bought: cancel it instead of releasing it
---   TA021  order_not_bought          the order bought nothing, so there is nothing to cancel
---   TA022  hold_of_order             the hold is a line of an order: confirm or release the order
+-- The SQLSTATEs of ticket-allocation (class TA): the one catalogue is
+-- api.error_catalogue() below, a row per code. Every error a function raises
+-- for a caller's mistake is built from its row, by refusal_of(name, arguments),
+-- and nowhere else. The HTTP service reads the catalogue once when its pool
+-- opens (service/errors.py) and answers each code with the row's status,
+-- problem type and title; tests/test_error_catalogue.py fails when the docs'
+-- error table or service/openapi.yaml disagrees with it. A new code is one row
+-- here, plus its use.
 --
 -- An order whose lines cannot all be had is refused as a whole (order_refused):
 -- with the SQLSTATE of its first failing line, COLUMN 'lines', and DETAIL a
@@ -37,260 +16,131 @@
 -- return one per refused request instead of aborting the whole batch;
 -- raise_refusal raises it.
 
+-- api.error_catalogue() RETURNS TABLE (sqlstate text, name text, status integer, problem text, title text,
+--     retry_after boolean, message text, detail text, hint text, column_name text)
+-- Every SQLSTATE the functions raise, a row each: its name (what refusal_of
+-- takes), the HTTP status, problem type (/problems/<problem>) and title the
+-- service answers it with, whether the same request may succeed shortly
+-- (Retry-After), and the format() templates of its MESSAGE, DETAIL, HINT and
+-- COLUMN over refusal_of's arguments (%1$s is the first; null: the error has
+-- none). Readable by every calling role: psql users look codes up here.
+-- A function over VALUES, not a table: sql/ is re-created on every migrate,
+-- so a row is edited like code, in this one file, with no migration; and it
+-- reads no table, so the constructors stay IMMUTABLE. Errors: none.
+CREATE OR REPLACE FUNCTION api.error_catalogue()
+RETURNS TABLE (sqlstate text, name text, status integer, problem text, title text, retry_after boolean,
+               message text, detail text, hint text, column_name text)
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+    VALUES
+    ('TA001', 'invalid_argument', 422, 'invalid-argument', 'A field of the request is invalid', false,
+     '%1$s %2$s', NULL, NULL, '%1$s'),  -- (field, what is wrong with it)
+    ('TA002', 'ticket_option_not_found', 404, 'ticket-option-not-found', 'Ticket option not found', false,
+     'ticket option %1$s does not exist', NULL, NULL, NULL),  -- (id)
+    ('TA003', 'insufficient_tickets', 409, 'insufficient-tickets', 'Not enough tickets left', false,
+     'not enough tickets left: %1$s requested, %2$s remaining', 'remaining: %2$s',
+     'Ask for at most the remaining number of tickets.', NULL),  -- (wanted, remaining)
+    ('TA004', 'purchase_not_found', 404, 'purchase-not-found', 'Purchase not found', false,
+     'purchase %1$s does not exist', NULL, NULL, NULL),  -- (id)
+    ('TA005', 'idempotency_key_reused', 422, 'idempotency-key-reused',
+     'The idempotency key was already used for a different request', false,
+     'idempotency key %1$s was already used for a different request', 'first request: %2$s',
+     'Use a new key for a new request.', NULL),  -- (key, the first request)
+    ('TA006', 'idempotency_key_in_flight', 409, 'idempotency-key-in-flight',
+     'A request with this idempotency key is still in progress', true,
+     'a request with idempotency key %1$s is still in progress', NULL,
+     'Retry in a moment to get its outcome.', NULL),  -- (key)
+    ('TA007', 'per_user_limit_exceeded', 409, 'per-user-limit-exceeded', 'The user would exceed the per-user limit',
+     false, 'user %1$s may hold at most %2$s tickets of this option and holds %3$s; %4$s more would exceed it',
+     'max_per_user: %2$s, held: %3$s', 'Ask for fewer tickets; cancelled purchases do not count.',
+     NULL),  -- (user_id, max_per_user, held, wanted)
+    -- The calling session lifted a timeout the functions rely on. Through the
+    -- service, these are its own settings (DB_LOCK_TIMEOUT, DB_STATEMENT_TIMEOUT):
+    -- an operator's fix, hence a 500 of its own type rather than a client's problem.
+    ('TA008', 'session_limit_lifted', 500, 'service-misconfigured',
+     'The service''s database session settings are outside the allowed bounds', false,
+     'this session has %1$s = %2$s; calls that lock need it between 1 ms and %3$s', NULL,
+     'Run RESET %1$s (or SET it within the bound) and call again.', NULL),  -- (setting, value, bound)
+    ('TA009', 'hold_not_found', 404, 'hold-not-found', 'Hold not found', false,
+     'hold %1$s does not exist', NULL, NULL, NULL),  -- (id)
+    ('TA010', 'hold_expired', 409, 'hold-expired', 'The hold expired; its tickets are back on sale', false,
+     'hold %1$s expired at %2$s; its tickets are back on sale', NULL,
+     'Hold the tickets again, or buy them.', NULL),  -- (id, expires_at)
+    ('TA011', 'hold_released', 409, 'hold-released', 'The hold was released; its tickets are back on sale', false,
+     'hold %1$s was released; its tickets are back on sale', NULL,
+     'Hold the tickets again, or buy them.', NULL),  -- (id)
+    ('TA012', 'hold_confirmed', 409, 'hold-confirmed', 'The hold is confirmed; cancel its purchase instead', false,
+     'hold %1$s is confirmed by purchase %2$s and cannot be released', 'purchase_id: %2$s',
+     'Cancel the purchase instead.', NULL),  -- (id, purchase_id)
+    ('TA013', 'webhook_not_found', 404, 'webhook-not-found', 'Webhook not found', false,
+     'webhook %1$s does not exist', NULL, NULL, NULL),  -- (id)
+    ('TA014', 'quota_exhausted', 409, 'quota-exhausted', 'Not enough tickets left in a quota of the ticket option',
+     false, 'not enough tickets left in quota "%2$s" (%1$s): %3$s requested, %4$s remaining',
+     'quota_id: %1$s, remaining: %4$s', 'Ask for at most the remaining number of tickets.',
+     NULL),  -- (quota_id, name, wanted, remaining)
+    ('TA015', 'quota_not_found', 404, 'quota-not-found', 'Quota not found', false,
+     'quota %1$s does not exist', NULL, NULL, NULL),  -- (id)
+    ('TA016', 'quota_too_small', 409, 'quota-too-small',
+     'The quota would be smaller than what its options sold and hold', false,
+     'size %1$s is below what the quota''s options have sold and hold now: %4$s (%2$s sold, %3$s held)',
+     'sold: %2$s, held: %3$s', 'Choose a size of at least %4$s.', NULL),  -- (size, sold, held, sold + held)
+    ('TA017', 'order_not_found', 404, 'order-not-found', 'Order not found', false,
+     'order %1$s does not exist', NULL, NULL, NULL),  -- (id)
+    ('TA018', 'order_expired', 409, 'order-expired', 'The order expired; its tickets are back on sale', false,
+     'order %1$s expired at %2$s; its tickets are back on sale, nothing was bought', NULL,
+     'Place the order again.', NULL),  -- (id, expires_at)
+    ('TA019', 'order_released', 409, 'order-released', 'The order was released; its tickets are back on sale', false,
+     'order %1$s was released; its tickets are back on sale, nothing was bought', NULL,
+     'Place the order again.', NULL),  -- (id)
+    ('TA020', 'order_bought', 409, 'order-bought', 'The order is bought; cancel it instead', false,
+     'order %1$s is bought and cannot be released', NULL,
+     'Cancel the order (or some of its purchases) instead.', NULL),  -- (id)
+    ('TA021', 'order_not_bought', 409, 'order-not-bought', 'The order bought nothing; there is nothing to cancel',
+     false, 'order %1$s is %2$s: it bought nothing, so there is nothing to cancel', 'status: %2$s',
+     'Release a held order instead.', NULL),  -- (id, status)
+    ('TA022', 'hold_of_order', 409, 'hold-of-order', 'The hold is a line of an order; confirm or release the order',
+     false, 'hold %1$s is a line of order %2$s, which is confirmed or released as a whole', 'order_id: %2$s',
+     'Confirm or release the order instead.', NULL)  -- (id, order_id)
+$$;
+
+-- refusal_of(p_name text, VARIADIC p_arguments text[]) RETURNS api.refusal
+-- The refusal of the catalogue's error p_name, its templates filled with
+-- p_arguments in order (a null one reads NULL, as in "hold NULL does not
+-- exist"). Callers pass each argument as text (::text prints a value as
+-- format's %s does). A name the catalogue lacks is a bug in sql/, raised as
+-- such: a null refusal would read as "not refused".
+CREATE OR REPLACE FUNCTION ticket_allocation.refusal_of(p_name text, VARIADIC p_arguments text[])
+RETURNS api.refusal
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = ticket_allocation, api, pg_temp
+AS $$
+DECLARE
+    error record;
+    arguments text[] := ARRAY(SELECT coalesce(a, 'NULL') FROM unnest(p_arguments) WITH ORDINALITY AS u (a, n)
+                              ORDER BY n);
+BEGIN
+    SELECT * INTO error FROM api.error_catalogue() AS e WHERE e.name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'api.error_catalogue() has no error named %', p_name;
+    END IF;
+    RETURN ROW(error.sqlstate, format(error.message, VARIADIC arguments), format(error.detail, VARIADIC arguments),
+               format(error.hint, VARIADIC arguments), format(error.column_name, VARIADIC arguments))::api.refusal;
+END;
+$$;
+
 -- invalid_argument(p_field text, p_message text) RETURNS api.refusal
--- TA001 "<field> <message>", naming the field in COLUMN.
+-- TA001 "<field> <message>", naming the field in COLUMN: the code most
+-- functions raise, so it keeps a name of its own.
 CREATE OR REPLACE FUNCTION ticket_allocation.invalid_argument(p_field text, p_message text)
 RETURNS api.refusal
 LANGUAGE sql
 IMMUTABLE
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
-    SELECT ROW('TA001', format('%s %s', p_field, p_message), NULL, NULL, p_field)::api.refusal
-$$;
-
--- ticket_option_not_found(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.ticket_option_not_found(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA002', format('ticket option %s does not exist', coalesce(p_id::text, 'NULL')),
-               NULL, NULL, NULL)::api.refusal
-$$;
-
--- insufficient_tickets(p_wanted integer, p_remaining integer) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.insufficient_tickets(p_wanted integer, p_remaining integer)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA003', format('not enough tickets left: %s requested, %s remaining', p_wanted, p_remaining),
-               format('remaining: %s', p_remaining), 'Ask for at most the remaining number of tickets.',
-               NULL)::api.refusal
-$$;
-
--- purchase_not_found(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.purchase_not_found(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA004', format('purchase %s does not exist', coalesce(p_id::text, 'NULL')),
-               NULL, NULL, NULL)::api.refusal
-$$;
-
--- idempotency_key_reused(p_key text, p_first_request jsonb) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.idempotency_key_reused(p_key text, p_first_request jsonb)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA005', format('idempotency key %s was already used for a different request', p_key),
-               format('first request: %s', p_first_request), 'Use a new key for a new request.',
-               NULL)::api.refusal
-$$;
-
--- idempotency_key_in_flight(p_key text) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.idempotency_key_in_flight(p_key text)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA006', format('a request with idempotency key %s is still in progress', p_key),
-               NULL, 'Retry in a moment to get its outcome.', NULL)::api.refusal
-$$;
-
--- per_user_limit_exceeded(p_user_id uuid, p_max_per_user integer, p_held integer, p_wanted integer)
---     RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.per_user_limit_exceeded(
-    p_user_id uuid, p_max_per_user integer, p_held integer, p_wanted integer)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA007',
-               format('user %s may hold at most %s tickets of this option and holds %s; %s more would exceed it',
-                      p_user_id, p_max_per_user, p_held, p_wanted),
-               format('max_per_user: %s, held: %s', p_max_per_user, p_held),
-               'Ask for fewer tickets; cancelled purchases do not count.', NULL)::api.refusal
-$$;
-
--- session_limit_lifted(p_setting text, p_value text, p_max interval) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.session_limit_lifted(p_setting text, p_value text, p_max interval)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA008',
-               format('this session has %s = %s; calls that lock need it between 1 ms and %s', p_setting,
-                      p_value, p_max),
-               NULL, format('Run RESET %s (or SET it within the bound) and call again.', p_setting),
-               NULL)::api.refusal
-$$;
-
--- hold_not_found(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.hold_not_found(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA009', format('hold %s does not exist', coalesce(p_id::text, 'NULL')), NULL, NULL, NULL)::api.refusal
-$$;
-
--- hold_expired(p_id uuid, p_expires_at timestamptz) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.hold_expired(p_id uuid, p_expires_at timestamptz)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA010', format('hold %s expired at %s; its tickets are back on sale', p_id, p_expires_at),
-               NULL, 'Hold the tickets again, or buy them.', NULL)::api.refusal
-$$;
-
--- hold_released(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.hold_released(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA011', format('hold %s was released; its tickets are back on sale', p_id),
-               NULL, 'Hold the tickets again, or buy them.', NULL)::api.refusal
-$$;
-
--- hold_confirmed(p_id uuid, p_purchase_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.hold_confirmed(p_id uuid, p_purchase_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA012', format('hold %s is confirmed by purchase %s and cannot be released', p_id, p_purchase_id),
-               format('purchase_id: %s', p_purchase_id), 'Cancel the purchase instead.', NULL)::api.refusal
-$$;
-
--- webhook_not_found(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.webhook_not_found(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA013', format('webhook %s does not exist', coalesce(p_id::text, 'NULL')),
-               NULL, NULL, NULL)::api.refusal
-$$;
-
--- quota_exhausted(p_quota_id uuid, p_name text, p_wanted integer, p_remaining integer) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.quota_exhausted(
-    p_quota_id uuid, p_name text, p_wanted integer, p_remaining integer)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA014', format('not enough tickets left in quota "%s" (%s): %s requested, %s remaining',
-                               p_name, p_quota_id, p_wanted, p_remaining),
-               format('quota_id: %s, remaining: %s', p_quota_id, p_remaining),
-               'Ask for at most the remaining number of tickets.', NULL)::api.refusal
-$$;
-
--- quota_not_found(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.quota_not_found(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA015', format('quota %s does not exist', coalesce(p_id::text, 'NULL')), NULL, NULL, NULL)::api.refusal
-$$;
-
--- quota_too_small(p_size integer, p_sold integer, p_held integer) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.quota_too_small(p_size integer, p_sold integer, p_held integer)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA016', format('size %s is below what the quota''s options have sold and hold now: %s (%s sold, %s held)',
-                               p_size, p_sold + p_held, p_sold, p_held),
-               format('sold: %s, held: %s', p_sold, p_held),
-               format('Choose a size of at least %s.', p_sold + p_held), NULL)::api.refusal
-$$;
-
--- order_not_found(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.order_not_found(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA017', format('order %s does not exist', coalesce(p_id::text, 'NULL')), NULL, NULL, NULL)::api.refusal
-$$;
-
--- order_expired(p_id uuid, p_expires_at timestamptz) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.order_expired(p_id uuid, p_expires_at timestamptz)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA018', format('order %s expired at %s; its tickets are back on sale, nothing was bought',
-                               p_id, p_expires_at),
-               NULL, 'Place the order again.', NULL)::api.refusal
-$$;
-
--- order_released(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.order_released(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA019', format('order %s was released; its tickets are back on sale, nothing was bought', p_id),
-               NULL, 'Place the order again.', NULL)::api.refusal
-$$;
-
--- order_bought(p_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.order_bought(p_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA020', format('order %s is bought and cannot be released', p_id),
-               NULL, 'Cancel the order (or some of its purchases) instead.', NULL)::api.refusal
-$$;
-
--- order_not_bought(p_id uuid, p_status text) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.order_not_bought(p_id uuid, p_status text)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA021', format('order %s is %s: it bought nothing, so there is nothing to cancel', p_id, p_status),
-               format('status: %s', p_status), 'Release a held order instead.', NULL)::api.refusal
-$$;
-
--- hold_of_order(p_id uuid, p_order_id uuid) RETURNS api.refusal
-CREATE OR REPLACE FUNCTION ticket_allocation.hold_of_order(p_id uuid, p_order_id uuid)
-RETURNS api.refusal
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ticket_allocation, api, pg_temp
-AS $$
-    SELECT ROW('TA022', format('hold %s is a line of order %s, which is confirmed or released as a whole',
-                               p_id, p_order_id),
-               format('order_id: %s', p_order_id), 'Confirm or release the order instead.', NULL)::api.refusal
+    SELECT refusal_of('invalid_argument', p_field, p_message)
 $$;
 
 -- order_refused(p_refusals api.refusal[], p_lines integer) RETURNS api.refusal

@@ -425,7 +425,7 @@ DECLARE
 BEGIN
     found_hold := hold_resource(p_id);
     IF found_hold.id IS NULL THEN
-        PERFORM raise_refusal(hold_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('hold_not_found', p_id::text));
     END IF;
     IF found_hold.status = 'expired' AND (SELECT status FROM holds WHERE id = p_id) = 'held' THEN
         PERFORM assert_session_limits();  -- it is about to lock
@@ -451,9 +451,9 @@ DECLARE
 BEGIN
     SELECT * INTO found_hold FROM holds WHERE id = p_id;  -- its option and order never change
     IF NOT FOUND THEN
-        PERFORM raise_refusal(hold_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('hold_not_found', p_id::text));
     ELSIF found_hold.order_id IS NOT NULL THEN
-        PERFORM raise_refusal(hold_of_order(p_id, found_hold.order_id));
+        PERFORM raise_refusal(refusal_of('hold_of_order', p_id::text, found_hold.order_id::text));
     END IF;
     PERFORM lock_options(ARRAY[found_hold.ticket_option_id]);
     SELECT * INTO found_hold FROM holds WHERE id = p_id FOR UPDATE;
@@ -489,9 +489,9 @@ BEGIN
     IF target.status = 'confirmed' THEN
         RETURN ROW(false, purchase_resource(target.purchase_id))::api.hold_confirmation;
     ELSIF target.status = 'released' THEN
-        PERFORM raise_refusal(hold_released(p_id));
+        PERFORM raise_refusal(refusal_of('hold_released', p_id::text));
     ELSIF target.status = 'expired' THEN  -- lock_options stored it so if it was past expires_at
-        PERFORM raise_refusal(hold_expired(p_id, target.expires_at));
+        PERFORM raise_refusal(refusal_of('hold_expired', p_id::text, target.expires_at::text));
     END IF;
     PERFORM apply_purchases(
         ARRAY[new_purchase_id],
@@ -571,7 +571,7 @@ BEGIN
     PERFORM assert_session_limits();
     target := locked_hold(p_id);
     IF target.status = 'confirmed' THEN
-        PERFORM raise_refusal(hold_confirmed(p_id, target.purchase_id));
+        PERFORM raise_refusal(refusal_of('hold_confirmed', p_id::text, target.purchase_id::text));
     END IF;
     PERFORM release_holds(ARRAY[p_id]);
     RETURN ROW(target.status = 'held', hold_resource(p_id))::api.hold_release;

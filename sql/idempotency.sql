@@ -91,12 +91,12 @@ BEGIN
     -- Try, not wait: a retry racing its own first attempt is told so at once.
     -- (Re-entrant: a batch holding the key may claim it again.)
     IF NOT pg_try_advisory_xact_lock(hashtextextended(jsonb_build_array('idempotency_key', p_scope, p_key)::text, 0)) THEN
-        refused := idempotency_key_in_flight(p_key);
+        refused := refusal_of('idempotency_key_in_flight', p_key);
         RETURN;
     END IF;
     SELECT * INTO earlier FROM idempotency_keys WHERE scope = p_scope AND key = p_key AND expires_at > now();
     IF FOUND AND earlier.request <> p_request THEN
-        refused := idempotency_key_reused(p_key, earlier.request);
+        refused := refusal_of('idempotency_key_reused', p_key, earlier.request::text);
     END IF;
 END;
 $$;

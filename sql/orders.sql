@@ -84,7 +84,7 @@ BEGIN
     END IF;
     PERFORM 1 FROM orders WHERE id = p_id;
     IF NOT FOUND THEN
-        PERFORM raise_refusal(order_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('order_not_found', p_id::text));
     END IF;
     PERFORM lock_options(ARRAY(SELECT l.ticket_option_id FROM order_lines l WHERE l.order_id = p_id),
                          p_order_ids => ARRAY[p_id]);
@@ -405,7 +405,7 @@ DECLARE
 BEGIN
     found_order := order_resource(p_id);
     IF found_order.id IS NULL THEN
-        PERFORM raise_refusal(order_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('order_not_found', p_id::text));
     END IF;
     IF found_order.status = 'expired' AND (SELECT status FROM orders WHERE id = p_id) = 'held' THEN
         PERFORM assert_session_limits();  -- it is about to lock
@@ -447,9 +447,9 @@ BEGIN
     IF target.status IN ('confirmed', 'partially_cancelled', 'cancelled') THEN
         RETURN ROW(false, order_resource(p_id))::api.order_confirmation;
     ELSIF target.status = 'released' THEN
-        PERFORM raise_refusal(order_released(p_id));
+        PERFORM raise_refusal(refusal_of('order_released', p_id::text));
     ELSIF target.status = 'expired' THEN  -- lock_options stored it so if it was past expires_at
-        PERFORM raise_refusal(order_expired(p_id, target.expires_at));
+        PERFORM raise_refusal(refusal_of('order_expired', p_id::text, target.expires_at::text));
     END IF;
     hold_ids := ARRAY(SELECT l.hold_id FROM order_lines l WHERE l.order_id = p_id ORDER BY l.line);
     options_before := ARRAY(SELECT get_ticket_option(l.ticket_option_id) FROM order_lines l WHERE l.order_id = p_id
@@ -492,7 +492,7 @@ BEGIN
     PERFORM assert_session_limits();
     target := locked_order(p_id);
     IF target.status IN ('confirmed', 'partially_cancelled', 'cancelled') THEN
-        PERFORM raise_refusal(order_bought(p_id));
+        PERFORM raise_refusal(refusal_of('order_bought', p_id::text));
     ELSIF target.status = 'held' THEN
         PERFORM release_holds(ARRAY(SELECT l.hold_id FROM order_lines l WHERE l.order_id = p_id ORDER BY l.line));
         UPDATE orders SET status = 'released', released_at = decision_clock() WHERE id = p_id;
@@ -523,7 +523,7 @@ BEGIN
     PERFORM assert_session_limits();
     target := locked_order(p_id);
     IF target.status IN ('held', 'released', 'expired') THEN
-        PERFORM raise_refusal(order_not_bought(p_id, target.status));
+        PERFORM raise_refusal(refusal_of('order_not_bought', p_id::text, target.status));
     END IF;
     PERFORM cancel_purchases(ARRAY(SELECT l.purchase_id FROM order_lines l WHERE l.order_id = p_id ORDER BY l.line));
     PERFORM settle_cancelled_order(p_id);

@@ -40,6 +40,7 @@ GRANT EXECUTE ON FUNCTION api.confirm_order TO ticket_allocation_api, ticket_all
 GRANT EXECUTE ON FUNCTION api.release_order TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.idempotency_key_ttl TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 GRANT EXECUTE ON FUNCTION api.applied_migrations TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
+GRANT EXECUTE ON FUNCTION api.error_catalogue TO ticket_allocation_api, ticket_allocation_psql, ticket_allocation_admin;
 
 -- Administering: the admin role only.
 GRANT EXECUTE ON FUNCTION api.create_ticket_option TO ticket_allocation_admin;

@@ -90,7 +90,7 @@ BEGIN
         ELSIF p_requests[first_use] = p_requests[i] THEN
             repeats[i] := first_use;
         ELSE
-            refusals[i] := idempotency_key_reused(p_keys[i], p_requests[first_use]);
+            refusals[i] := refusal_of('idempotency_key_reused', p_keys[i], p_requests[first_use]::text);
         END IF;
     END LOOP;
 END;
@@ -169,14 +169,15 @@ BEGIN
             quotas_in := CASE WHEN quotas_of ? option_key
                               THEN ARRAY(SELECT jsonb_array_elements_text(quotas_of -> option_key)) END;
             IF NOT on_sale ? option_key THEN
-                refusal := ticket_option_not_found(request.ticket_option_id);
+                refusal := refusal_of('ticket_option_not_found', request.ticket_option_id::text);
             ELSIF (on_sale ->> option_key)::integer < request.quantity THEN
-                refusal := insufficient_tickets(request.quantity, (on_sale ->> option_key)::integer);
+                refusal := refusal_of('insufficient_tickets', request.quantity::text, on_sale ->> option_key);
             ELSE
                 FOREACH quota_key IN ARRAY coalesce(quotas_in, '{}'::text[]) LOOP
                     IF (left_in ->> quota_key)::integer < request.quantity THEN
-                        refusal := quota_exhausted(quota_key::uuid, (SELECT q.name FROM quotas q WHERE q.id = quota_key::uuid),
-                                                   request.quantity, (left_in ->> quota_key)::integer);
+                        refusal := refusal_of('quota_exhausted', quota_key,
+                                             (SELECT q.name FROM quotas q WHERE q.id = quota_key::uuid),
+                                             request.quantity::text, left_in ->> quota_key);
                         EXIT;
                     END IF;
                 END LOOP;
@@ -184,8 +185,8 @@ BEGIN
                     users_tickets := coalesce((by_user ->> user_key)::integer,
                                               tickets_of_user(request.ticket_option_id, request.user_id));
                     IF users_tickets + request.quantity > (limit_of ->> option_key)::integer THEN
-                        refusal := per_user_limit_exceeded(request.user_id, (limit_of ->> option_key)::integer,
-                                                           users_tickets, request.quantity);
+                        refusal := refusal_of('per_user_limit_exceeded', request.user_id::text, limit_of ->> option_key,
+                                             users_tickets::text, request.quantity::text);
                     ELSE
                         by_user := by_user || jsonb_build_object(user_key, users_tickets + request.quantity);
                     END IF;
@@ -473,7 +474,7 @@ DECLARE
 BEGIN
     receipt := purchase_resource(p_id);
     IF receipt.id IS NULL THEN
-        PERFORM raise_refusal(purchase_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('purchase_not_found', p_id::text));
     END IF;
     RETURN receipt;
 END;
@@ -673,7 +674,7 @@ BEGIN
     END IF;
     SELECT * INTO target FROM purchases WHERE id = p_id;  -- its option and order never change
     IF NOT FOUND THEN
-        PERFORM raise_refusal(purchase_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('purchase_not_found', p_id::text));
     END IF;
 
     PERFORM lock_options(ARRAY[target.ticket_option_id], p_order_ids => ARRAY[target.order_id]);

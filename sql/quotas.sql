@@ -118,12 +118,13 @@ BEGIN
     WHERE NOT EXISTS (SELECT FROM ticket_options t WHERE t.id = o)
     LIMIT 1;
     IF missing IS NOT NULL THEN
-        PERFORM raise_refusal(ticket_option_not_found(missing));
+        PERFORM raise_refusal(refusal_of('ticket_option_not_found', missing::text));
     END IF;
     SELECT coalesce(sum(t.sold), 0)::integer AS sold, coalesce(sum(t.held), 0)::integer AS held INTO counted
     FROM ticket_options t WHERE t.id = ANY (p_ticket_option_ids);
     IF p_size < counted.sold + counted.held THEN
-        PERFORM raise_refusal(quota_too_small(p_size, counted.sold, counted.held));
+        PERFORM raise_refusal(refusal_of('quota_too_small', p_size::text, counted.sold::text, counted.held::text,
+                                         (counted.sold + counted.held)::text));
     END IF;
     UPDATE quotas SET size = p_size, sold = counted.sold, held = counted.held, updated_at = now()
     WHERE id = p_quota_id;
@@ -190,7 +191,7 @@ DECLARE
 BEGIN
     SELECT * INTO found_quota FROM quotas WHERE id = p_id;
     IF NOT FOUND THEN
-        PERFORM raise_refusal(quota_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('quota_not_found', p_id::text));
     END IF;
     RETURN quota_resource(found_quota);
 END;
@@ -229,7 +230,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(jsonb_build_array('quota', p_id)::text, 0));
     SELECT * INTO found_quota FROM quotas WHERE id = p_id;
     IF NOT FOUND THEN
-        PERFORM raise_refusal(quota_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('quota_not_found', p_id::text));
     END IF;
     counted := quota_option_ids(p_id);
     PERFORM lock_options(counted || coalesce(p_ticket_option_ids, '{}'::uuid[]), p_quota_ids => ARRAY[p_id]);

@@ -41,7 +41,7 @@ BEGIN
         value := current_setting(setting, true);
         CONTINUE WHEN value IS NULL;  -- transaction_timeout before PostgreSQL 17: the watchdog's alone
         IF value::interval NOT BETWEEN '1 millisecond' AND bound THEN
-            PERFORM raise_refusal(session_limit_lifted(setting, value, bound));
+            PERFORM raise_refusal(refusal_of('session_limit_lifted', setting, value, bound::text));
         END IF;
     END LOOP;
 END;

@@ -131,7 +131,7 @@ DECLARE
 BEGIN
     SELECT * INTO found_option FROM ticket_options WHERE id = p_id;
     IF NOT FOUND THEN
-        PERFORM raise_refusal(ticket_option_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('ticket_option_not_found', p_id::text));
     END IF;
     RETURN ticket_option_resource(found_option);
 END;

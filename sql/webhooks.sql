@@ -83,7 +83,7 @@ DECLARE
 BEGIN
     SELECT * INTO hook FROM webhooks WHERE id = p_id;
     IF NOT FOUND THEN
-        PERFORM raise_refusal(webhook_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('webhook_not_found', p_id::text));
     END IF;
     RETURN webhook_resource(hook);
 END;
@@ -118,7 +118,7 @@ DECLARE
 BEGIN
     DELETE FROM webhooks WHERE id = p_id RETURNING * INTO hook;
     IF NOT FOUND THEN
-        PERFORM raise_refusal(webhook_not_found(p_id));
+        PERFORM raise_refusal(refusal_of('webhook_not_found', p_id::text));
     END IF;
     RETURN webhook_resource(hook);
 END;

@@ -3,7 +3,7 @@
 import asyncpg
 import pytest
 
-from service.errors import DATABASE_UNAVAILABLE, from_sqlstate
+from service.errors import DATABASE_UNAVAILABLE, from_sqlstate, read_problems
 
 
 async def test_out_of_shared_memory_is_503_with_retry_after(conn):
@@ -13,7 +13,8 @@ async def test_out_of_shared_memory_is_503_with_retry_after(conn):
     with pytest.raises(asyncpg.PostgresError) as raised:
         await conn.execute("SELECT count(pg_advisory_xact_lock(i)) FROM generate_series(1, 1000000) AS i")
     assert raised.value.sqlstate == "53200"
-    problem = from_sqlstate(raised.value.sqlstate, str(raised.value))
+    problems = await read_problems(conn)
+    problem = from_sqlstate(problems, raised.value.sqlstate, str(raised.value))
     assert problem.type is DATABASE_UNAVAILABLE
-    response = problem.response()
+    response = problem.response(problems)
     assert response.status == 503 and response.headers["Retry-After"] == "1"

@@ -265,6 +265,7 @@ WITHOUT_INDEX_ONLY_PLANS = {
     "applied_migrations": "reads all of yoyo's table (a row per migration) by design",
     "list_webhooks": "reads every subscription (a handful per deployment) by design",
     "default_hold_ttl": "a constant: reads no table",
+    "error_catalogue": "a constant: reads no table",
 }
 INDEX_ONLY_PLANS = {"enable_seqscan=off", "enable_bitmapscan=off"}
 
