@@ -11,9 +11,9 @@ from service.app import create_app
 from service.keys import PURCHASES
 
 from ..apps import app_settings
+from ..polling import wait_until
 from ..processes import free_port
 from .helpers import HeldOptionLock
-from .test_coalescing import wait_until
 
 FOLLOWERS = 5
 
@@ -39,12 +39,12 @@ async def test_a_shutdown_sends_what_the_coalescers_hold_before_the_pools_close(
 
             async def leader_blocked():
                 return await held.blocked_calls() == 1
-            await wait_until(leader_blocked)
+            await wait_until(leader_blocked, "the leader's call to wait on the option's lock")
             followers = [purchase() for _ in range(FOLLOWERS)]
 
             async def followers_queued():
                 return app[PURCHASES].waiting_for(option_id) == FOLLOWERS
-            await wait_until(followers_queued)
+            await wait_until(followers_queued, "the followers to queue behind it")
             cleanup = asyncio.create_task(runner.cleanup())
             await asyncio.wait([leader, *followers])  # every client cut off, no answer
         await cleanup  # the lock is free: the leader's call commits, then the followers' goes
