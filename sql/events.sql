@@ -94,31 +94,31 @@ AS $$
        OR (before_total = 0 AND before_on_sale = 0 AND after_on_sale > 0)
 $$;
 
--- append_purchase_events(p_type text, p_purchase_ids uuid[], p_option_before api.ticket_option)
---     RETURNS void
--- Appends a p_type event per purchase (in array order, as the API shows each
--- now), then the stock events of their option (p_option_before: the option
--- before the change, under its lock; a row of nulls: none, the caller appends
--- them after events of its own that the change also causes, as confirm_hold
--- does). No purchases: nothing.
-CREATE OR REPLACE FUNCTION ticket_allocation.append_purchase_events(
-    p_type text, p_purchase_ids uuid[], p_option_before api.ticket_option)
+-- append_resource_events(p_type text, p_ids uuid[]) RETURNS void
+-- One p_type event per id, in the array's order, each carrying the resource
+-- the type is about as the API returns it now: purchase.* a purchase
+-- (purchase_resource), hold.* a hold (hold_resource), order.* an order
+-- (order_resource, sql/orders.sql: its lines' purchases and holds by primary
+-- key). One primary-key lookup per id, never a join of the receipts view:
+-- see the note above RETURN QUERY in api.purchase_tickets_batch. One
+-- statement for all of them; no ids: nothing. (Another type has no resource
+-- here: its null data is refused by events.data's NOT NULL.)
+CREATE OR REPLACE FUNCTION ticket_allocation.append_resource_events(p_type text, p_ids uuid[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 SET TimeZone = 'UTC'
 AS $$
 BEGIN
-    IF coalesce(cardinality(p_purchase_ids), 0) = 0 THEN
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    -- One primary-key lookup per purchase (purchase_resource), never a join of the
-    -- receipts view: see the note above RETURN QUERY in api.purchase_tickets_batch.
-    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(purchase_resource(u.id))) ORDER BY u.n))
-    FROM unnest(p_purchase_ids) WITH ORDINALITY AS u(id, n);
-    IF p_option_before.id IS NOT NULL THEN
-        PERFORM append_stock_events(p_option_before, get_ticket_option(p_option_before.id));
-    END IF;
+    PERFORM append_events(p_type, array_agg(api_json(CASE split_part(p_type, '.', 1)
+                                                         WHEN 'purchase' THEN to_jsonb(purchase_resource(r.id))
+                                                         WHEN 'hold' THEN to_jsonb(hold_resource(r.id))
+                                                         WHEN 'order' THEN to_jsonb(order_resource(r.id))
+                                                     END) ORDER BY r.n))
+    FROM unnest(p_ids) WITH ORDINALITY AS r (id, n);
 END;
 $$;
 
@@ -133,62 +133,19 @@ CREATE OR REPLACE FUNCTION ticket_allocation.append_sale_events(
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
-SET TimeZone = 'UTC'
 AS $$
 DECLARE
     purchases_made constant integer := coalesce(cardinality(p_purchase_ids), 0);
-    run jsonb[] := '{}'::jsonb[];  -- purchase events not appended yet
+    run_start integer := 1;  -- the first purchase whose event is not appended yet
 BEGIN
     FOR i IN 1 .. purchases_made LOOP
-        -- One primary-key lookup per purchase (purchase_resource), never a join of the
-        -- receipts view: see the note above RETURN QUERY in api.purchase_tickets_batch.
-        run := run || api_json(to_jsonb(purchase_resource(p_purchase_ids[i])));
         IF p_option_ids[i] = ANY (p_sold_out) AND (i = purchases_made OR p_option_ids[i + 1] <> p_option_ids[i]) THEN
-            PERFORM append_events('purchase.created', run);
-            run := '{}'::jsonb[];
+            PERFORM append_resource_events('purchase.created', p_purchase_ids[run_start:i]);
+            run_start := i + 1;
             PERFORM append_ticket_option_events('ticket_option.sold_out', get_ticket_option(p_option_ids[i]));
         END IF;
     END LOOP;
-    IF cardinality(run) > 0 THEN
-        PERFORM append_events('purchase.created', run);
-    END IF;
-END;
-$$;
-
--- append_hold_events(p_type text, p_hold_ids uuid[]) RETURNS void
--- One `p_type` event per hold, in the array's order, each with the hold as
--- the API returns it now (hold_resource: one primary-key lookup each).
-CREATE OR REPLACE FUNCTION ticket_allocation.append_hold_events(p_type text, p_hold_ids uuid[])
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = ticket_allocation, api, pg_temp
-SET TimeZone = 'UTC'
-AS $$
-BEGIN
-    IF coalesce(cardinality(p_hold_ids), 0) = 0 THEN
-        RETURN;
-    END IF;
-    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(hold_resource(h.id))) ORDER BY h.n))
-    FROM unnest(p_hold_ids) WITH ORDINALITY AS h(id, n);
-END;
-$$;
-
--- append_order_events(p_type text, p_order_ids uuid[]) RETURNS void
--- One `p_type` event per order, in the array's order, each with the order as
--- the API returns it now (order_resource, sql/orders.sql: its lines' purchases
--- and holds by primary key).
-CREATE OR REPLACE FUNCTION ticket_allocation.append_order_events(p_type text, p_order_ids uuid[])
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = ticket_allocation, api, pg_temp
-SET TimeZone = 'UTC'
-AS $$
-BEGIN
-    IF coalesce(cardinality(p_order_ids), 0) = 0 THEN
-        RETURN;
-    END IF;
-    PERFORM append_events(p_type, array_agg(api_json(to_jsonb(order_resource(o.id))) ORDER BY o.n))
-    FROM unnest(p_order_ids) WITH ORDINALITY AS o(id, n);
+    PERFORM append_resource_events('purchase.created', p_purchase_ids[run_start:purchases_made]);
 END;
 $$;
 

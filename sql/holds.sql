@@ -215,7 +215,7 @@ BEGIN
     END LOOP;
     holds := cardinality(expired_ids);
     order_ids := ARRAY(SELECT DISTINCT o FROM unnest(order_ids) AS o ORDER BY o);
-    PERFORM append_hold_events('hold.expired', ARRAY(SELECT h FROM unnest(expired_ids) AS h ORDER BY h));  -- sql/events.sql
+    PERFORM append_resource_events('hold.expired', ARRAY(SELECT h FROM unnest(expired_ids) AS h ORDER BY h));  -- sql/events.sql
 END;
 $$;
 
@@ -242,7 +242,7 @@ BEGIN
         RETURNING o.id
     )
     SELECT array_agg(e.id ORDER BY e.id) INTO expired_ids FROM expired e;
-    PERFORM append_order_events('order.expired', expired_ids);  -- sql/events.sql
+    PERFORM append_resource_events('order.expired', expired_ids);  -- sql/events.sql
 END;
 $$;
 
@@ -284,7 +284,7 @@ BEGIN
                                             FROM ticket_options o WHERE o.id = r.ticket_option_id)),
            p_order_ids[r.ordinality]
     FROM unnest(p_requests) WITH ORDINALITY AS r;
-    PERFORM append_hold_events('hold.created', p_hold_ids);  -- sql/events.sql
+    PERFORM append_resource_events('hold.created', p_hold_ids);  -- sql/events.sql
 END;
 $$;
 
@@ -351,7 +351,9 @@ BEGIN
     END LOOP;
 
     SELECT b.refusals, b.ids, b.granted, b.deferred INTO refusals, hold_ids, granted, deferred
-    FROM decide_batch(requests, scopes, asked, refusals, p_skip_locked) AS b;
+    FROM decide_batch(requests, ARRAY(SELECT r.idempotency_key FROM unnest(requests) WITH ORDINALITY AS r
+                                   ORDER BY r.ordinality),
+                      scopes, asked, refusals, p_skip_locked) AS b;
 
     PERFORM apply_holds(array_agg(hold_ids[g] ORDER BY g), array_agg(requests[g] ORDER BY g))
     FROM unnest(granted) AS g;
@@ -500,7 +502,7 @@ BEGIN
     UPDATE holds SET status = 'confirmed', confirmed_at = decision_clock(), purchase_id = new_purchase_id
     WHERE id = p_id;
     -- Events: purchase.created (apply_purchases), hold.confirmed, then the option's sold_out if it is.
-    PERFORM append_hold_events('hold.confirmed', ARRAY[p_id]);
+    PERFORM append_resource_events('hold.confirmed', ARRAY[p_id]);
     PERFORM append_stock_events(option_before, get_ticket_option(target.ticket_option_id));
     RETURN ROW(true, purchase_resource(new_purchase_id))::api.hold_confirmation;
 END;
@@ -543,7 +545,7 @@ BEGIN
         PERFORM move_tickets(freed.option_id, -freed.tickets, 0);
     END LOOP;
     -- In the callers' order (one hold, or an order's lines).
-    PERFORM append_hold_events('hold.released', array_agg(h ORDER BY n))
+    PERFORM append_resource_events('hold.released', array_agg(h ORDER BY n))
     FROM unnest(p_hold_ids) WITH ORDINALITY AS u (h, n)
     WHERE h = ANY (released_ids);
 END;

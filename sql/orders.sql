@@ -1,8 +1,8 @@
 -- Orders: many lines (an option and a quantity each, each option at most
 -- once), one outcome. An order is placed as a whole or not at all, decided
--- by the path of purchases and holds (sql/purchases.sql: the keys,
--- lock_options, then decide_in_order with its lines as one all-or-nothing
--- group, then apply_purchases or apply_holds), many orders per call
+-- by the path of purchases and holds (sql/purchases.sql: decide_batch, with
+-- its lines as one all-or-nothing group, then apply_purchases or
+-- apply_holds), many orders per call
 -- (place_orders_batch; place_order is a batch of one), and refused with every
 -- failing line (order_refused in sql/errors.sql).
 --
@@ -113,7 +113,7 @@ BEGIN
     WHERE id = p_order_id AND status IN ('confirmed', 'partially_cancelled')
       AND status <> CASE WHEN active_lines = 0 THEN 'cancelled' ELSE 'partially_cancelled' END;
     IF FOUND AND active_lines = 0 THEN
-        PERFORM append_order_events('order.cancelled', ARRAY[p_order_id]);  -- sql/events.sql
+        PERFORM append_resource_events('order.cancelled', ARRAY[p_order_id]);  -- sql/events.sql
     END IF;
 END;
 $$;
@@ -224,7 +224,7 @@ BEGIN
         ARRAY(SELECT line_ids[k] FROM generate_series(1, cardinality(line_ids)) AS k WHERE line_held[k] ORDER BY k),
         ARRAY(SELECT line_requests[k] FROM generate_series(1, cardinality(line_ids)) AS k WHERE line_held[k] ORDER BY k),
         ARRAY(SELECT line_orders[k] FROM generate_series(1, cardinality(line_ids)) AS k WHERE line_held[k] ORDER BY k));
-    PERFORM append_order_events('order.created', ARRAY(SELECT p_order_ids[g] FROM unnest(p_placed) AS g));  -- sql/events.sql
+    PERFORM append_resource_events('order.created', ARRAY(SELECT p_order_ids[g] FROM unnest(p_placed) AS g));  -- sql/events.sql
 END;
 $$;
 
@@ -239,9 +239,9 @@ $$;
 -- shorter. The orders' lines are decided as purchases (or holds) of their
 -- own would be, in order, counting what earlier lines and orders took: what
 -- the option has on sale, what each quota of it has left, the option's
--- max_per_user (lock_options, then decide_in_order with each order's lines
--- as one group). An order with a line that cannot be had takes nothing and
--- is refused with every failing line (order_refused: the SQLSTATE of the
+-- max_per_user (decide_batch, with each order's lines as one group). An
+-- order with a line that cannot be had takes nothing and is refused with
+-- every failing line (order_refused: the SQLSTATE of the
 -- first, DETAIL listing all); a refused order does not stop the others. An
 -- order's key (scoped by its caller and user) naming an earlier order of the
 -- same request, in an earlier call or earlier in this batch, gets that order
@@ -268,15 +268,12 @@ DECLARE
     refusals api.refusal[] := '{}'::api.refusal[];  -- by ordinal; null when answered by an order
     scopes text[] := '{}'::text[];
     asked jsonb[] := '{}'::jsonb[];
+    its_lines api.ticket_request[];
+    requests api.ticket_request[] := '{}'::api.ticket_request[];  -- the lines of the orders not refused yet
+    order_of integer[] := '{}'::integer[];         -- by line: its order's ordinal
     order_ids uuid[];                               -- by ordinal: the order answering it, new or earlier
-    repeats integer[];                              -- by ordinal: the earlier ordinal with the same key and request
-    open boolean[] := '{}'::boolean[];
+    placed integer[];                               -- the ordinals placed now
     deferred boolean[];                             -- by ordinal: an option of it was busy (p_skip_locked)
-    busy uuid[] := '{}'::uuid[];
-    requests api.ticket_request[] := '{}'::api.ticket_request[];  -- the open orders' lines, in order
-    groups integer[] := '{}'::integer[];           -- by line: its order's ordinal
-    line_refusals api.refusal[];
-    placed integer[] := '{}'::integer[];           -- the ordinals placed now
 BEGIN
     PERFORM assert_session_limits();
     FOR i IN 1 .. requested LOOP
@@ -285,62 +282,25 @@ BEGIN
         scopes[i] := order_idempotency_scope(asking.caller, asking.user_id);
         asked[i] := jsonb_build_object('place_order', jsonb_build_object(
             'user_id', asking.user_id, 'lines', to_jsonb(asking.lines), 'ttl', asking.ttl));
-    END LOOP;
-    SELECT k.refusals, k.earlier_ids, k.repeats INTO refusals, order_ids, repeats
-    FROM claim_batch_keys(scopes, ARRAY(SELECT (p_orders[i]).idempotency_key FROM generate_series(1, requested) AS i
-                                        ORDER BY i),
-                          asked, refusals) AS k;
-    FOR i IN 1 .. requested LOOP
-        open[i] := (refusals[i]).sqlstate IS NULL AND order_ids[i] IS NULL AND repeats[i] IS NULL;
-    END LOOP;
-    IF p_skip_locked AND true = ANY (open) THEN
-        busy := try_lock_options(ARRAY(SELECT l.ticket_option_id
-                                       FROM generate_series(1, requested) AS i, unnest((p_orders[i]).lines) AS l
-                                       WHERE open[i]));
-    END IF;
-    deferred := array_fill(false, ARRAY[requested]);
-    FOR i IN 1 .. requested LOOP
-        IF open[i] AND EXISTS (SELECT 1 FROM unnest((p_orders[i]).lines) AS l WHERE l.ticket_option_id = ANY (busy)) THEN
-            open[i] := false;
-            deferred[i] := true;
-        END IF;
-        IF open[i] THEN
-            requests := requests || order_requests(p_orders[i]);
-            groups := groups || array_fill(i, ARRAY[cardinality((p_orders[i]).lines)]);
+        IF (refusals[i]).sqlstate IS NULL THEN  -- a refused order's lines are never decided (nor bounded in number)
+            its_lines := order_requests(asking);
+            requests := requests || its_lines;
+            order_of := order_of || array_fill(i, ARRAY[cardinality(its_lines)]);
         END IF;
     END LOOP;
 
-    IF cardinality(requests) > 0 THEN
-        IF NOT p_skip_locked THEN  -- else taken above
-            PERFORM lock_options(ARRAY(SELECT r.ticket_option_id FROM unnest(requests) AS r));
-        END IF;
-        SELECT d.refusals INTO line_refusals
-        FROM decide_in_order(requests, array_fill(true, ARRAY[cardinality(requests)]), groups) AS d;
-        FOR i IN 1 .. requested LOOP
-            CONTINUE WHEN NOT open[i];
-            refusals[i] := order_refused(
-                ARRAY(SELECT line_refusals[n] FROM generate_series(1, cardinality(requests)) AS n WHERE groups[n] = i
-                      ORDER BY n),
-                cardinality((p_orders[i]).lines));
-            IF (refusals[i]).sqlstate IS NULL THEN
-                order_ids[i] := gen_random_uuid();
-                placed := placed || i;
-            END IF;
-        END LOOP;
-        PERFORM place_decided_orders(p_orders, placed, order_ids);
-        PERFORM remember_idempotency_keys(
-            array_agg(scopes[i]), array_agg((p_orders[i]).idempotency_key), array_agg(asked[i]), 'order',
-            array_agg(order_ids[i]))
-        FROM unnest(placed) AS i
-        WHERE (p_orders[i]).idempotency_key IS NOT NULL
-        HAVING count(*) > 0;
-    END IF;
-    FOR i IN 1 .. requested LOOP
-        CONTINUE WHEN repeats[i] IS NULL;
-        refusals[i] := refusals[repeats[i]];
-        order_ids[i] := order_ids[repeats[i]];
-        deferred[i] := deferred[repeats[i]];
-    END LOOP;
+    SELECT b.refusals, b.ids, b.granted, b.deferred INTO refusals, order_ids, placed, deferred
+    FROM decide_batch(requests, ARRAY(SELECT (p_orders[i]).idempotency_key FROM generate_series(1, requested) AS i
+                                      ORDER BY i),
+                      scopes, asked, refusals, p_skip_locked, order_of) AS b;
+
+    PERFORM place_decided_orders(p_orders, placed, order_ids);
+    PERFORM remember_idempotency_keys(
+        array_agg(scopes[i]), array_agg((p_orders[i]).idempotency_key), array_agg(asked[i]), 'order',
+        array_agg(order_ids[i]))
+    FROM unnest(placed) AS i
+    WHERE (p_orders[i]).idempotency_key IS NOT NULL
+    HAVING count(*) > 0;
 
     RETURN QUERY
         SELECT o, refusals[o], order_resource(order_ids[o]), deferred[o]
@@ -465,9 +425,9 @@ BEGIN
     UPDATE orders SET status = 'confirmed', confirmed_at = decision_clock() WHERE id = p_id;
     -- Events: the purchase.created (apply_purchases), the hold.confirmed, the options' sold_out if
     -- they are, then order.confirmed.
-    PERFORM append_hold_events('hold.confirmed', hold_ids);
+    PERFORM append_resource_events('hold.confirmed', hold_ids);
     PERFORM append_stock_events(o, get_ticket_option(o.id)) FROM unnest(options_before) AS o;
-    PERFORM append_order_events('order.confirmed', ARRAY[p_id]);
+    PERFORM append_resource_events('order.confirmed', ARRAY[p_id]);
     RETURN ROW(true, order_resource(p_id))::api.order_confirmation;
 END;
 $$;
@@ -496,7 +456,7 @@ BEGIN
     ELSIF target.status = 'held' THEN
         PERFORM release_holds(ARRAY(SELECT l.hold_id FROM order_lines l WHERE l.order_id = p_id ORDER BY l.line));
         UPDATE orders SET status = 'released', released_at = decision_clock() WHERE id = p_id;
-        PERFORM append_order_events('order.released', ARRAY[p_id]);
+        PERFORM append_resource_events('order.released', ARRAY[p_id]);
     END IF;
     RETURN order_resource(p_id);
 END;

@@ -22,17 +22,17 @@ $$;
 
 -- Purchases, holds and orders are decided by one path, each step its own
 -- function:
---   1. the idempotency keys, without any lock (claim_batch_keys for a batch,
---      one key for an order): a retry racing its first attempt is told at
---      once (TA006) rather than queued behind the lock;
+--   1. the idempotency keys, without any lock (claim_batch_keys: a
+--      request's key, or an order's): a retry racing its first attempt is
+--      told at once (TA006) rather than queued behind the lock;
 --   2. lock_options: the options the requests name, the options sharing
 --      their quotas, the quotas (sql/locking.sql), expired holds reclaimed;
 --   3. decide_in_order, under those locks: which requests fit, one by one in
 --      arrival order (an order's lines as one all-or-nothing group);
 --   4. apply_purchases or apply_holds: write what was decided, set-based.
--- decide_batch runs steps 1 to 3 for the batches (purchase_tickets_batch,
--- hold_tickets_batch); place_order (sql/orders.sql) runs them for its lines.
--- purchase_tickets, hold_tickets are batches of one.
+-- decide_batch runs steps 1 to 3 for every batch (purchase_tickets_batch,
+-- hold_tickets_batch, place_orders_batch in sql/orders.sql); purchase_tickets,
+-- hold_tickets, place_order are batches of one.
 
 -- request_refusal(p_request api.ticket_request) RETURNS api.refusal
 -- Why a request is refused before anything is looked up (TA001: a null
@@ -269,42 +269,55 @@ BEGIN
 END;
 $$;
 
--- decide_batch(p_requests api.ticket_request[], p_scopes text[], p_asked jsonb[], INOUT refusals api.refusal[],
---              p_skip_locked boolean DEFAULT false, OUT ids uuid[], OUT granted integer[], OUT deferred boolean[])
--- Steps 1 to 3 of a batch of purchases or holds, the same for both: claims
--- the keys (claim_batch_keys: key of request i in scope p_scopes[i], for the
--- request p_asked[i]), locks the options of the requests still open
+-- decide_batch(p_requests api.ticket_request[], p_keys text[], p_scopes text[], p_asked jsonb[],
+--              INOUT refusals api.refusal[], p_skip_locked boolean DEFAULT false, p_order_of integer[] DEFAULT NULL,
+--              OUT ids uuid[], OUT granted integer[], OUT deferred boolean[])
+-- Steps 1 to 3 of every batch, the same for purchases, holds and orders.
+-- The batch's items, by ordinal: its requests (p_order_of null: purchases
+-- or holds), or its orders (request k is a line of order p_order_of[k], each
+-- order's lines together); refusals[i] is set for an item refused already.
+-- Claims the keys (claim_batch_keys: p_keys[i] in scope p_scopes[i], for the
+-- request p_asked[i]), locks the options of the items still open
 -- (lock_options, or with p_skip_locked try_lock_options, which never waits;
--- nothing when none is open), decides them in order (decide_in_order) and
--- gives each granted request a new id; a repeat of an earlier request of the
--- batch gets its answer. ids[i]: the purchase or hold answering request i
--- (new, or an earlier call's for its key); granted: the ordinals to apply now
--- (step 4 is the caller's: apply_purchases or apply_holds); deferred[i]: true
--- when request i's option could not be locked without waiting (only with
--- p_skip_locked): neither refused nor granted, nothing is done for it.
+-- nothing when none is open), decides their requests in order
+-- (decide_in_order, an order's lines all or nothing) and gives each granted
+-- item a new id; a repeat of an earlier item of the batch gets its answer.
+-- refusals[i]: an item refused under the lock gets its request's refusal,
+-- an order its lines' (order_refused). ids[i]: the purchase, hold or order
+-- answering item i (new, or an earlier call's for its key); granted: the
+-- items to apply now, in order (step 4 is the caller's: apply_purchases,
+-- apply_holds, place_decided_orders); deferred[i]: true when an option of
+-- item i could not be locked without waiting (only with p_skip_locked):
+-- neither refused nor granted, nothing is done for it.
+-- Loops over items and requests, never over tickets.
 CREATE OR REPLACE FUNCTION ticket_allocation.decide_batch(
-    p_requests api.ticket_request[], p_scopes text[], p_asked jsonb[], INOUT refusals api.refusal[],
-    p_skip_locked boolean DEFAULT false, OUT ids uuid[], OUT granted integer[], OUT deferred boolean[])
+    p_requests api.ticket_request[], p_keys text[], p_scopes text[], p_asked jsonb[], INOUT refusals api.refusal[],
+    p_skip_locked boolean DEFAULT false, p_order_of integer[] DEFAULT NULL,
+    OUT ids uuid[], OUT granted integer[], OUT deferred boolean[])
 LANGUAGE plpgsql
 SET search_path = ticket_allocation, api, pg_temp
 AS $$
 DECLARE
+    items constant integer := coalesce(cardinality(p_scopes), 0);
     requested constant integer := coalesce(cardinality(p_requests), 0);
-    open boolean[] := '{}'::boolean[];      -- by ordinal: still to decide under the lock
-    repeats integer[];                      -- by ordinal: the earlier ordinal with the same key and request
-    decided api.refusal[];                  -- by ordinal: refused under the lock
+    item_of constant integer[] := coalesce(p_order_of, ARRAY(SELECT generate_series(1, requested)));  -- by request
+    open boolean[] := '{}'::boolean[];      -- by item: still to decide under the lock
+    repeats integer[];                      -- by item: the earlier ordinal with the same key and request
+    open_requests boolean[];                -- by request: its item's open
     open_options uuid[];
+    decided api.refusal[];                  -- by request: refused under the lock
+    line_refusals api.refusal[];            -- an order's lines'
     busy uuid[] := '{}'::uuid[];            -- options another call holds (p_skip_locked)
 BEGIN
     SELECT k.refusals, k.earlier_ids, k.repeats INTO refusals, ids, repeats
-    FROM claim_batch_keys(p_scopes, ARRAY(SELECT r.idempotency_key FROM unnest(p_requests) WITH ORDINALITY AS r
-                                          ORDER BY r.ordinality),
-                          p_asked, refusals) AS k;
-    FOR i IN 1 .. requested LOOP
+    FROM claim_batch_keys(p_scopes, p_keys, p_asked, refusals) AS k;
+    FOR i IN 1 .. items LOOP
         open[i] := (refusals[i]).sqlstate IS NULL AND ids[i] IS NULL AND repeats[i] IS NULL;
     END LOOP;
 
-    open_options := ARRAY(SELECT (p_requests[i]).ticket_option_id FROM generate_series(1, requested) AS i WHERE open[i]);
+    open_requests := ARRAY(SELECT open[item_of[k]] FROM generate_series(1, requested) AS k ORDER BY k);
+    open_options := ARRAY(SELECT (p_requests[k]).ticket_option_id FROM generate_series(1, requested) AS k
+                          WHERE open_requests[k]);
     IF cardinality(open_options) = 0 THEN
         NULL;  -- nothing to lock
     ELSIF p_skip_locked THEN
@@ -312,23 +325,32 @@ BEGIN
     ELSE
         PERFORM lock_options(open_options);
     END IF;
-    deferred := array_fill(false, ARRAY[requested]);
-    FOR i IN 1 .. requested LOOP
-        IF open[i] AND (p_requests[i]).ticket_option_id = ANY (busy) THEN
-            open[i] := false;
-            deferred[i] := true;
+    deferred := array_fill(false, ARRAY[items]);
+    FOR k IN 1 .. requested LOOP
+        IF open_requests[k] AND (p_requests[k]).ticket_option_id = ANY (busy) THEN
+            deferred[item_of[k]] := true;
         END IF;
     END LOOP;
-    SELECT d.refusals, d.granted INTO decided, granted
-    FROM decide_in_order(p_requests, open) AS d;
-    FOR i IN 1 .. requested LOOP
-        IF (decided[i]).sqlstate IS NOT NULL THEN
+    FOR k IN 1 .. requested LOOP
+        open_requests[k] := open_requests[k] AND NOT deferred[item_of[k]];
+    END LOOP;
+    SELECT d.refusals INTO decided FROM decide_in_order(p_requests, open_requests, p_order_of) AS d;
+    granted := '{}'::integer[];
+    FOR i IN 1 .. items LOOP
+        CONTINUE WHEN NOT open[i] OR deferred[i];
+        IF p_order_of IS NULL THEN
             refusals[i] := decided[i];
-        ELSIF i = ANY (granted) THEN
+        ELSE
+            line_refusals := ARRAY(SELECT decided[k] FROM generate_series(1, requested) AS k WHERE p_order_of[k] = i
+                                   ORDER BY k);
+            refusals[i] := order_refused(line_refusals, cardinality(line_refusals));
+        END IF;
+        IF (refusals[i]).sqlstate IS NULL THEN
             ids[i] := gen_random_uuid();
+            granted := granted || i;
         END IF;
     END LOOP;
-    FOR i IN 1 .. requested LOOP
+    FOR i IN 1 .. items LOOP
         CONTINUE WHEN repeats[i] IS NULL;
         refusals[i] := refusals[repeats[i]];
         ids[i] := ids[repeats[i]];
@@ -394,7 +416,9 @@ BEGIN
     END LOOP;
 
     SELECT b.refusals, b.ids, b.granted, b.deferred INTO refusals, purchase_ids, granted, deferred
-    FROM decide_batch(p_requests, scopes, asked, refusals, p_skip_locked) AS b;
+    FROM decide_batch(p_requests, ARRAY(SELECT r.idempotency_key FROM unnest(p_requests) WITH ORDINALITY AS r
+                                   ORDER BY r.ordinality),
+                      scopes, asked, refusals, p_skip_locked) AS b;
 
     PERFORM apply_purchases(array_agg(purchase_ids[g] ORDER BY g), array_agg(p_requests[g] ORDER BY g))
     FROM unnest(granted) AS g;
@@ -640,11 +664,11 @@ BEGIN
     END LOOP;
     -- Events (sql/events.sql): per option, the cancellations, then its back_on_sale if it is.
     FOR i IN 1 .. cardinality(befores) LOOP
-        PERFORM append_purchase_events(
+        PERFORM append_resource_events(
             'purchase.cancelled',
             ARRAY(SELECT cancelled_ids[n] FROM generate_series(1, cardinality(cancelled_ids)) AS n
-                  WHERE options[n] = (befores[i]).id ORDER BY n),
-            befores[i]);
+                  WHERE options[n] = (befores[i]).id ORDER BY n));
+        PERFORM append_stock_events(befores[i], get_ticket_option((befores[i]).id));
     END LOOP;
 END;
 $$;
